@@ -1,0 +1,46 @@
+# worldgate: two commands for a newcomer (`make serve`, `make test`); the rest are helpers.
+# Every target installs what it needs first, so a fresh clone needs only Python 3.11+, Node and npm.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: install serve test bench lint contracts devnet clean
+
+install: $(PY_STAMP) $(NODE_STAMP)  ## .venv with the project and its test tools, plus anvil and solc from npm
+
+$(PY_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "worldgate needs Python 3.11 or newer")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv \
+	  && $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[test]' \
+	  || $(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm install --no-audit --no-fund --loglevel=error  # honours package-lock.json; `npm ci` trips on npm 11 optional platform deps
+	touch $@
+
+serve: install  ## the gateway on 127.0.0.1:8402, on embedded Postgres/Redis and the local devnet unless configured
+	$(VENV)/bin/worldgate serve
+
+test: install  ## the whole suite against real Postgres, Redis and anvil
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install  ## worldgate vs the official x402 middleware, same chain, same run; prints ratios
+	$(PY) bench/paid.py $(BENCH_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+contracts: $(NODE_STAMP)  ## recompile the devnet contracts after editing their .sol sources
+	node payments/devnet/contracts/compile.cjs
+
+devnet: install  ## the local chains alone; prints devnet.json
+	$(VENV)/bin/worldgate devnet
+
+clean:
+	rm -rf $(VENV) node_modules .worldgate .pytest_cache .ruff_cache
