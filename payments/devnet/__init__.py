@@ -1,0 +1,1 @@
+"""payments/devnet"""
