@@ -1,0 +1,77 @@
+"""The x402 protocol for worldgate: wire codec, offers, the EVM `exact` scheme, facilitators, devnet.
+
+Imports nothing of worldgate's other domains. `app/` uses only the names listed here.
+"""
+
+from .codec import (
+    EXPOSE_HEADERS,
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_RESPONSE_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
+    X_PAYMENT_HEADER,
+    X_PAYMENT_RESPONSE_HEADER,
+    PaymentPayload,
+    PaymentPayloadV1,
+    PaymentRequired,
+    PaymentRequirements,
+    ResourceInfo,
+    SettleResponse,
+    SupportedResponse,
+    decode_payment_header,
+    encode_header,
+    encode_json,
+    to_builtins,
+)
+from .errors import PaymentError, Reason, Refusal, http_status
+from .evm.exact import ExactEvmScheme
+from .evm.relayer import Relayer
+from .evm.rpc import JsonRpc
+from .facilitator import Facilitator, OnBroadcast
+from .facilitator.local import LocalFacilitator
+from .facilitator.remote import RemoteFacilitator
+from .money import PriceError, to_atomic, to_display
+from .offers import NetworkTerms, build_offer, match_offer
+from .outcomes import Inspection, Settlement, Verification
+from .schemes import inspect, v1_as_v2
+
+__all__ = [
+    "EXPOSE_HEADERS",
+    "PAYMENT_REQUIRED_HEADER",
+    "PAYMENT_RESPONSE_HEADER",
+    "PAYMENT_SIGNATURE_HEADER",
+    "X_PAYMENT_HEADER",
+    "X_PAYMENT_RESPONSE_HEADER",
+    "ExactEvmScheme",
+    "Facilitator",
+    "Inspection",
+    "JsonRpc",
+    "LocalFacilitator",
+    "NetworkTerms",
+    "OnBroadcast",
+    "PaymentError",
+    "PaymentPayload",
+    "PaymentPayloadV1",
+    "PaymentRequired",
+    "PaymentRequirements",
+    "PriceError",
+    "Reason",
+    "Refusal",
+    "Relayer",
+    "RemoteFacilitator",
+    "ResourceInfo",
+    "SettleResponse",
+    "Settlement",
+    "SupportedResponse",
+    "Verification",
+    "build_offer",
+    "decode_payment_header",
+    "encode_header",
+    "encode_json",
+    "http_status",
+    "inspect",
+    "match_offer",
+    "to_atomic",
+    "to_builtins",
+    "to_display",
+    "v1_as_v2",
+]

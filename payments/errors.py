@@ -1,0 +1,79 @@
+"""Why a payment is refused: one closed set of reason codes and the HTTP status each one maps to.
+
+Spec codes (x402 v2 §9 and the reference SDKs' EVM codes) keep their spelling so clients that know
+them keep working; codes worldgate adds are marked. A remote facilitator may answer with a code we
+do not know; such codes travel as plain strings, so every `reason` field in this package is `str`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # malformed input: HTTP 400
+    INVALID_PAYLOAD = "invalid_payload"
+    PAYMENT_HEADER_TOO_LARGE = "payment_header_too_large"  # worldgate
+    # protocol-level mismatches
+    INVALID_X402_VERSION = "invalid_x402_version"
+    UNSUPPORTED_SCHEME = "unsupported_scheme"
+    NETWORK_MISMATCH = "network_mismatch"
+    INVALID_NETWORK = "invalid_network"
+    OFFER_MISMATCH = "offer_mismatch"  # worldgate: `accepted` is not one of this route's offers
+    # EVM exact, in the reference verification order
+    MISSING_EIP712_DOMAIN = "missing_eip712_domain"
+    EVM_RECIPIENT_MISMATCH = "invalid_exact_evm_payload_recipient_mismatch"
+    EVM_VALUE_MISMATCH = "invalid_exact_evm_payload_authorization_value_mismatch"
+    EVM_VALID_BEFORE = "invalid_exact_evm_payload_authorization_valid_before"
+    EVM_VALID_AFTER = "invalid_exact_evm_payload_authorization_valid_after"
+    EVM_SIGNATURE = "invalid_exact_evm_payload_signature"
+    EVM_UNDEPLOYED_SMART_WALLET = "invalid_exact_evm_payload_undeployed_smart_wallet"
+    EVM_FAILED_TO_VERIFY_SIGNATURE = "invalid_exact_evm_failed_to_verify_signature"
+    ASSET_NOT_DEPLOYED = "asset_not_deployed_contract"
+    EVM_NONCE_ALREADY_USED = "invalid_exact_evm_nonce_already_used"
+    EVM_TOKEN_NAME_MISMATCH = "invalid_exact_evm_token_name_mismatch"  # noqa: S105 (a reason code)
+    EVM_TOKEN_VERSION_MISMATCH = "invalid_exact_evm_token_version_mismatch"  # noqa: S105 (a reason code)
+    EVM_INSUFFICIENT_BALANCE = "invalid_exact_evm_insufficient_balance"
+    EVM_EIP3009_NOT_SUPPORTED = "invalid_exact_evm_eip3009_not_supported"
+    EVM_SIMULATION_FAILED = "invalid_exact_evm_transaction_simulation_failed"
+    EVM_TRANSFER_EVENT_MISMATCH = "invalid_exact_evm_transfer_event_mismatch"
+    # exactly-once (worldgate): the payment key is already claimed by another request
+    PAYMENT_ALREADY_CLAIMED = "payment_already_claimed"
+    # settlement
+    TRANSACTION_FAILED = "transaction_failed"
+    SETTLEMENT_PENDING = "settlement_pending"
+    UNEXPECTED_VERIFY_ERROR = "unexpected_verify_error"
+    UNEXPECTED_SETTLE_ERROR = "unexpected_settle_error"
+
+
+MALFORMED: frozenset[str] = frozenset({Reason.INVALID_PAYLOAD, Reason.PAYMENT_HEADER_TOO_LARGE})
+
+
+def http_status(reason: str) -> int:
+    """400 for input we could not even read, 402 for every payment we read and refused."""
+    return 400 if reason in MALFORMED else 402
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A payment refused for a reason the payer can act on; a value, not an exception."""
+
+    reason: str
+    message: str
+
+    @property
+    def status(self) -> int:
+        return http_status(self.reason)
+
+
+class PaymentError(Exception):
+    """Infrastructure failed while handling a payment (RPC down, facilitator unreadable).
+
+    Never raised for a bad payment: those are `Refusal` values. Messages never carry secrets.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

@@ -1,0 +1,49 @@
+"""The local facilitator: our schemes, our relayer keys, our RPCs, routed by (scheme, network)."""
+
+from __future__ import annotations
+
+from ..codec import PaymentPayload, PaymentRequirements, SupportedResponse
+from ..errors import Reason
+from ..evm.exact import ExactEvmScheme
+from ..evm.relayer import OnBroadcast
+from ..evm.rpc import JsonRpc
+from ..outcomes import Settlement, Verification
+
+
+class LocalFacilitator:
+    def __init__(self, schemes: list[ExactEvmScheme], rpcs: list[JsonRpc] | None = None) -> None:
+        self._schemes = {(s.scheme, s.network): s for s in schemes}
+        self._rpcs = rpcs or []
+
+    async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Verification:
+        scheme = self._schemes.get((requirements.scheme, requirements.network))
+        if scheme is None:
+            return Verification(
+                False,
+                reason=Reason.UNSUPPORTED_SCHEME,
+                message=f"no {requirements.scheme} on {requirements.network}",
+            )
+        return await scheme.verify(payload, requirements)
+
+    async def settle(
+        self,
+        payload: PaymentPayload,
+        requirements: PaymentRequirements,
+        on_broadcast: OnBroadcast | None = None,
+    ) -> Settlement:
+        scheme = self._schemes.get((requirements.scheme, requirements.network))
+        if scheme is None:
+            return Settlement(False, requirements.network, reason=Reason.UNSUPPORTED_SCHEME)
+        return await scheme.settle(payload, requirements, on_broadcast)
+
+    async def supported(self) -> SupportedResponse:
+        signers: dict[str, list[str]] = {}
+        for scheme in self._schemes.values():
+            family = scheme.network.partition(":")[0] + ":*"
+            if scheme.signer and scheme.signer not in signers.setdefault(family, []):
+                signers[family].append(scheme.signer)
+        return SupportedResponse(kinds=[s.supported_kind() for s in self._schemes.values()], signers=signers)
+
+    async def close(self) -> None:
+        for rpc in self._rpcs:
+            await rpc.close()

@@ -1,0 +1,62 @@
+"""What verifying and settling a payment produced: plain values the app turns into HTTP and ledger rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .codec import SettleResponse, VerifyResponse
+from .errors import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """A payment that passed every check that needs no chain: who pays, how much, and its unique key."""
+
+    scheme_id: str  # e.g. "v2-eip155-exact": registry key, log field, ledger column
+    network: str
+    asset: str
+    payer: str
+    pay_to: str
+    amount_atomic: int
+    valid_before_unix_s: int
+    payment_key: str  # what makes this payment unique; claimed in the ledger before serving
+    signer_verified: bool  # the signature was checked locally (EOA); False leaves it to the chain
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    valid: bool
+    payer: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    def response(self) -> VerifyResponse:
+        return VerifyResponse(
+            is_valid=self.valid, invalid_reason=self.reason, invalid_message=self.message, payer=self.payer
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    success: bool
+    network: str
+    transaction: str = ""
+    payer: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    gas_cost_atomic: int | None = None  # native units (wei) the relayer paid; known to the local facilitator
+
+    @property
+    def pending(self) -> bool:
+        """Broadcast, outcome unknown: neither a success nor a failure until reconciled."""
+        return not self.success and self.reason == Reason.SETTLEMENT_PENDING
+
+    def response(self) -> SettleResponse:
+        return SettleResponse(
+            success=self.success,
+            transaction=self.transaction,
+            network=self.network,
+            payer=self.payer,
+            error_reason=self.reason,
+            error_message=self.message,
+        )
