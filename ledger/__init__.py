@@ -1,0 +1,26 @@
+"""The ledger: Postgres pool, migrations, payment claims and their state machine, journal, reports.
+
+Imports nothing of worldgate's; values cross in as `PaymentRecord` and `Posting`, defined here.
+"""
+
+from . import claims, journal, locks, reports
+from .claims import PaymentRecord
+from .errors import LedgerError, LedgerIntegrityError, LedgerUnavailable
+from .journal import Posting, settlement_postings
+from .migrate import migrate
+from .pool import create_pool
+
+__all__ = [
+    "LedgerError",
+    "LedgerIntegrityError",
+    "LedgerUnavailable",
+    "PaymentRecord",
+    "Posting",
+    "claims",
+    "create_pool",
+    "journal",
+    "locks",
+    "migrate",
+    "reports",
+    "settlement_postings",
+]

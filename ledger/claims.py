@@ -1,0 +1,151 @@
+"""Payment claims and their state machine: a claim is an INSERT under a UNIQUE key, made before serving.
+
+The transition table below mirrors `payment_transitions` in the migration; each move is checked
+here before the UPDATE and by the database trigger during it, and the UPDATE itself only matches a
+row still in the expected state (`WHERE state = $expected`), so two workers cannot both move it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from .errors import LedgerIntegrityError, translated
+from .journal import Posting, assert_balanced
+from .sql import queries
+
+TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("claimed", "verified"), ("claimed", "released"), ("claimed", "expired"),
+        ("verified", "served"), ("verified", "settling"), ("verified", "released"), ("verified", "expired"),
+        ("served", "settling"), ("served", "released"), ("served", "expired"),
+        ("settling", "settled"), ("settling", "failed"),
+        ("released", "claimed"),
+    }
+)  # fmt: skip
+FINAL_STATES = frozenset({"settled", "failed", "expired"})
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """What the ledger needs to claim a payment; the app builds it from what `payments` inspected."""
+
+    payment_key: str
+    scheme_id: str
+    network: str
+    asset: str
+    payer: str
+    pay_to: str
+    amount_atomic: int
+    route: str
+    resource: str
+    stream: str | None
+    settlement_mode: str
+    valid_before: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The claim that already holds a payment key."""
+
+    payment_id: int
+    state: str
+    route: str
+    amount_atomic: int
+    tx_hash: str | None
+
+
+async def claim(pool: asyncpg.Pool, record: PaymentRecord) -> int | None:
+    """The payment's id if this request now holds its key; None if another claim holds or consumed it."""
+    assert record.amount_atomic > 0
+    with translated():
+        return await pool.fetchval(
+            queries["claim_payment"],
+            record.payment_key,
+            record.scheme_id,
+            record.network,
+            record.asset,
+            record.payer,
+            record.pay_to,
+            record.amount_atomic,
+            record.route,
+            record.resource,
+            record.stream,
+            record.settlement_mode,
+            record.valid_before,
+        )
+
+
+async def holder(pool: asyncpg.Pool, payment_key: str) -> Holder | None:
+    with translated():
+        row = await pool.fetchrow(queries["payment_state_by_key"], payment_key)
+    if row is None:
+        return None
+    return Holder(row["id"], row["state"], row["route"], row["amount_atomic"], row["tx_hash"])
+
+
+async def advance(
+    pool: asyncpg.Pool | asyncpg.Connection,
+    payment_id: int,
+    from_state: str,
+    to_state: str,
+    *,
+    reason: str | None = None,
+    tx_hash: str | None = None,
+) -> bool:
+    """Move one edge; False if the payment was no longer in `from_state` (someone else moved it)."""
+    if (from_state, to_state) not in TRANSITIONS:
+        raise LedgerIntegrityError(f"illegal payment transition {from_state} -> {to_state}")
+    with translated():
+        moved = await pool.fetchval(queries["advance_payment"], payment_id, from_state, to_state, reason, tx_hash)
+    return moved is not None
+
+
+async def record_tx_hash(pool: asyncpg.Pool, payment_id: int, tx_hash: str) -> None:
+    """Store a settlement's hash before it is broadcast (raises if the payment is not `settling`)."""
+    with translated():
+        if await pool.fetchval(queries["record_tx_hash"], payment_id, tx_hash) is None:
+            raise LedgerIntegrityError(f"payment {payment_id} is not settling; refusing to record {tx_hash}")
+
+
+async def settle(
+    pool: asyncpg.Pool,
+    payment_id: int,
+    tx_hash: str,
+    postings: Sequence[Posting],
+    *,
+    gas_cost_atomic: int | None = None,
+    memo: str | None = None,
+) -> int:
+    """Mark a settling payment settled and post its journal entry, atomically; returns the entry id."""
+    assert_balanced(postings)
+    with translated():
+        async with pool.acquire() as connection, connection.transaction():
+            if await connection.fetchval(queries["mark_settled"], payment_id, tx_hash, gas_cost_atomic) is None:
+                raise LedgerIntegrityError(f"payment {payment_id} is not settling; not marking it settled")
+            entry_id: int = await connection.fetchval(
+                queries["insert_journal_entry"], payment_id, "settlement", None, memo
+            )
+            await connection.execute(
+                queries["insert_journal_postings"],
+                entry_id,
+                [p.account for p in postings],
+                [p.asset for p in postings],
+                [p.amount_atomic for p in postings],
+            )
+    return entry_id
+
+
+async def payment(pool: asyncpg.Pool, payment_id: int) -> dict[str, Any] | None:
+    """One payment with its events and journal lines (for reports, admin and tests)."""
+    with translated():
+        row = await pool.fetchrow(queries["payment_by_id"], payment_id)
+        if row is None:
+            return None
+        events = await pool.fetch(queries["payment_events"], payment_id)
+        lines = await pool.fetch(queries["journal_for_payment"], payment_id)
+    return {**dict(row), "events": [dict(e) for e in events], "journal": [dict(line) for line in lines]}

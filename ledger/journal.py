@@ -1,0 +1,69 @@
+"""Double entry: the chart of accounts and the balanced postings of a settlement.
+
+A posting is signed (debit > 0, credit < 0) and an entry sums to zero per asset. Python asserts
+that before the insert; the migration's deferred constraint trigger checks it again at commit, and
+its immutability triggers refuse any UPDATE or DELETE afterwards.
+
+Accounts:
+- `onchain:<network>:<address>`: money held at an address (the payTo receives, the relayer spends gas)
+- `revenue:<stream>`: what a stream earned
+- `expense:gas:<network>`: gas the relayer paid to settle
+Assets are `<network>/<token address>` or `<network>/native`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import LedgerIntegrityError
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account: str
+    asset: str
+    amount_atomic: int  # debit > 0, credit < 0
+
+
+def asset_id(network: str, asset: str) -> str:
+    return f"{network}/{asset.lower()}"
+
+
+def assert_balanced(postings: Sequence[Posting]) -> None:
+    if len(postings) < 2:
+        raise LedgerIntegrityError("a journal entry needs at least two postings")
+    totals: dict[str, int] = defaultdict(int)
+    for posting in postings:
+        if posting.amount_atomic == 0 or not isinstance(posting.amount_atomic, int):
+            raise LedgerIntegrityError(f"posting to {posting.account} must be a non-zero integer")
+        totals[posting.asset] += posting.amount_atomic
+    unbalanced = {asset: total for asset, total in totals.items() if total != 0}
+    if unbalanced:
+        raise LedgerIntegrityError(f"journal entry does not balance: {unbalanced}")
+
+
+def settlement_postings(
+    *,
+    network: str,
+    asset: str,
+    pay_to: str,
+    revenue_account: str,
+    amount_atomic: int,
+    relayer: str | None = None,
+    gas_cost_atomic: int | None = None,
+) -> list[Posting]:
+    """The payment lands at payTo and is the stream's revenue; the relayer's gas is an expense."""
+    token = asset_id(network, asset)
+    postings = [
+        Posting(f"onchain:{network}:{pay_to.lower()}", token, amount_atomic),
+        Posting(f"revenue:{revenue_account}", token, -amount_atomic),
+    ]
+    if relayer and gas_cost_atomic:
+        native = f"{network}/native"
+        postings += [
+            Posting(f"expense:gas:{network}", native, gas_cost_atomic),
+            Posting(f"onchain:{network}:{relayer.lower()}", native, -gas_cost_atomic),
+        ]
+    return postings
