@@ -1,0 +1,7 @@
+"""`python -m app` is the `worldgate` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,293 @@
+"""Settings: one frozen object, read from environment variables over an optional TOML file.
+
+Every variable is listed in the README. Secrets (relayer keys, facilitator auth, database
+passwords) never appear in `repr`, the banner or errors, and keys come only from the environment
+or key files, never from the TOML file, which tends to get committed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from payments.networks import KNOWN_USDC, evm_chain_id
+
+SETTLEMENT_MODES = ("sync",)  # `upfront` and `deferred` are designed (DESIGN.md §3) but not built yet
+DEFAULT_PRICE_TIERS: dict[str, str | int] = {"basic": "$0.001", "standard": "$0.002", "premium": "$0.01"}
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class EvmSettings:
+    network: str
+    rpc_url: str | None  # None: a remote facilitator does the chain work
+    asset: str
+    pay_to: str
+    eip712_name: str
+    eip712_version: str
+    decimals: int = 6
+    relayer_key: str | None = field(default=None, repr=False)
+    gas_limit: int = 200_000
+    receipt_timeout_s: float = 30.0
+    rpc_timeout_s: float = 10.0
+
+    @property
+    def chain_id(self) -> int:
+        chain_id = evm_chain_id(self.network)
+        assert chain_id is not None
+        return chain_id
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8402
+    public_url: str | None = None
+    workers: int = 1
+    log_level: str = "info"
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    state_dir: Path = Path(".worldgate")
+    auto_migrate: bool = True
+    settlement_mode: str = "sync"
+    max_timeout_seconds: int = 300
+    payment_header_bytes_max: int = 8192
+    response_bytes_max: int = 4 * 1024 * 1024
+    facilitator_url: str | None = None
+    facilitator_auth: str | None = field(default=None, repr=False)
+    facilitator_verify_timeout_s: float = 10.0
+    facilitator_settle_timeout_s: float = 60.0
+    evm: EvmSettings | None = None  # None: run the local devnet and take its terms
+    price_tiers: Mapping[str, str | int] = field(default_factory=lambda: dict(DEFAULT_PRICE_TIERS))
+    route_prices: Mapping[str, str | int] = field(default_factory=dict)
+
+    @property
+    def uses_devnet(self) -> bool:
+        return self.evm is None
+
+    def with_services(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def redact_url(url: str | None) -> str:
+    """A URL with any password replaced, for banners and logs."""
+    if not url:
+        return "-"
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = config.get(name, {})
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"[{name}] in the config file must be a table")
+    return value
+
+
+def _pick(env: Mapping[str, str], var: str, config: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    if var in env and env[var] != "":
+        return env[var]
+    return config.get(key, default)
+
+
+def _int(value: Any, name: str, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return number
+
+
+def _float(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number, not {value!r}") from None
+    if number <= 0:
+        raise SettingsError(f"{name} must be more than 0")
+    return number
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {value!r}")
+
+
+def _read_key_file(path: str, name: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read the key file ({exc.strerror})") from None
+
+
+def _prices(text: str, name: str) -> dict[str, str]:
+    """'basic=$0.001,standard=2000' → {"basic": "$0.001", "standard": "2000"}."""
+    prices: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SettingsError(f"{name}: {item!r} is not name=price")
+        prices[key.strip()] = value.strip()
+    return prices
+
+
+def _evm(env: Mapping[str, str], config: Mapping[str, Any]) -> EvmSettings | None:
+    section = _section(config, "evm")
+    if "relayer_key" in section:
+        raise SettingsError(
+            "[evm] relayer_key is not read from the config file: use WORLDGATE_EVM_RELAYER_KEY or relayer_key_file"
+        )
+    rpc_url = _pick(env, "WORLDGATE_EVM_RPC_URL", section, "rpc_url")
+    pay_to = _pick(env, "WORLDGATE_EVM_PAY_TO", section, "pay_to")
+    if not rpc_url and not pay_to:
+        return None  # nothing configured: the devnet supplies the chain
+    network = str(_pick(env, "WORLDGATE_EVM_NETWORK", section, "network", "eip155:84532"))
+    if evm_chain_id(network) is None:
+        raise SettingsError(f"WORLDGATE_EVM_NETWORK {network!r} is not a CAIP-2 eip155 id like eip155:8453")
+    if not pay_to:
+        raise SettingsError("WORLDGATE_EVM_PAY_TO is required once a chain is configured (the address that gets paid)")
+    known = KNOWN_USDC.get(network)
+    asset = _pick(env, "WORLDGATE_EVM_ASSET", section, "asset", known.address if known else None)
+    name = _pick(env, "WORLDGATE_EVM_EIP712_NAME", section, "eip712_name", known.eip712_name if known else None)
+    version = _pick(
+        env,
+        "WORLDGATE_EVM_EIP712_VERSION",
+        section,
+        "eip712_version",
+        known.eip712_version if known else None,
+    )
+    if not asset or not name or not version:
+        raise SettingsError(
+            f"{network} has no known USDC: set WORLDGATE_EVM_ASSET, WORLDGATE_EVM_EIP712_NAME"
+            " and WORLDGATE_EVM_EIP712_VERSION"
+        )
+    relayer_key = env.get("WORLDGATE_EVM_RELAYER_KEY") or None
+    key_file = _pick(env, "WORLDGATE_EVM_RELAYER_KEY_FILE", section, "relayer_key_file")
+    if relayer_key is None and key_file:
+        relayer_key = _read_key_file(str(key_file), "WORLDGATE_EVM_RELAYER_KEY_FILE")
+    return EvmSettings(
+        network=network,
+        rpc_url=str(rpc_url) if rpc_url else None,
+        asset=str(asset),
+        pay_to=str(pay_to),
+        eip712_name=str(name),
+        eip712_version=str(version),
+        decimals=_int(_pick(env, "WORLDGATE_EVM_DECIMALS", section, "decimals", 6), "WORLDGATE_EVM_DECIMALS"),
+        relayer_key=relayer_key,
+        gas_limit=_int(
+            _pick(env, "WORLDGATE_EVM_GAS_LIMIT", section, "gas_limit", 200_000),
+            "WORLDGATE_EVM_GAS_LIMIT",
+            21_000,
+        ),
+        receipt_timeout_s=_float(
+            _pick(env, "WORLDGATE_EVM_RECEIPT_TIMEOUT_S", section, "receipt_timeout_s", 30.0),
+            "WORLDGATE_EVM_RECEIPT_TIMEOUT_S",
+        ),
+        rpc_timeout_s=_float(
+            _pick(env, "WORLDGATE_EVM_RPC_TIMEOUT_S", section, "rpc_timeout_s", 10.0),
+            "WORLDGATE_EVM_RPC_TIMEOUT_S",
+        ),
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path | None = None) -> Settings:
+    """Settings from `env` (default os.environ) over the TOML file at `config_path` or $WORLDGATE_CONFIG."""
+    env = os.environ if env is None else env
+    path = config_path or env.get("WORLDGATE_CONFIG")
+    config: dict[str, Any] = {}
+    if path:
+        try:
+            config = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    server, payments, pricing = (
+        _section(config, "server"),
+        _section(config, "payments"),
+        _section(config, "pricing"),
+    )
+
+    mode = str(_pick(env, "WORLDGATE_SETTLEMENT_MODE", payments, "settlement_mode", "sync"))
+    if mode not in SETTLEMENT_MODES:
+        raise SettingsError(
+            f"WORLDGATE_SETTLEMENT_MODE {mode!r} is not available; this build settles in: {', '.join(SETTLEMENT_MODES)}"
+        )
+    tiers: dict[str, str | int] = dict(DEFAULT_PRICE_TIERS)
+    tiers.update(_section(pricing, "tiers"))
+    if env.get("WORLDGATE_PRICE_TIERS"):
+        tiers.update(_prices(env["WORLDGATE_PRICE_TIERS"], "WORLDGATE_PRICE_TIERS"))
+    routes: dict[str, str | int] = dict(_section(pricing, "routes"))
+    if env.get("WORLDGATE_ROUTE_PRICES"):
+        routes.update(_prices(env["WORLDGATE_ROUTE_PRICES"], "WORLDGATE_ROUTE_PRICES"))
+
+    facilitator_auth = env.get("WORLDGATE_FACILITATOR_AUTH") or None
+    auth_file = env.get("WORLDGATE_FACILITATOR_AUTH_FILE")
+    if facilitator_auth is None and auth_file:
+        facilitator_auth = _read_key_file(auth_file, "WORLDGATE_FACILITATOR_AUTH_FILE")
+
+    settings = Settings(
+        host=str(_pick(env, "WORLDGATE_HOST", server, "host", "127.0.0.1")),
+        port=_int(_pick(env, "WORLDGATE_PORT", server, "port", 8402), "WORLDGATE_PORT"),
+        public_url=_pick(env, "WORLDGATE_PUBLIC_URL", server, "public_url"),
+        workers=_int(_pick(env, "WORLDGATE_WORKERS", server, "workers", 1), "WORLDGATE_WORKERS", 1),
+        log_level=str(_pick(env, "WORLDGATE_LOG_LEVEL", server, "log_level", "info")).lower(),
+        database_url=_pick(env, "DATABASE_URL", _section(config, "database"), "url"),
+        redis_url=_pick(env, "REDIS_URL", _section(config, "redis"), "url"),
+        state_dir=Path(str(_pick(env, "WORLDGATE_STATE_DIR", server, "state_dir", ".worldgate"))),
+        auto_migrate=_bool(
+            _pick(env, "WORLDGATE_AUTO_MIGRATE", server, "auto_migrate", True), "WORLDGATE_AUTO_MIGRATE"
+        ),
+        settlement_mode=mode,
+        max_timeout_seconds=_int(
+            _pick(env, "WORLDGATE_MAX_TIMEOUT_SECONDS", payments, "max_timeout_seconds", 300),
+            "WORLDGATE_MAX_TIMEOUT_SECONDS",
+            30,
+        ),
+        payment_header_bytes_max=_int(
+            _pick(env, "WORLDGATE_PAYMENT_HEADER_BYTES_MAX", payments, "payment_header_bytes_max", 8192),
+            "WORLDGATE_PAYMENT_HEADER_BYTES_MAX",
+            1024,
+        ),
+        facilitator_url=_pick(env, "X402_FACILITATOR_URL", payments, "facilitator_url"),
+        facilitator_auth=facilitator_auth,
+        facilitator_verify_timeout_s=_float(
+            _pick(env, "WORLDGATE_FACILITATOR_VERIFY_TIMEOUT_S", payments, "facilitator_verify_timeout_s", 10.0),
+            "WORLDGATE_FACILITATOR_VERIFY_TIMEOUT_S",
+        ),
+        facilitator_settle_timeout_s=_float(
+            _pick(env, "WORLDGATE_FACILITATOR_SETTLE_TIMEOUT_S", payments, "facilitator_settle_timeout_s", 60.0),
+            "WORLDGATE_FACILITATOR_SETTLE_TIMEOUT_S",
+        ),
+        evm=_evm(env, config),
+        price_tiers=tiers,
+        route_prices=routes,
+    )
+    if settings.evm is not None and settings.evm.rpc_url is None and settings.facilitator_url is None:
+        raise SettingsError(
+            "set WORLDGATE_EVM_RPC_URL (local facilitator) or X402_FACILITATOR_URL (remote facilitator)"
+        )
+    if settings.evm is not None and settings.facilitator_url is None and not settings.evm.relayer_key:
+        raise SettingsError(
+            "the local facilitator needs a relayer key to pay settlement gas: WORLDGATE_EVM_RELAYER_KEY or _FILE"
+        )
+    return settings
