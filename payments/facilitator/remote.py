@@ -7,7 +7,9 @@ and is told apart by what it means for the money:
   settled, so the payment is a plain failure and may be retried;
 - it reached it and the answer is unreadable (read timeout, HTML, truncated JSON, 5xx): the
   facilitator may have broadcast, so the outcome is `settlement_pending`, for reconciliation;
-- `settlement_pending` itself is retried once, as the reference resource server does.
+- the facilitator's own `settlement_pending` is retried once, as the reference resource server
+  does; nothing else is retried, since a second /settle after an unreadable answer could
+  broadcast again, and its answer would describe only the second attempt.
 Auth headers (e.g. a CDP bearer token) are sent but never logged or echoed in errors.
 """
 
@@ -112,15 +114,19 @@ class RemoteFacilitator:
         on_broadcast: OnBroadcast | None = None,
     ) -> Settlement:
         body = self._body(payload, requirements)
-        result = await self._settle_once(body, requirements)
-        if result.pending:
+        result, said_pending = await self._settle_once(body, requirements)
+        if said_pending:
+            # Only the facilitator's own `settlement_pending` is retried: it reconciles the retry against
+            # the transaction it already sent. An unreadable answer is never retried, since a second
+            # /settle could broadcast again or answer for the second attempt only.
             await asyncio.sleep(self._pending_retry_delay_s)
-            retry = await self._settle_once(body, requirements)
+            retry, _ = await self._settle_once(body, requirements)
             if not (retry.pending and not retry.transaction and result.transaction):
                 result = retry  # keep the first answer's hash if the retry knows less
         return result
 
-    async def _settle_once(self, body: bytes, requirements: PaymentRequirements) -> Settlement:
+    async def _settle_once(self, body: bytes, requirements: PaymentRequirements) -> tuple[Settlement, bool]:
+        """The settlement, and whether the facilitator itself answered `settlement_pending`."""
         network = requirements.network
         try:
             status, answer = await self._post("/settle", body, self._settle_timeout)
@@ -130,21 +136,21 @@ class RemoteFacilitator:
                 network,
                 reason=Reason.UNEXPECTED_SETTLE_ERROR,
                 message=f"facilitator unreachable: {type(exc).__name__}",
-            )
+            ), False
         except httpx.HTTPError as exc:
             return Settlement(
                 False,
                 network,
                 reason=Reason.SETTLEMENT_PENDING,
                 message=f"facilitator /settle gave no answer ({type(exc).__name__}); outcome unknown",
-            )
+            ), False
         if not isinstance(answer, dict) or not isinstance(answer.get("success"), bool):
             return Settlement(
                 False,
                 network,
                 reason=Reason.SETTLEMENT_PENDING,
                 message=f"facilitator /settle answered HTTP {status} without a boolean success; outcome unknown",
-            )
+            ), False
         transaction = answer.get("transaction") if isinstance(answer.get("transaction"), str) else ""
         payer = answer.get("payer") if isinstance(answer.get("payer"), str) else None
         answered_network = answer.get("network")
@@ -158,10 +164,13 @@ class RemoteFacilitator:
                     Reason.SETTLEMENT_PENDING,
                     f"facilitator /settle said success with HTTP {status}, transaction {transaction!r}, "
                     f"network {answered_network!r}; not trusted, outcome unknown",
-                )
-            return Settlement(True, network, transaction, payer)
+                ), False
+            return Settlement(True, network, transaction, payer), False
         reason = answer.get("errorReason")
         message = answer.get("errorMessage")
+        if reason == Reason.SETTLEMENT_PENDING:
+            message = message if isinstance(message, str) else "the facilitator reports the settlement as pending"
+            return Settlement(False, network, transaction, payer, Reason.SETTLEMENT_PENDING, message), True
         return Settlement(
             False,
             network,
@@ -169,7 +178,7 @@ class RemoteFacilitator:
             payer,
             reason if isinstance(reason, str) and reason else Reason.UNEXPECTED_SETTLE_ERROR,
             message if isinstance(message, str) else "the facilitator did not settle",
-        )
+        ), False
 
     async def supported(self) -> SupportedResponse:
         now = time.monotonic()

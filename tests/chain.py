@@ -1,0 +1,128 @@
+"""Chain-side helpers for tests: sign EIP-3009 authorizations with eth_account, read balances, mint.
+
+Signing goes through eth_account's typed-data encoder, not worldgate's own EIP-712 code, so every
+paid test also cross-checks worldgate's hashing against an independent implementation.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+from eth_account import Account
+
+from payments.devnet.evm import EvmDevnet, calldata, mint
+
+EIP712_TYPES = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "TransferWithAuthorization": [
+        {"name": "from", "type": "address"},
+        {"name": "to", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "validAfter", "type": "uint256"},
+        {"name": "validBefore", "type": "uint256"},
+        {"name": "nonce", "type": "bytes32"},
+    ],
+}
+
+
+def rpc(devnet: EvmDevnet, method: str, *params: Any) -> Any:
+    answer = httpx.post(devnet.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+    body = answer.json()
+    if "error" in body:
+        raise RuntimeError(body["error"])
+    return body["result"]
+
+
+def usdc_balance(devnet: EvmDevnet, address: str) -> int:
+    return int(
+        rpc(devnet, "eth_call", {"to": devnet.asset, "data": calldata("balanceOf(address)", address)}, "latest"), 16
+    )
+
+
+def authorization_used(devnet: EvmDevnet, address: str, nonce: str) -> bool:
+    data = calldata("authorizationState(address,bytes32)", address, bytes.fromhex(nonce[2:]))
+    return int(rpc(devnet, "eth_call", {"to": devnet.asset, "data": data}, "latest"), 16) == 1
+
+
+def receipt(devnet: EvmDevnet, tx_hash: str) -> dict[str, Any] | None:
+    result: dict[str, Any] | None = rpc(devnet, "eth_getTransactionReceipt", tx_hash)
+    return result
+
+
+def new_payer(devnet: EvmDevnet, usdc_atomic: int = 10_000_000) -> str:
+    """A fresh private key holding `usdc_atomic` devnet USDC (and no ETH: EIP-3009 needs none)."""
+    key = "0x" + os.urandom(32).hex()
+    if usdc_atomic:
+        mint(devnet.rpc_url, devnet.asset, Account.from_key(key).address, usdc_atomic)
+    return key
+
+
+def sign_authorization(
+    key: str,
+    devnet: EvmDevnet,
+    *,
+    to: str,
+    value: int,
+    valid_after: int = 0,
+    valid_before: int | None = None,
+    nonce: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    chain_id: int | None = None,
+    asset: str | None = None,
+    from_address: str | None = None,
+) -> dict[str, Any]:
+    """An exact-EVM payment payload `{signature, authorization}` signed by `key`."""
+    message = {
+        "from": from_address or Account.from_key(key).address,
+        "to": to,
+        "value": value,
+        "validAfter": valid_after,
+        "validBefore": valid_before if valid_before is not None else int(time.time()) + 300,
+        "nonce": nonce or "0x" + os.urandom(32).hex(),
+    }
+    typed = {
+        "types": EIP712_TYPES,
+        "primaryType": "TransferWithAuthorization",
+        "domain": {
+            "name": name or devnet.eip712_name,
+            "version": version or devnet.eip712_version,
+            "chainId": chain_id or devnet.chain_id,
+            "verifyingContract": asset or devnet.asset,
+        },
+        "message": message,
+    }
+    signed = Account.sign_typed_data(key, full_message=typed)
+    authorization = {k: str(v) if isinstance(v, int) else v for k, v in message.items()}
+    return {"signature": "0x" + bytes(signed.signature).hex(), "authorization": authorization}
+
+
+def b64(document: dict[str, Any]) -> str:
+    return base64.b64encode(json.dumps(document, separators=(",", ":")).encode()).decode()
+
+
+def unb64(value: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(base64.b64decode(value))
+    return decoded
+
+
+def payment_header(accepted: dict[str, Any], payload: dict[str, Any]) -> str:
+    """A v2 PAYMENT-SIGNATURE value for `accepted` (an offer from a 402) and a scheme payload."""
+    return b64({"x402Version": 2, "accepted": accepted, "payload": payload})
+
+
+def pay_for(key: str, devnet: EvmDevnet, accepted: dict[str, Any], **overrides: Any) -> str:
+    """Sign a payment that satisfies `accepted` (override any authorization field to break it)."""
+    fields: dict[str, Any] = {"to": accepted["payTo"], "value": int(accepted["amount"])}
+    fields.update(overrides)
+    return payment_header(accepted, sign_authorization(key, devnet, **fields))

@@ -1,0 +1,129 @@
+"""Session fixtures: one fresh Postgres database, Redis, an anvil devnet, and the default gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+import ledger
+from adapters import Registry, StreamReader
+from app.factory import MIGRATIONS_DIR, create_app
+from app.settings import EvmSettings, Settings
+from payments.devnet.anvil import Anvil
+from payments.devnet.evm import EvmDevnet, provision
+
+from .chain import unb64
+from .services import Database, ServerThread, postgres, redis_server
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def database(state_dir: Path) -> Iterator[Database]:
+    with postgres(state_dir) as db:
+        asyncio.run(ledger.migrate(db.url, MIGRATIONS_DIR))
+        yield db
+
+
+@pytest.fixture(scope="session")
+def redis_url(state_dir: Path) -> Iterator[str]:
+    with redis_server(state_dir) as (url, _kind):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def devnet() -> Iterator[EvmDevnet]:
+    anvil = Anvil(84532).start()
+    try:
+        yield provision(anvil.rpc_url, 84532)
+    finally:
+        anvil.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database: Database, redis_url: str, devnet: EvmDevnet) -> Settings:
+    return Settings(
+        database_url=database.url,
+        redis_url=redis_url,
+        auto_migrate=False,
+        evm=EvmSettings(
+            network=devnet.network,
+            rpc_url=devnet.rpc_url,
+            asset=devnet.asset,
+            pay_to=devnet.pay_to,
+            eip712_name=devnet.eip712_name,
+            eip712_version=devnet.eip712_version,
+            relayer_key=devnet.relayer_private_key,
+            receipt_timeout_s=10.0,
+        ),
+    )
+
+
+class Gateway:
+    """A running gateway and the HTTP calls tests make against it."""
+
+    def __init__(self, server: ServerThread, app: Any) -> None:
+        self.server = server
+        self.app = app
+        self.url = server.url
+
+    async def get(self, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+            return await client.get(path, headers=headers, **kwargs)
+
+    async def offer(self, path: str) -> dict[str, Any]:
+        """The first offer of a paid path's 402 quote, as a client would echo it in `accepted`."""
+        answer = await self.get(path)
+        assert answer.status_code == 402, answer.text
+        accepts: list[dict[str, Any]] = unb64(answer.headers["payment-required"])["accepts"]
+        return accepts[0]
+
+
+@contextlib.contextmanager
+def running_gateway(
+    settings: Settings, *, registry: Registry | None = None, reader: StreamReader | None = None
+) -> Iterator[Gateway]:
+    app = create_app(settings, registry=registry, reader=reader)
+    server = ServerThread(app).start()
+    try:
+        yield Gateway(server, app)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(settings: Settings) -> Iterator[Gateway]:
+    with running_gateway(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def pool(database: Database) -> AsyncIterator[asyncpg.Pool]:
+    connection_pool = await ledger.create_pool(database.url, size_min=1, size_max=5)
+    yield connection_pool
+    await connection_pool.close()
+
+
+def payment_key(devnet: EvmDevnet, header_payload: dict[str, Any]) -> str:
+    authorization = header_payload["payload"]["authorization"]
+    return f"{devnet.network}:{devnet.asset.lower()}:{authorization['from'].lower()}:{authorization['nonce'].lower()}"
+
+
+async def payment_row(pool: asyncpg.Pool, key: str) -> dict[str, Any] | None:
+    row = await pool.fetchrow("SELECT * FROM payments WHERE payment_key = $1", key)
+    return dict(row) if row else None
+
+
+def with_settings(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **changes)

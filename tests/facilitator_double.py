@@ -1,0 +1,99 @@
+"""A facilitator double on loopback: a real facilitator (worldgate's local one, on the devnet, with its
+own relayer key) behind a switch that can make it answer the ways real facilitators fail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from payments import ExactEvmScheme, JsonRpc, LocalFacilitator, Relayer, encode_json
+from payments.codec import FacilitatorRequest
+from payments.devnet.evm import EvmDevnet
+
+MODES = (
+    "ok",
+    "verify_html",
+    "settle_html",
+    "settle_truncated",
+    "settle_false",
+    "settle_timeout",
+    "settle_503_after_settling",
+    "settle_success_without_transaction",
+    "settle_pending",
+)
+
+
+class FacilitatorDouble:
+    def __init__(self, devnet: EvmDevnet, relayer_key: str) -> None:
+        self.devnet = devnet
+        self.relayer_key = relayer_key
+        self.mode = "ok"
+        self.calls: dict[str, int] = {"verify": 0, "settle": 0, "supported": 0}
+        self.facilitator: LocalFacilitator | None = None
+
+    def app(self) -> Starlette:
+        @asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            rpc = JsonRpc(self.devnet.rpc_url)
+            relayer = Relayer(rpc, self.relayer_key, self.devnet.chain_id)
+            self.facilitator = LocalFacilitator([ExactEvmScheme(self.devnet.network, rpc, relayer)], [rpc])
+            yield
+            await self.facilitator.close()
+
+        return Starlette(
+            routes=[
+                Route("/verify", self.verify, methods=["POST"]),
+                Route("/settle", self.settle, methods=["POST"]),
+                Route("/supported", self.supported),
+            ],
+            lifespan=lifespan,
+        )
+
+    async def _request(self, request: Request) -> FacilitatorRequest:
+        return msgspec.json.decode(await request.body(), type=FacilitatorRequest)
+
+    async def verify(self, request: Request) -> Response:
+        self.calls["verify"] += 1
+        if self.mode == "verify_html":
+            return Response("<html><body>502 Bad Gateway</body></html>", 502, media_type="text/html")
+        body = await self._request(request)
+        assert self.facilitator is not None
+        result = await self.facilitator.verify(body.payment_payload, body.payment_requirements)
+        return Response(encode_json(result.response()), media_type="application/json")
+
+    async def settle(self, request: Request) -> Response:
+        self.calls["settle"] += 1
+        body = await self._request(request)
+        network = body.payment_requirements.network
+        assert self.facilitator is not None
+        if self.mode == "settle_html":
+            return Response("<html><body>502 Bad Gateway</body></html>", 502, media_type="text/html")
+        if self.mode == "settle_truncated":
+            return Response(b'{"success": true, "transac', media_type="application/json")
+        if self.mode == "settle_false":
+            document = {"success": False, "errorReason": "insufficient_funds", "transaction": "", "network": network}
+            return Response(encode_json(document), media_type="application/json")
+        if self.mode == "settle_timeout":
+            await asyncio.sleep(5)  # longer than the gateway waits (1.5 s), and then it does not settle
+            return Response(b"", 504)
+        if self.mode == "settle_success_without_transaction":
+            return Response(encode_json({"success": True, "network": network}), media_type="application/json")
+        if self.mode == "settle_pending":
+            document = {"success": False, "errorReason": "settlement_pending", "transaction": "", "network": network}
+            return Response(encode_json(document), media_type="application/json")
+        result = await self.facilitator.settle(body.payment_payload, body.payment_requirements)
+        if self.mode == "settle_503_after_settling":  # it did settle, then answered like an outage
+            return Response(encode_json(result.response()), 503, media_type="application/json")
+        return Response(encode_json(result.response()), media_type="application/json")
+
+    async def supported(self, request: Request) -> Response:
+        self.calls["supported"] += 1
+        assert self.facilitator is not None
+        return Response(encode_json(await self.facilitator.supported()), media_type="application/json")

