@@ -136,3 +136,76 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+
+
+class TcpProxy:
+    """A loopback TCP proxy in its own thread, to cut a service off from a gateway and bring it back."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.server: asyncio.base_events.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    def _run(self) -> None:
+        # The loop is created in the thread that runs it: a loop made on the main thread and run on
+        # another left CPython 3.11's recursion bookkeeping off ("AST constructor recursion depth mismatch").
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_writer.close()
+            return
+        self.writers.update({client_writer, upstream_writer})
+        await asyncio.gather(self._pipe(client_reader, upstream_writer), self._pipe(upstream_reader, client_writer))
+
+    async def _open(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for writer in list(self.writers):
+            writer.close()
+        self.writers.clear()
+
+    def start(self) -> TcpProxy:
+        self.thread.start()
+        self._ready.wait(5)
+        return self.up()
+
+    def up(self) -> TcpProxy:
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(self._open(), self.loop).result(5)
+        return self
+
+    def down(self) -> None:
+        """Refuse new connections and cut the open ones, like a database host going away."""
+        assert self.loop is not None
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(5)
+
+    def stop(self) -> None:
+        self.down()
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
