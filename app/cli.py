@@ -104,7 +104,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     from .factory import MIGRATIONS_DIR
 
-    running = embedded.start(_settings(args), chain=False)
+    running = embedded.start(_settings(args), chain=False, redis=False)
     try:
         assert running.settings.database_url
         applied = asyncio.run(ledger.migrate(running.settings.database_url, MIGRATIONS_DIR))
@@ -140,7 +140,7 @@ def cmd_ledger_report(args: argparse.Namespace) -> int:
             await pool.close()
         return ledger.reports.render(rows, args.format, args.group_by)
 
-    running = embedded.start(_settings(args), chain=False)
+    running = embedded.start(_settings(args), chain=False, redis=False)
     try:
         assert running.settings.database_url
         sys.stdout.write(asyncio.run(run(running.settings.database_url)))

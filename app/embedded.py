@@ -111,14 +111,14 @@ def write_devnet_state(state_dir: Path, devnet: EvmDevnet) -> Path:
     return path
 
 
-def start(settings: Settings, *, chain: bool = True) -> Embedded:
-    """Start what `settings` leaves unconfigured (and the devnet only if `chain`)."""
+def start(settings: Settings, *, chain: bool = True, redis: bool = True) -> Embedded:
+    """Start what `settings` leaves unconfigured; the devnet only if `chain`, Redis only if `redis`."""
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     embedded = Embedded(settings=settings)
     try:
         database_url = settings.database_url or _start_postgres(state_dir, embedded)
-        redis_url = settings.redis_url or _start_redis(state_dir, embedded)
+        redis_url = settings.redis_url or (_start_redis(state_dir, embedded) if redis else None)
         evm = settings.evm
         if evm is None and chain:
             anvil, devnet = start_devnet(state_dir)

@@ -268,6 +268,11 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path 
             "WORLDGATE_PAYMENT_HEADER_BYTES_MAX",
             1024,
         ),
+        response_bytes_max=_int(
+            _pick(env, "WORLDGATE_RESPONSE_BYTES_MAX", payments, "response_bytes_max", 4 * 1024 * 1024),
+            "WORLDGATE_RESPONSE_BYTES_MAX",
+            1024,
+        ),
         facilitator_url=_pick(env, "X402_FACILITATOR_URL", payments, "facilitator_url"),
         facilitator_auth=facilitator_auth,
         facilitator_verify_timeout_s=_float(
