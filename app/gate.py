@@ -170,23 +170,11 @@ class PaymentGate:
         header: bytes,
         version: int,
     ) -> None:
-        decoded = decode_payment_header(header.decode("latin-1"), version=version, bytes_max=self.header_bytes_max)
-        if isinstance(decoded, Refusal):
-            await self._refuse(send, paid, base_url, decoded, version)
+        bound = self._bind(paid, header, version)
+        if isinstance(bound, Refusal):
+            await self._refuse(send, paid, base_url, bound, version)
             return
-        if isinstance(decoded, PaymentPayloadV1):
-            payload_or_refusal: PaymentPayload | Refusal = v1_as_v2(decoded, list(paid.offers))
-            if isinstance(payload_or_refusal, Refusal):
-                await self._refuse(send, paid, base_url, payload_or_refusal, version)
-                return
-            payload = payload_or_refusal
-            offer: PaymentRequirements | Refusal = payload.accepted
-        else:
-            payload = decoded
-            offer = match_offer(payload.accepted, list(paid.offers))
-        if isinstance(offer, Refusal):
-            await self._refuse(send, paid, base_url, offer, version)
-            return
+        payload, offer = bound
         inspection = inspect(payload, offer, int(time.time()))
         if isinstance(inspection, Refusal):
             await self._refuse(send, paid, base_url, inspection, version)
@@ -226,6 +214,19 @@ class PaymentGate:
         context["payment_id"] = payment_id
         await self._claimed(scope, receive, send, paid, base_url, version, payload, offer, payment_id, context)
 
+    def _bind(
+        self, paid: PaidRoute, header: bytes, version: int
+    ) -> tuple[PaymentPayload, PaymentRequirements] | Refusal:
+        """Decode the header and bind it to one of this route's offers (ours, never the client's copy)."""
+        decoded = decode_payment_header(header.decode("latin-1"), version=version, bytes_max=self.header_bytes_max)
+        if isinstance(decoded, Refusal):
+            return decoded
+        if isinstance(decoded, PaymentPayloadV1):
+            payload = v1_as_v2(decoded, list(paid.offers))
+            return payload if isinstance(payload, Refusal) else (payload, payload.accepted)
+        offer = match_offer(decoded.accepted, list(paid.offers))
+        return offer if isinstance(offer, Refusal) else (decoded, offer)
+
     async def _already_claimed(self, pool: Any, payment_key: str) -> Refusal:
         try:
             holder = await claims.holder(pool, payment_key)
@@ -263,12 +264,18 @@ class PaymentGate:
         assert facilitator is not None
         try:
             verification = await facilitator.verify(payload, offer)
-        except PaymentError as exc:
-            log.error("verification unavailable", extra={**context, "reason": exc.reason, "detail": exc.message})
-            await self._release(pool, payment_id, "claimed", exc.reason, context)
+        except Exception as exc:
+            # Infrastructure (PaymentError) or a bug: either way the payer keeps an unspent authorization.
+            reason = exc.reason if isinstance(exc, PaymentError) else Reason.UNEXPECTED_VERIFY_ERROR
+            log.error(
+                "verification unavailable",
+                extra={**context, "reason": reason},
+                exc_info=not isinstance(exc, PaymentError),
+            )
+            await self._release(pool, payment_id, "claimed", reason, context)
             await _respond(
                 send,
-                *_unavailable(exc.reason, "the payment could not be verified right now; nothing was charged"),
+                *_unavailable(reason, "the payment could not be verified right now; nothing was charged"),
             )
             return
         if not verification.valid:
@@ -279,12 +286,13 @@ class PaymentGate:
             )
             return
         try:
-            if not await claims.advance(pool, payment_id, "claimed", "verified"):
-                raise ledger.LedgerUnavailable("payment left `claimed` underneath this request")
+            moved = await claims.advance(pool, payment_id, "claimed", "verified")
         except ledger.LedgerUnavailable:
+            moved = False
+        if not moved:  # the ledger is down, or the claim was resolved underneath this request
             await _respond(
                 send,
-                *_unavailable("ledger_unavailable", "the payment ledger is unreachable; nothing was charged"),
+                *_unavailable("ledger_unavailable", "the payment could not be recorded; nothing was charged"),
             )
             return
 
@@ -303,7 +311,11 @@ class PaymentGate:
             await self._release(pool, payment_id, "verified", "response_too_large", context)
             await _respond(send, 502, [_JSON, _NO_STORE], encode_json({"error": "response_too_large"}))
             return
-        if buffered.status >= 400 or buffered.start is None:
+        if buffered.start is None:
+            await self._release(pool, payment_id, "verified", "handler_sent_nothing", context)
+            await _respond(send, 502, [_JSON, _NO_STORE], encode_json({"error": "no_response"}))
+            return
+        if buffered.status >= 400:
             await self._release(pool, payment_id, "verified", f"handler_status_{buffered.status}", context)
             await self._forward(send, buffered, [_NO_STORE])
             return
@@ -360,6 +372,13 @@ class PaymentGate:
                 context,
             )
             return
+        except Exception:
+            # A bug somewhere under settle: a transaction may or may not have left. Keep the row
+            # `settling` (reconciliation asks the chain) and withhold the body.
+            log.exception("settlement raised; outcome unknown", extra=context)
+            settlement = Settlement(
+                False, offer.network, reason=Reason.SETTLEMENT_PENDING, message="internal error during settlement"
+            )
         if not settlement.success:
             await self._settle_failed(send, pool, payment_id, settlement, version, context)
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from eth_account import Account
@@ -59,8 +60,8 @@ async def test_free_routes_and_unknown_streams(gateway: Gateway) -> None:
     unknown = await gateway.get("/v1/streams/nope")
     assert unknown.status_code == 404 and "payment-required" not in unknown.headers
     assert (await gateway.get("/v1/streams/static.capitals", params={"x": "1"})).status_code == 402
-    post = await gateway.get("/v1/streams/static.capitals/extra")
-    assert post.status_code == 404
+    deeper = await gateway.get("/v1/streams/static.capitals/extra")
+    assert deeper.status_code == 404
 
 
 async def test_head_is_quoted_and_never_settled(gateway: Gateway, devnet: EvmDevnet) -> None:
@@ -155,3 +156,46 @@ async def test_contract_wallet_pays_with_eip1271(gateway: Gateway, devnet: EvmDe
     stranger = pay_for(Account.create().key.hex(), devnet, offer, from_address=wallet)
     refused = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": stranger})
     assert refused.status_code == 402 and refused.json()["error"] == "invalid_exact_evm_payload_signature"
+
+
+class _Misbehaving:
+    """Wraps the real facilitator; raises where a bug would (after the real settle, if asked)."""
+
+    def __init__(self, inner: Any, where: str) -> None:
+        self.inner, self.where = inner, where
+
+    async def verify(self, payload: Any, requirements: Any) -> Any:
+        if self.where == "verify":
+            raise RuntimeError("a bug in verify")
+        return await self.inner.verify(payload, requirements)
+
+    async def settle(self, payload: Any, requirements: Any, on_broadcast: Any = None) -> Any:
+        await self.inner.settle(payload, requirements, on_broadcast)  # the transaction really leaves
+        raise RuntimeError("a bug after the broadcast")
+
+
+async def test_a_bug_in_verify_releases_and_a_bug_in_settle_stays_open(
+    settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    with running_gateway(settings) as gateway:
+        services = gateway.app.state.services
+        real = services.facilitator
+        offer = await gateway.offer(CAPITALS)
+
+        services.facilitator = _Misbehaving(real, "verify")
+        key = new_payer(devnet)
+        answer = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": pay_for(key, devnet, offer)})
+        assert answer.status_code == 503 and answer.json()["reason"] == "unexpected_verify_error"
+        row = await pool.fetchrow("SELECT state FROM payments WHERE payer = $1", Account.from_key(key).address.lower())
+        assert row["state"] == "released"
+
+        services.facilitator = _Misbehaving(real, "settle")
+        key = new_payer(devnet)
+        answer = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": pay_for(key, devnet, offer)})
+        assert answer.status_code == 402 and "records" not in answer.text
+        assert unb64(answer.headers["payment-response"])["errorReason"] == "settlement_pending"
+        row = await pool.fetchrow(
+            "SELECT state, tx_hash FROM payments WHERE payer = $1", Account.from_key(key).address.lower()
+        )
+        assert row["state"] == "settling" and row["tx_hash"]  # written ahead: reconciliation can find it
+        services.facilitator = real
