@@ -107,6 +107,20 @@ def start_devnet(state_dir: Path, *, persistent: bool = True) -> tuple[Anvil, Ev
     return anvil, devnet
 
 
+def devnet_settings(devnet: EvmDevnet) -> EvmSettings:
+    """The chain settings that point the gateway at a devnet, relayer key included."""
+    return EvmSettings(
+        network=devnet.network,
+        rpc_url=devnet.rpc_url,
+        asset=devnet.asset,
+        pay_to=devnet.pay_to,
+        eip712_name=devnet.eip712_name,
+        eip712_version=devnet.eip712_version,
+        relayer_key=devnet.relayer_private_key,
+        receipt_timeout_s=10.0,  # anvil mines at once; a missing receipt after 10 s means trouble
+    )
+
+
 def write_devnet_state(state_dir: Path, devnet: EvmDevnet) -> Path:
     path = state_dir / "devnet.json"
     path.write_text(json.dumps({"evm": devnet.state()}, indent=2) + "\n")
@@ -134,16 +148,7 @@ def start(settings: Settings, *, chain: bool = True, redis: bool = True) -> Embe
             embedded._stops.append(anvil.stop)
             embedded.devnet = devnet
             embedded.parts["chain"] = f"local devnet: anvil {devnet.network} at {devnet.rpc_url}"
-            evm = EvmSettings(
-                network=devnet.network,
-                rpc_url=devnet.rpc_url,
-                asset=devnet.asset,
-                pay_to=devnet.pay_to,
-                eip712_name=devnet.eip712_name,
-                eip712_version=devnet.eip712_version,
-                relayer_key=devnet.relayer_private_key,
-                receipt_timeout_s=10.0,
-            )
+            evm = devnet_settings(devnet)
         embedded.settings = replace(
             settings, database_url=database_url, redis_url=redis_url, evm=evm, state_dir=state_dir
         )

@@ -26,6 +26,7 @@ from ledger import PaymentRecord, claims
 from payments import (
     EXPOSE_HEADERS,
     Facilitator,
+    Inspection,
     PaymentError,
     PaymentPayload,
     PaymentPayloadV1,
@@ -54,6 +55,7 @@ _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
 _EXPOSE = (b"access-control-expose-headers", EXPOSE_HEADERS.encode())
 _LATEST_VALID_BEFORE = 253402300799  # 9999-12-31: beyond it the ledger stores no expiry
+_NOT_RECORDED = "the payment could not be recorded in the ledger; nothing was charged"
 
 
 @dataclass
@@ -91,6 +93,25 @@ class _Buffered:
     @property
     def status(self) -> int:
         return int(self.start["status"]) if self.start else 500
+
+
+@dataclass
+class _Attempt:
+    """One paid request past its claim: where it answers, what it pays, and where its ledger row stands."""
+
+    send: Send
+    paid: PaidRoute
+    base_url: str
+    version: int
+    payload: PaymentPayload
+    offer: PaymentRequirements
+    payment_id: int
+    context: dict[str, Any]  # log fields: route, payment key, payer, payment id
+    state: str = "claimed"
+
+    @property
+    def response_header(self) -> bytes:
+        return b"payment-response" if self.version == 2 else b"x-payment-response"
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -161,14 +182,7 @@ class PaymentGate:
         await _respond(send, refusal.status, headers, quote.body)
 
     async def _paid(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        paid: PaidRoute,
-        base_url: str,
-        header: bytes,
-        version: int,
+        self, scope: Scope, receive: Receive, send: Send, paid: PaidRoute, base_url: str, header: bytes, version: int
     ) -> None:
         bound = self._bind(paid, header, version)
         if isinstance(bound, Refusal):
@@ -179,40 +193,24 @@ class PaymentGate:
         if isinstance(inspection, Refusal):
             await self._refuse(send, paid, base_url, inspection, version)
             return
-        pool, facilitator = self.services.pool, self.services.facilitator
-        if pool is None or facilitator is None:
+        pool = self.services.pool
+        if pool is None or self.services.facilitator is None:
             await _respond(send, *_unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet"))
             return
-        valid_before = inspection.valid_before_unix_s
-        record = PaymentRecord(
-            payment_key=inspection.payment_key,
-            scheme_id=inspection.scheme_id,
-            network=inspection.network,
-            asset=inspection.asset,
-            payer=inspection.payer,
-            pay_to=inspection.pay_to,
-            amount_atomic=inspection.amount_atomic,
-            route=paid.route,
-            resource=paid.path,
-            stream=paid.stream.id if paid.stream else None,
-            settlement_mode=self.services.settlement_mode,
-            valid_before=datetime.fromtimestamp(valid_before, UTC) if valid_before <= _LATEST_VALID_BEFORE else None,
-        )
         context = {"route": paid.path, "payment_key": inspection.payment_key, "payer": inspection.payer}
         try:
-            payment_id = await claims.claim(pool, record)
+            payment_id = await claims.claim(pool, self._record(paid, inspection))
         except ledger.LedgerUnavailable:
             log.error("ledger unavailable: refusing paid request", extra=context)
-            await _respond(
-                send,
-                *_unavailable("ledger_unavailable", "the payment ledger is unreachable; nothing was charged"),
-            )
+            await _respond(send, *_unavailable("ledger_unavailable", _NOT_RECORDED))
             return
         if payment_id is None:
-            await self._refuse(send, paid, base_url, await self._already_claimed(pool, inspection.payment_key), version)
+            await self._refuse(send, paid, base_url, await self._already_claimed(inspection.payment_key), version)
             return
-        context["payment_id"] = payment_id
-        await self._claimed(scope, receive, send, paid, base_url, version, payload, offer, payment_id, context)
+        attempt = _Attempt(
+            send, paid, base_url, version, payload, offer, payment_id, {**context, "payment_id": payment_id}
+        )
+        await self._claimed(scope, receive, attempt)
 
     def _bind(
         self, paid: PaidRoute, header: bytes, version: int
@@ -227,9 +225,26 @@ class PaymentGate:
         offer = match_offer(decoded.accepted, list(paid.offers))
         return offer if isinstance(offer, Refusal) else (decoded, offer)
 
-    async def _already_claimed(self, pool: Any, payment_key: str) -> Refusal:
+    def _record(self, paid: PaidRoute, inspection: Inspection) -> PaymentRecord:
+        valid_before = inspection.valid_before_unix_s
+        return PaymentRecord(
+            payment_key=inspection.payment_key,
+            scheme_id=inspection.scheme_id,
+            network=inspection.network,
+            asset=inspection.asset,
+            payer=inspection.payer,
+            pay_to=inspection.pay_to,
+            amount_atomic=inspection.amount_atomic,
+            route=paid.route,
+            resource=paid.path,
+            stream=paid.stream.id if paid.stream else None,
+            settlement_mode=self.services.settlement_mode,
+            valid_before=datetime.fromtimestamp(valid_before, UTC) if valid_before <= _LATEST_VALID_BEFORE else None,
+        )
+
+    async def _already_claimed(self, payment_key: str) -> Refusal:
         try:
-            holder = await claims.holder(pool, payment_key)
+            holder = await claims.holder(self.services.pool, payment_key)
         except ledger.LedgerUnavailable:
             holder = None
         state = holder.state if holder else "unknown"
@@ -240,64 +255,51 @@ class PaymentGate:
         }.get(state, "is being used by another request right now")
         return Refusal(Reason.PAYMENT_ALREADY_CLAIMED, f"this payment {what}; sign a new one")
 
-    async def _release(self, pool: Any, payment_id: int, from_state: str, reason: str, context: dict[str, Any]) -> None:
+    async def _advance(self, attempt: _Attempt, to_state: str, reason: str | None = None) -> bool:
+        """Move the attempt's payment one edge; False if the ledger is down or someone else moved it."""
         try:
-            await claims.advance(pool, payment_id, from_state, "released", reason=reason)
+            moved = await claims.advance(self.services.pool, attempt.payment_id, attempt.state, to_state, reason=reason)
         except ledger.LedgerError:
-            # The claim stays open; reconciliation releases claims that never reached `settling`.
-            log.error("could not release claim", extra={**context, "reason": reason})
+            log.error("ledger write failed", extra={**attempt.context, "from": attempt.state, "to": to_state})
+            return False
+        if moved:
+            attempt.state = to_state
+        return moved
 
-    async def _claimed(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        paid: PaidRoute,
-        base_url: str,
-        version: int,
-        payload: PaymentPayload,
-        offer: PaymentRequirements,
-        payment_id: int,
-        context: dict[str, Any],
-    ) -> None:
-        pool, facilitator = self.services.pool, self.services.facilitator
+    async def _release(self, attempt: _Attempt, reason: str) -> None:
+        # If this fails the claim stays open, and reconciliation releases claims that never reached `settling`.
+        await self._advance(attempt, "released", reason)
+
+    async def _claimed(self, scope: Scope, receive: Receive, attempt: _Attempt) -> None:
+        facilitator = self.services.facilitator
         assert facilitator is not None
         try:
-            verification = await facilitator.verify(payload, offer)
+            verification = await facilitator.verify(attempt.payload, attempt.offer)
         except Exception as exc:
             # Infrastructure (PaymentError) or a bug: either way the payer keeps an unspent authorization.
             reason = exc.reason if isinstance(exc, PaymentError) else Reason.UNEXPECTED_VERIFY_ERROR
             log.error(
                 "verification unavailable",
-                extra={**context, "reason": reason},
+                extra={**attempt.context, "reason": reason},
                 exc_info=not isinstance(exc, PaymentError),
             )
-            await self._release(pool, payment_id, "claimed", reason, context)
+            await self._release(attempt, reason)
             await _respond(
-                send,
-                *_unavailable(reason, "the payment could not be verified right now; nothing was charged"),
+                attempt.send, *_unavailable(reason, "the payment could not be verified right now; nothing was charged")
             )
             return
         if not verification.valid:
             reason = verification.reason or Reason.UNEXPECTED_VERIFY_ERROR
-            await self._release(pool, payment_id, "claimed", reason, context)
-            await self._refuse(
-                send, paid, base_url, Refusal(reason, verification.message or "payment refused"), version
-            )
+            await self._release(attempt, reason)
+            refusal = Refusal(reason, verification.message or "payment refused")
+            await self._refuse(attempt.send, attempt.paid, attempt.base_url, refusal, attempt.version)
             return
-        try:
-            moved = await claims.advance(pool, payment_id, "claimed", "verified")
-        except ledger.LedgerUnavailable:
-            moved = False
-        if not moved:  # the ledger is down, or the claim was resolved underneath this request
-            await _respond(
-                send,
-                *_unavailable("ledger_unavailable", "the payment could not be recorded; nothing was charged"),
-            )
+        if not await self._advance(attempt, "verified"):
+            await _respond(attempt.send, *_unavailable("ledger_unavailable", _NOT_RECORDED))
             return
 
         scope.setdefault("state", {})[PAYMENT_SCOPE_KEY] = {
-            "payment_id": payment_id,
+            "payment_id": attempt.payment_id,
             "payer": verification.payer,
         }
         buffered = _Buffered(self.response_bytes_max)
@@ -305,137 +307,94 @@ class PaymentGate:
             await self.app(scope, receive, buffered.send)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._release(pool, payment_id, "verified", "handler_error", context)
+                await self._release(attempt, "handler_error")
             raise
-        if buffered.too_large:
-            await self._release(pool, payment_id, "verified", "response_too_large", context)
-            await _respond(send, 502, [_JSON, _NO_STORE], encode_json({"error": "response_too_large"}))
-            return
-        if buffered.start is None:
-            await self._release(pool, payment_id, "verified", "handler_sent_nothing", context)
-            await _respond(send, 502, [_JSON, _NO_STORE], encode_json({"error": "no_response"}))
+        if buffered.too_large or buffered.start is None:
+            await self._release(attempt, "response_too_large" if buffered.too_large else "handler_sent_nothing")
+            error = "response_too_large" if buffered.too_large else "no_response"
+            await _respond(attempt.send, 502, [_JSON, _NO_STORE], encode_json({"error": error}))
             return
         if buffered.status >= 400:
-            await self._release(pool, payment_id, "verified", f"handler_status_{buffered.status}", context)
-            await self._forward(send, buffered, [_NO_STORE])
+            await self._release(attempt, f"handler_status_{buffered.status}")
+            await self._forward(attempt.send, buffered, [_NO_STORE])
             return
         # From here on the payment may be charged: finish it even if the client goes away.
         with anyio.CancelScope(shield=True):
-            await self._settle(send, buffered, payload, offer, payment_id, paid, version, context)
+            await self._settle(attempt, buffered)
 
-    async def _settle(
-        self,
-        send: Send,
-        buffered: _Buffered,
-        payload: PaymentPayload,
-        offer: PaymentRequirements,
-        payment_id: int,
-        paid: PaidRoute,
-        version: int,
-        context: dict[str, Any],
-    ) -> None:
+    async def _settle(self, attempt: _Attempt, buffered: _Buffered) -> None:
         pool, facilitator = self.services.pool, self.services.facilitator
         assert facilitator is not None
-        state = "verified"
-        try:
-            for next_state in ("served", "settling"):
-                if not await claims.advance(pool, payment_id, state, next_state):
-                    raise ledger.LedgerUnavailable(f"payment left {state} underneath this request")
-                state = next_state
-        except ledger.LedgerUnavailable:
-            await self._release(pool, payment_id, state, "ledger_unavailable", context)
-            await _respond(
-                send,
-                *_unavailable("ledger_unavailable", "the payment ledger is unreachable; nothing was charged"),
-            )
+        if not (await self._advance(attempt, "served") and await self._advance(attempt, "settling")):
+            await self._release(attempt, "ledger_unavailable")
+            await _respond(attempt.send, *_unavailable("ledger_unavailable", _NOT_RECORDED))
             return
 
         async def record_broadcast(tx_hash: str) -> None:
-            await claims.record_tx_hash(pool, payment_id, tx_hash)
+            await claims.record_tx_hash(pool, attempt.payment_id, tx_hash)
 
+        network = attempt.offer.network
         try:
-            settlement = await facilitator.settle(payload, offer, record_broadcast)
+            settlement = await facilitator.settle(attempt.payload, attempt.offer, record_broadcast)
         except ledger.LedgerError as exc:
             # The hash could not be written ahead, so nothing was broadcast.
-            log.error("settlement not started: ledger write failed", extra={**context, "detail": str(exc)})
-            await self._settle_failed(
-                send,
-                pool,
-                payment_id,
-                Settlement(
-                    False,
-                    offer.network,
-                    reason=Reason.UNEXPECTED_SETTLE_ERROR,
-                    message="ledger unavailable; nothing was broadcast",
-                ),
-                version,
-                context,
-            )
-            return
+            log.error("settlement not started: ledger write failed", extra={**attempt.context, "detail": str(exc)})
+            message = "ledger unavailable; nothing was broadcast"
+            settlement = Settlement(False, network, reason=Reason.UNEXPECTED_SETTLE_ERROR, message=message)
         except Exception:
             # A bug somewhere under settle: a transaction may or may not have left. Keep the row
             # `settling` (reconciliation asks the chain) and withhold the body.
-            log.exception("settlement raised; outcome unknown", extra=context)
-            settlement = Settlement(
-                False, offer.network, reason=Reason.SETTLEMENT_PENDING, message="internal error during settlement"
-            )
+            log.exception("settlement raised; outcome unknown", extra=attempt.context)
+            message = "internal error during settlement"
+            settlement = Settlement(False, network, reason=Reason.SETTLEMENT_PENDING, message=message)
         if not settlement.success:
-            await self._settle_failed(send, pool, payment_id, settlement, version, context)
+            await self._settle_failed(attempt, settlement)
             return
         postings = ledger.settlement_postings(
-            network=offer.network,
-            asset=offer.asset,
-            pay_to=offer.pay_to,
-            revenue_account=paid.revenue_account,
-            amount_atomic=int(offer.amount),
+            network=network,
+            asset=attempt.offer.asset,
+            pay_to=attempt.offer.pay_to,
+            revenue_account=attempt.paid.revenue_account,
+            amount_atomic=int(attempt.offer.amount),
             relayer=self.services.relayer_address,
             gas_cost_atomic=settlement.gas_cost_atomic,
         )
         try:
             await claims.settle(
-                pool, payment_id, settlement.transaction, postings, gas_cost_atomic=settlement.gas_cost_atomic
+                pool, attempt.payment_id, settlement.transaction, postings, gas_cost_atomic=settlement.gas_cost_atomic
             )
         except ledger.LedgerError as exc:
             # Charged on chain: the payer gets the data. The row stays `settling` with its hash
             # (written ahead), and reconciliation books it.
             log.error(
                 "settled on chain but not booked",
-                extra={**context, "tx": settlement.transaction, "detail": str(exc)},
+                extra={**attempt.context, "tx": settlement.transaction, "detail": str(exc)},
             )
-        log.info("payment settled", extra={**context, "tx": settlement.transaction})
-        receipt = encode_header(settlement.response()).encode()
-        response_header = b"payment-response" if version == 2 else b"x-payment-response"
-        await self._forward(send, buffered, [(b"cache-control", b"private"), _EXPOSE, (response_header, receipt)])
+        log.info("payment settled", extra={**attempt.context, "tx": settlement.transaction})
+        receipt = (attempt.response_header, encode_header(settlement.response()).encode())
+        await self._forward(attempt.send, buffered, [(b"cache-control", b"private"), _EXPOSE, receipt])
 
-    async def _settle_failed(
-        self,
-        send: Send,
-        pool: Any,
-        payment_id: int,
-        settlement: Settlement,
-        version: int,
-        context: dict[str, Any],
-    ) -> None:
+    async def _settle_failed(self, attempt: _Attempt, settlement: Settlement) -> None:
         reason = settlement.reason or Reason.UNEXPECTED_SETTLE_ERROR
+        extra = {**attempt.context, "tx": settlement.transaction, "reason": reason}
         if settlement.pending:
             message = "settlement outcome unknown; the payment stays open until reconciliation checks the chain"
-            log.warning("settlement pending", extra={**context, "tx": settlement.transaction, "reason": reason})
+            log.warning("settlement pending", extra=extra)
         else:
             message = settlement.message or "settlement failed; you were not charged"
-            log.warning("settlement failed", extra={**context, "tx": settlement.transaction, "reason": reason})
+            log.warning("settlement failed", extra=extra)
             try:
                 await claims.advance(
-                    pool,
-                    payment_id,
+                    self.services.pool,
+                    attempt.payment_id,
                     "settling",
                     "failed",
                     reason=reason,
                     tx_hash=settlement.transaction or None,
                 )
             except ledger.LedgerError:
-                log.error("could not mark settlement failed", extra=context)
-        receipt = encode_header(settlement.response()).encode()
-        response_header = b"payment-response" if version == 2 else b"x-payment-response"
+                log.error("could not mark settlement failed", extra=attempt.context)
+        receipt = (attempt.response_header, encode_header(settlement.response()).encode())
         body = encode_json(
             {
                 "x402Version": 2,
@@ -445,7 +404,7 @@ class PaymentGate:
                 "network": settlement.network,
             }
         )
-        await _respond(send, 402, [_JSON, _NO_STORE, _EXPOSE, (response_header, receipt)], body)
+        await _respond(attempt.send, 402, [_JSON, _NO_STORE, _EXPOSE, receipt], body)
 
     async def _forward(self, send: Send, buffered: _Buffered, extra: list[tuple[bytes, bytes]]) -> None:
         assert buffered.start is not None

@@ -15,8 +15,9 @@ import pytest
 
 import ledger
 from adapters import Registry, StreamReader
+from app.embedded import devnet_settings
 from app.factory import MIGRATIONS_DIR, create_app
-from app.settings import EvmSettings, Settings
+from app.settings import Settings
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
 
@@ -57,16 +58,7 @@ def settings(database: Database, redis_url: str, devnet: EvmDevnet) -> Settings:
         database_url=database.url,
         redis_url=redis_url,
         auto_migrate=False,
-        evm=EvmSettings(
-            network=devnet.network,
-            rpc_url=devnet.rpc_url,
-            asset=devnet.asset,
-            pay_to=devnet.pay_to,
-            eip712_name=devnet.eip712_name,
-            eip712_version=devnet.eip712_version,
-            relayer_key=devnet.relayer_private_key,
-            receipt_timeout_s=10.0,
-        ),
+        evm=devnet_settings(devnet),
     )
 
 

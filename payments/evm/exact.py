@@ -77,6 +77,10 @@ class Authorization:
     nonce: bytes
     signature: bytes
 
+    def signed_fields(self) -> tuple[str, str, int, int, int, bytes]:
+        """(from, to, value, validAfter, validBefore, nonce): the struct the signature covers, in order."""
+        return (self.from_address, self.to_address, self.value, self.valid_after, self.valid_before, self.nonce)
+
 
 def _uint(value: Any) -> int | None:
     if isinstance(value, bool):
@@ -166,13 +170,7 @@ def _check(payload: PaymentPayload, requirements: PaymentRequirements, now_unix_
         )
     asset = requirements.asset.lower()
     digest = transfer_authorization_digest(
-        domain_separator(name, version, chain_id, asset),
-        authorization.from_address,
-        authorization.to_address,
-        authorization.value,
-        authorization.valid_after,
-        authorization.valid_before,
-        authorization.nonce,
+        domain_separator(name, version, chain_id, asset), *authorization.signed_fields()
     )
     inspection = Inspection(
         scheme_id=SCHEME_ID,
@@ -198,14 +196,7 @@ def inspect(payload: PaymentPayload, requirements: PaymentRequirements, now_unix
 def transfer_calldata(authorization: Authorization) -> bytes:
     """Calldata of transferWithAuthorization: the (v, r, s) overload for 65-byte signatures, else (bytes)."""
     head_types = ["address", "address", "uint256", "uint256", "uint256", "bytes32"]
-    head = [
-        authorization.from_address,
-        authorization.to_address,
-        authorization.value,
-        authorization.valid_after,
-        authorization.valid_before,
-        authorization.nonce,
-    ]
+    head = list(authorization.signed_fields())
     parts = split_signature(authorization.signature)
     if parts is not None:
         v, r, s = parts
