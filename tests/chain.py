@@ -1,7 +1,7 @@
 """Chain-side helpers for tests: sign EIP-3009 authorizations with eth_account, read balances, mint.
 
-Signing goes through eth_account's typed-data encoder, not worldgate's own EIP-712 code, so every
-paid test also cross-checks worldgate's hashing against an independent implementation.
+Signing goes through payments.evm.client, which uses eth_account's typed-data encoder rather than
+worldgate's own EIP-712 code, so every paid test also cross-checks the verifier's hashing.
 """
 
 from __future__ import annotations
@@ -9,30 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from typing import Any
 
 import httpx
 from eth_account import Account
 
 from payments.devnet.evm import EvmDevnet, calldata, mint
-
-EIP712_TYPES = {
-    "EIP712Domain": [
-        {"name": "name", "type": "string"},
-        {"name": "version", "type": "string"},
-        {"name": "chainId", "type": "uint256"},
-        {"name": "verifyingContract", "type": "address"},
-    ],
-    "TransferWithAuthorization": [
-        {"name": "from", "type": "address"},
-        {"name": "to", "type": "address"},
-        {"name": "value", "type": "uint256"},
-        {"name": "validAfter", "type": "uint256"},
-        {"name": "validBefore", "type": "uint256"},
-        {"name": "nonce", "type": "bytes32"},
-    ],
-}
+from payments.evm.client import sign_transfer_authorization
 
 
 def devnet_from_state(state: dict[str, Any]) -> EvmDevnet:
@@ -91,38 +74,23 @@ def sign_authorization(
     *,
     to: str,
     value: int,
-    valid_after: int = 0,
-    valid_before: int | None = None,
-    nonce: str | None = None,
     name: str | None = None,
     version: str | None = None,
     chain_id: int | None = None,
     asset: str | None = None,
-    from_address: str | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """An exact-EVM payment payload `{signature, authorization}` signed by `key`."""
-    message = {
-        "from": from_address or Account.from_key(key).address,
-        "to": to,
-        "value": value,
-        "validAfter": valid_after,
-        "validBefore": valid_before if valid_before is not None else int(time.time()) + 300,
-        "nonce": nonce or "0x" + os.urandom(32).hex(),
-    }
-    typed = {
-        "types": EIP712_TYPES,
-        "primaryType": "TransferWithAuthorization",
-        "domain": {
-            "name": name or devnet.eip712_name,
-            "version": version or devnet.eip712_version,
-            "chainId": chain_id or devnet.chain_id,
-            "verifyingContract": asset or devnet.asset,
-        },
-        "message": message,
-    }
-    signed = Account.sign_typed_data(key, full_message=typed)
-    authorization = {k: str(v) if isinstance(v, int) else v for k, v in message.items()}
-    return {"signature": "0x" + bytes(signed.signature).hex(), "authorization": authorization}
+    """An exact-EVM payload signed by `key` for the devnet's token (override any domain or message field)."""
+    return sign_transfer_authorization(
+        key,
+        chain_id=chain_id or devnet.chain_id,
+        asset=asset or devnet.asset,
+        name=name or devnet.eip712_name,
+        version=version or devnet.eip712_version,
+        to=to,
+        value=value,
+        **fields,
+    )
 
 
 def b64(document: dict[str, Any]) -> str:

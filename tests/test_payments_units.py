@@ -17,11 +17,10 @@ from hypothesis import strategies as st
 from payments import NetworkTerms, PaymentRequirements, Refusal, build_offer, match_offer, to_atomic, to_display
 from payments.codec import PaymentPayload, decode_payment_header
 from payments.errors import Reason
+from payments.evm.client import EIP712_TYPES
 from payments.evm.eip712 import domain_separator, recover_address, transfer_authorization_digest
 from payments.evm.exact import Authorization, parse_authorization
 from payments.money import PriceError
-
-from .chain import EIP712_TYPES
 
 addresses = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
 uint256 = st.integers(min_value=0, max_value=2**256 - 1)

@@ -53,7 +53,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:
+    """A `preexec_fn`: the child gets SIGTERM when its parent dies, even by SIGKILL (Linux)."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -85,7 +86,7 @@ class Anvil:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             command += ["--state", str(self.state_path)]
         self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         with httpx.Client(timeout=1.0) as client:
