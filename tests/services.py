@@ -158,7 +158,7 @@ class TcpProxy:
     """A loopback TCP proxy in its own thread, to cut a service off from a gateway and bring it back."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+        self.target = (target_host, target_port)  # a host starting with "/" is a unix socket directory
         self.port = free_port()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -186,8 +186,12 @@ class TcpProxy:
             writer.close()
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        host, port = self.target
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+            if host.startswith("/"):  # Postgres' own naming: <dir>/.s.PGSQL.<port>
+                upstream_reader, upstream_writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+            else:
+                upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
         except OSError:
             client_writer.close()
             return

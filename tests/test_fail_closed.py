@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-import pytest
 from eth_account import Account
 
 from app.settings import Settings
@@ -22,10 +21,9 @@ async def test_database_outage_fails_paid_routes_closed(
     settings: Settings, database: Database, devnet: EvmDevnet
 ) -> None:
     parts = urlsplit(database.url)
-    if parts.hostname is None or parts.port is None:
-        pytest.skip("the test database is on a unix socket; the proxy needs TCP")
-    proxy = TcpProxy(parts.hostname, parts.port).start()
-    proxied = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    socket_dir = dict(parse_qsl(parts.query)).get("host")  # embedded Postgres listens on a unix socket only
+    proxy = TcpProxy(socket_dir or parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    proxied = urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}", query=""))
     try:
         with running_gateway(replace(settings, database_url=proxied)) as gateway:
             key = new_payer(devnet)
