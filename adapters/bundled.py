@@ -26,12 +26,7 @@ def load(stream: Stream, data_dir: Path = DATA_DIR) -> Snapshot:
         )
         for item in document["records"]
     )
-    return Snapshot(
-        stream=stream.id,
-        records=records,
-        fetched_at_unix_s=time.time(),
-        meta={"compiled_at": document["compiled_at"]},
-    )
+    return Snapshot(stream=stream.id, records=records, fetched_at_unix_s=time.time())
 
 
 class StreamReader:

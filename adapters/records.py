@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -36,7 +36,6 @@ class Snapshot:
     fetched_at_unix_s: float
     stale: bool = False
     cache: str = "HIT"  # how the read was served; the X-Cache header
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def age_s(self, now_unix_s: float | None = None) -> float:
         return max(0.0, (time.time() if now_unix_s is None else now_unix_s) - self.fetched_at_unix_s)

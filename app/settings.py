@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -72,9 +72,6 @@ class Settings:
     @property
     def uses_devnet(self) -> bool:
         return self.evm is None
-
-    def with_services(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
 
 def redact_url(url: str | None) -> str:

@@ -27,7 +27,6 @@ TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
         ("released", "claimed"),
     }
 )  # fmt: skip
-FINAL_STATES = frozenset({"settled", "failed", "expired"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,10 +75,6 @@ WHERE COALESCE(pay.settled_at, pay.created_at) >= $1 AND COALESCE(pay.settled_at
 GROUP BY 1
 ORDER BY 1;
 
--- name: journal_account_totals
-SELECT account, asset, sum(amount_atomic) AS balance_atomic
-FROM journal_postings GROUP BY account, asset ORDER BY account, asset;
-
 -- name: advisory_lock
 -- A cross-process mutex by name (e.g. one relayer key shared by several workers).
 SELECT pg_advisory_lock(hashtextextended($1, 0));

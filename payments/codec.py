@@ -154,11 +154,6 @@ def decode_payment_header(
     return decoded
 
 
-def decode(raw: bytes | str, kind: type[Any]) -> Any:
-    """Strictly decode JSON into a wire model; raises msgspec errors for the caller to map."""
-    return msgspec.json.decode(raw, type=kind)
-
-
 def to_builtins(value: Any) -> Any:
     """A wire model as plain dicts and lists, camelCase keys, as it appears on the wire."""
     return msgspec.to_builtins(value)

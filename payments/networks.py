@@ -36,7 +36,6 @@ V1_NAMES: dict[str, str] = {
     "solana": SOLANA_MAINNET,
     "solana-devnet": SOLANA_DEVNET,
 }
-V1_NAME_OF: dict[str, str] = {caip: name for name, caip in V1_NAMES.items()}
 
 
 def evm_chain_id(network: str) -> int | None:
