@@ -18,9 +18,9 @@ from starlette.applications import Starlette
 import ledger
 from adapters import Registry, StreamReader
 from payments import (
+    EvmRpc,
     ExactEvmScheme,
     Facilitator,
-    JsonRpc,
     LocalFacilitator,
     NetworkTerms,
     Relayer,
@@ -65,7 +65,7 @@ async def build_facilitator(settings: Settings, pool: Any) -> tuple[Facilitator,
         return remote, None
     evm: EvmSettings | None = settings.evm
     assert evm is not None and evm.rpc_url and evm.relayer_key
-    rpc = JsonRpc(evm.rpc_url, timeout_s=evm.rpc_timeout_s)
+    rpc = EvmRpc(evm.rpc_url, timeout_s=evm.rpc_timeout_s)
     try:
         served_chain = await rpc.chain_id()
     except Exception:

@@ -25,7 +25,7 @@ from .codec import (
 from .errors import PaymentError, Reason, Refusal, http_status
 from .evm.exact import ExactEvmScheme
 from .evm.relayer import Relayer
-from .evm.rpc import JsonRpc
+from .evm.rpc import EvmRpc
 from .facilitator import Facilitator, OnBroadcast
 from .facilitator.local import LocalFacilitator
 from .facilitator.remote import RemoteFacilitator
@@ -41,10 +41,10 @@ __all__ = [
     "PAYMENT_SIGNATURE_HEADER",
     "X_PAYMENT_HEADER",
     "X_PAYMENT_RESPONSE_HEADER",
+    "EvmRpc",
     "ExactEvmScheme",
     "Facilitator",
     "Inspection",
-    "JsonRpc",
     "LocalFacilitator",
     "NetworkTerms",
     "OnBroadcast",

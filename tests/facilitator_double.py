@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from payments import ExactEvmScheme, JsonRpc, LocalFacilitator, Relayer, encode_json
+from payments import EvmRpc, ExactEvmScheme, LocalFacilitator, Relayer, encode_json
 from payments.codec import FacilitatorRequest
 from payments.devnet.evm import EvmDevnet
 
@@ -41,7 +41,7 @@ class FacilitatorDouble:
     def app(self) -> Starlette:
         @asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
-            rpc = JsonRpc(self.devnet.rpc_url)
+            rpc = EvmRpc(self.devnet.rpc_url)
             relayer = Relayer(rpc, self.relayer_key, self.devnet.chain_id)
             self.facilitator = LocalFacilitator([ExactEvmScheme(self.devnet.network, rpc, relayer)], [rpc])
             yield

@@ -31,7 +31,7 @@ from .eip712 import (
     transfer_authorization_digest,
 )
 from .relayer import OnBroadcast, Relayer
-from .rpc import JsonRpc, RpcError, RpcUnavailable
+from .rpc import EvmRpc, RpcError, RpcUnavailable, revert_reason
 
 SCHEME = "exact"
 SCHEME_ID = "v2-eip155-exact"
@@ -212,7 +212,7 @@ class ExactEvmScheme:
     def __init__(
         self,
         network: str,
-        rpc: JsonRpc,
+        rpc: EvmRpc,
         relayer: Relayer | None,
         *,
         receipt_timeout_s: float = RECEIPT_TIMEOUT_S_DEFAULT,
@@ -289,7 +289,7 @@ class ExactEvmScheme:
             read(NAME),
             read(VERSION),
         )
-        revert = failure.revert_reason or failure.rpc_message
+        revert = revert_reason(failure) or failure.rpc_message
         if used is None:
             return Reason.EVM_EIP3009_NOT_SUPPORTED, "the asset has no authorizationState (not EIP-3009)"
         if int.from_bytes(used[:32], "big"):
@@ -343,7 +343,7 @@ class ExactEvmScheme:
                 transaction="",
                 payer=auth.from_address,
                 reason=Reason.TRANSACTION_FAILED,
-                message=f"the node refused the settlement: {(exc.revert_reason or exc.rpc_message)[:200]}",
+                message=f"the node refused the settlement: {(revert_reason(exc) or exc.rpc_message)[:200]}",
             )
         except RpcUnavailable as exc:
             if broadcast:  # signed and maybe sent: only the chain can say

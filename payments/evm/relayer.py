@@ -21,7 +21,7 @@ from eth_account import Account
 from eth_utils import to_checksum_address
 
 from .eip712 import keccak256
-from .rpc import JsonRpc, RpcError, RpcUnavailable
+from .rpc import EvmRpc, RpcError, RpcUnavailable
 
 OnBroadcast = Callable[[str], Awaitable[None]]
 LockFactory = Callable[[str], AbstractAsyncContextManager[Any]]
@@ -34,7 +34,7 @@ _NONCE_ERRORS = ("nonce too low", "nonce too high", "already known", "replacemen
 class Relayer:
     def __init__(
         self,
-        rpc: JsonRpc,
+        rpc: EvmRpc,
         private_key: str,
         chain_id: int,
         *,

@@ -1,48 +1,22 @@
-"""An async EVM JSON-RPC client over aiohttp: the chain edge of the request path.
-
-Not web3's `AsyncWeb3.eth`: on anvil, `w3.eth.call` cost 3.4 ms per call against 0.34 ms for the
-same POST sent here (aiohttp, web3's own transport, without its formatter stack), and 500
-concurrent calls took 1.45 s against 0.12 s. Calldata is ABI-encoded by the caller (eth_abi).
-Every failure is translated once, here: a JSON-RPC error answer is `RpcError` (the node answered),
-anything else (timeout, refused connection, HTML, truncated JSON) is `RpcUnavailable`.
-"""
+"""EVM JSON-RPC: typed helpers over the shared transport, and revert-reason decoding."""
 
 from __future__ import annotations
 
-import itertools
-import json
 from typing import Any
 
-import aiohttp
 from eth_abi import decode as abi_decode
 
-from ..errors import PaymentError, Reason
+from ..jsonrpc import JsonRpc, RpcError, RpcUnavailable
 
 ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
-TIMEOUT_S_DEFAULT = 10.0
-CONNECTIONS_MAX_DEFAULT = 64
+
+__all__ = ["EvmRpc", "RpcError", "RpcUnavailable", "revert_reason"]
 
 
-class RpcUnavailable(PaymentError):
-    """The node could not be reached or gave no readable answer; the outcome of a send is unknown."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(Reason.UNEXPECTED_VERIFY_ERROR, message)
-
-
-class RpcError(PaymentError):
-    """The node answered with a JSON-RPC error (a revert, a rejected transaction)."""
-
-    def __init__(self, method: str, code: int, message: str, data: str | None) -> None:
-        super().__init__(Reason.UNEXPECTED_VERIFY_ERROR, f"{method}: {message}")
-        self.code = code
-        self.rpc_message = message
-        self.data = data
-
-    @property
-    def revert_reason(self) -> str | None:
-        """The Error(string) message of a revert, when the node returned revert data."""
-        return decode_revert(self.data) or _reason_from_message(self.rpc_message)
+def revert_reason(error: RpcError) -> str | None:
+    """The Error(string) message of a revert, when the node returned revert data (or put it in the message)."""
+    data = error.data.get("data") if isinstance(error.data, dict) else error.data  # some nodes nest it
+    return decode_revert(data) or _reason_from_message(error.rpc_message)
 
 
 def decode_revert(data: str | None) -> str | None:
@@ -66,62 +40,8 @@ def _reason_from_message(message: str) -> str | None:
     return message.split(marker, 1)[1] if marker in message else None
 
 
-class JsonRpc:
-    """One node URL, one pooled aiohttp session; create and close inside the running event loop."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout_s: float = TIMEOUT_S_DEFAULT,
-        connections_max: int = CONNECTIONS_MAX_DEFAULT,
-    ) -> None:
-        self.url = url
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._connections_max = connections_max
-        self._session: aiohttp.ClientSession | None = None
-        self._ids = itertools.count(1)
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections_max),
-                timeout=self._timeout,
-                json_serialize=json.dumps,
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-
-    async def request(self, method: str, params: list[Any]) -> Any:
-        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
-        try:
-            async with self._client().post(self.url, json=body) as response:
-                raw = await response.read()
-                status = response.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise RpcUnavailable(f"{method}: node unreachable ({type(exc).__name__})") from None
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            raise RpcUnavailable(f"{method}: node answered HTTP {status} with a body that is not JSON") from None
-        if not isinstance(answer, dict):
-            raise RpcUnavailable(f"{method}: node answered HTTP {status} with JSON that is not an object")
-        error = answer.get("error")
-        if error is not None:
-            if not isinstance(error, dict):
-                raise RpcUnavailable(f"{method}: node answered a malformed error")
-            data = error.get("data")
-            if isinstance(data, dict):  # some nodes nest revert data one level down
-                data = data.get("data")
-            raise RpcError(method, int(error.get("code", 0)), str(error.get("message", "")), data)
-        if "result" not in answer:
-            raise RpcUnavailable(f"{method}: node answered HTTP {status} without a result")
-        return answer["result"]
-
-    # ---- typed helpers (hex quantities in, Python ints and bytes out) ----
+class EvmRpc(JsonRpc):
+    """Hex quantities in, Python ints and bytes out."""
 
     async def chain_id(self) -> int:
         return _int(await self.request("eth_chainId", []))

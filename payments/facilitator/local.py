@@ -6,7 +6,7 @@ from ..codec import PaymentPayload, PaymentRequirements, SupportedResponse
 from ..errors import Reason
 from ..evm.exact import ExactEvmScheme
 from ..evm.relayer import OnBroadcast
-from ..evm.rpc import JsonRpc
+from ..jsonrpc import JsonRpc
 from ..outcomes import Settlement, Verification
 
 
