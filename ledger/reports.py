@@ -83,7 +83,7 @@ def render(rows: list[ReportRow], fmt: str, group_by: str) -> str:
         "in_flight",
         "revenue_usdc",
         "revenue_atomic",
-        "gas_wei",
+        "gas_native",  # wei on EVM, lamports on Solana: atomic units of the network's native coin
     ]
 
     def cells(row: ReportRow) -> list[str]:

@@ -33,6 +33,8 @@ from .money import PriceError, to_atomic, to_display
 from .offers import NetworkTerms, build_offer, match_offer
 from .outcomes import Inspection, Settlement, Verification
 from .schemes import inspect, v1_as_v2
+from .svm.exact import ExactSvmScheme
+from .svm.rpc import SvmRpc
 
 __all__ = [
     "EXPOSE_HEADERS",
@@ -43,6 +45,7 @@ __all__ = [
     "X_PAYMENT_RESPONSE_HEADER",
     "EvmRpc",
     "ExactEvmScheme",
+    "ExactSvmScheme",
     "Facilitator",
     "Inspection",
     "LocalFacilitator",
@@ -62,6 +65,7 @@ __all__ = [
     "SettleResponse",
     "Settlement",
     "SupportedResponse",
+    "SvmRpc",
     "Verification",
     "build_offer",
     "decode_payment_header",

@@ -38,6 +38,37 @@ class Reason(StrEnum):
     EVM_EIP3009_NOT_SUPPORTED = "invalid_exact_evm_eip3009_not_supported"
     EVM_SIMULATION_FAILED = "invalid_exact_evm_transaction_simulation_failed"
     EVM_TRANSFER_EVENT_MISMATCH = "invalid_exact_evm_transfer_event_mismatch"
+    # SVM exact, reference TS spellings where one exists
+    SVM_MISSING_FEE_PAYER = "invalid_exact_svm_payload_missing_fee_payer"
+    SVM_FEE_PAYER_NOT_MANAGED = "invalid_exact_svm_fee_payer_not_managed_by_facilitator"
+    SVM_COULD_NOT_DECODE = "invalid_exact_svm_payload_transaction_could_not_be_decoded"
+    SVM_NOT_V0 = "invalid_exact_svm_payload_transaction_not_v0"  # worldgate
+    SVM_ADDRESS_LOOKUP_TABLES = "invalid_exact_svm_payload_address_lookup_tables"  # worldgate
+    SVM_FEE_PAYER_MISMATCH = "invalid_exact_svm_fee_payer_mismatch"
+    SVM_EXCESSIVE_SIGNERS = "invalid_exact_svm_payload_excessive_signers"
+    SVM_SIGNATURE_INVALID = "invalid_exact_svm_payload_signature_invalid"
+    SVM_INSTRUCTIONS_LENGTH = "invalid_exact_svm_payload_transaction_instructions_length"
+    SVM_COMPUTE_LIMIT_INSTRUCTION = "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction"
+    SVM_COMPUTE_LIMIT_TOO_HIGH = "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high"
+    SVM_COMPUTE_PRICE_INSTRUCTION = "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction"
+    SVM_COMPUTE_PRICE_TOO_HIGH = "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high"
+    SVM_PRIORITY_FEE_TOO_HIGH = "invalid_exact_svm_payload_priority_fee_too_high"  # worldgate
+    SVM_NO_TRANSFER_INSTRUCTION = "invalid_exact_svm_payload_no_transfer_instruction"
+    SVM_MINT_MISMATCH = "invalid_exact_svm_payload_mint_mismatch"
+    SVM_RECIPIENT_MISMATCH = "invalid_exact_svm_payload_recipient_mismatch"
+    SVM_AMOUNT_MISMATCH = "invalid_exact_svm_payload_amount_mismatch"
+    SVM_FEE_PAYER_TRANSFERRING_FUNDS = "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds"
+    SVM_FEE_PAYER_IN_INSTRUCTION_ACCOUNTS = (
+        "invalid_exact_svm_payload_transaction_fee_payer_included_in_instruction_accounts"
+    )
+    SVM_UNKNOWN_FOURTH_INSTRUCTION = "invalid_exact_svm_payload_unknown_fourth_instruction"
+    SVM_UNKNOWN_FIFTH_INSTRUCTION = "invalid_exact_svm_payload_unknown_fifth_instruction"
+    SVM_UNKNOWN_SIXTH_INSTRUCTION = "invalid_exact_svm_payload_unknown_sixth_instruction"
+    SVM_MEMO_COUNT = "invalid_exact_svm_payload_memo_count"
+    SVM_MEMO_MISMATCH = "invalid_exact_svm_payload_memo_mismatch"
+    SVM_BLOCKHASH_EXPIRED = "invalid_exact_svm_payload_blockhash_expired"  # worldgate
+    SVM_SIMULATION_FAILED = "invalid_exact_svm_transaction_simulation_failed"
+    SVM_TRANSFER_MISMATCH = "invalid_exact_svm_transfer_not_confirmed"  # worldgate: landed, but not as verified
     # exactly-once (worldgate): the payment key is already claimed by another request
     PAYMENT_ALREADY_CLAIMED = "payment_already_claimed"
     # settlement

@@ -27,7 +27,12 @@ SOLANA_DEVNET = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
 USDC_BASE_MAINNET = KnownAsset(BASE_MAINNET, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "USDC", 6, "USD Coin", "2")
 USDC_BASE_SEPOLIA = KnownAsset(BASE_SEPOLIA, "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "USDC", 6, "USDC", "2")
 
-KNOWN_USDC: dict[str, KnownAsset] = {a.network: a for a in (USDC_BASE_MAINNET, USDC_BASE_SEPOLIA)}
+USDC_SOLANA_MAINNET = KnownAsset(SOLANA_MAINNET, "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", "USDC", 6)
+USDC_SOLANA_DEVNET = KnownAsset(SOLANA_DEVNET, "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU", "USDC", 6)
+
+KNOWN_USDC: dict[str, KnownAsset] = {
+    a.network: a for a in (USDC_BASE_MAINNET, USDC_BASE_SEPOLIA, USDC_SOLANA_MAINNET, USDC_SOLANA_DEVNET)
+}
 
 # v1 headers name networks instead of using CAIP-2 ids.
 V1_NAMES: dict[str, str] = {

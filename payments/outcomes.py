@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .codec import SettleResponse, VerifyResponse
 from .errors import Reason
+
+OnBroadcast = Callable[[str], Awaitable[None]]  # gets a transaction's id before it leaves this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +21,7 @@ class Inspection:
     payer: str
     pay_to: str
     amount_atomic: int
-    valid_before_unix_s: int
+    valid_before_unix_s: int | None  # None where a blockhash, not a timestamp, bounds the payment
     payment_key: str  # what makes this payment unique; claimed in the ledger before serving
     signer_verified: bool  # the signature was checked locally (EOA); False leaves it to the chain
 
@@ -44,7 +47,8 @@ class Settlement:
     payer: str | None = None
     reason: str | None = None
     message: str | None = None
-    gas_cost_atomic: int | None = None  # native units (wei) the relayer paid; known to the local facilitator
+    gas_cost_atomic: int | None = None  # native units (wei, lamports) paid to settle; known to the local facilitator
+    gas_payer: str | None = None  # who paid them: the EVM relayer, the SVM fee payer
 
     @property
     def pending(self) -> bool:

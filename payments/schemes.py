@@ -12,6 +12,7 @@ from .errors import Reason, Refusal
 from .evm import exact as evm_exact
 from .networks import caip2
 from .outcomes import Inspection
+from .svm import exact as svm_exact
 
 
 def inspect(
@@ -21,6 +22,8 @@ def inspect(
     family = requirements.network.partition(":")[0]
     if family == "eip155" and requirements.scheme == evm_exact.SCHEME:
         return evm_exact.inspect(payload, requirements, now)
+    if family == "solana" and requirements.scheme == svm_exact.SCHEME:
+        return svm_exact.inspect(payload, requirements)
     return Refusal(Reason.UNSUPPORTED_SCHEME, f"no {requirements.scheme} scheme for {requirements.network}")
 
 

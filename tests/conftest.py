@@ -15,11 +15,12 @@ import pytest
 
 import ledger
 from adapters import Registry, StreamReader
-from app.embedded import devnet_settings
+from app.embedded import devnet_settings, solana_devnet_settings
 from app.factory import MIGRATIONS_DIR, create_app
 from app.settings import Settings
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
+from payments.devnet.solana import SolanaDevnetProcess
 
 from .chain import unb64
 from .services import Database, ServerThread, postgres, redis_server
@@ -53,12 +54,23 @@ def devnet() -> Iterator[EvmDevnet]:
 
 
 @pytest.fixture(scope="session")
-def settings(database: Database, redis_url: str, devnet: EvmDevnet) -> Settings:
+def solana() -> Iterator[SolanaDevnetProcess]:
+    process = SolanaDevnetProcess().start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database: Database, redis_url: str, devnet: EvmDevnet, solana: SolanaDevnetProcess) -> Settings:
+    """Both networks on, as `make serve` runs: every EVM test also shows Solana changes nothing for it."""
     return Settings(
         database_url=database.url,
         redis_url=redis_url,
         auto_migrate=False,
         evm=devnet_settings(devnet),
+        svm=solana_devnet_settings(solana.state),
     )
 
 
@@ -74,12 +86,13 @@ class Gateway:
         async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
             return await client.get(path, headers=headers, **kwargs)
 
-    async def offer(self, path: str) -> dict[str, Any]:
-        """The first offer of a paid path's 402 quote, as a client would echo it in `accepted`."""
+    async def offer(self, path: str, family: str = "eip155") -> dict[str, Any]:
+        """A paid path's offer on one network family, from its 402 quote, as a client echoes it in `accepted`."""
         answer = await self.get(path)
         assert answer.status_code == 402, answer.text
         accepts: list[dict[str, Any]] = unb64(answer.headers["payment-required"])["accepts"]
-        return accepts[0]
+        [offer] = [o for o in accepts if o["network"].startswith(f"{family}:")]
+        return offer
 
 
 @contextlib.contextmanager

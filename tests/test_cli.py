@@ -17,10 +17,15 @@ import httpx
 import psutil
 import pytest
 from eth_account import Account
+from solders.hash import Hash
+from solders.keypair import Keypair
 from x402 import x402Client
 from x402.http.clients import x402HttpxClient
 from x402.mechanisms.evm import EthAccountSigner
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
+
+from payments.codec import PaymentRequirements, convert
+from payments.svm.client import pay as svm_pay
 
 from .chain import devnet_from_state, pay_for, unb64
 from .services import free_port
@@ -39,9 +44,10 @@ def _clean_env(state_dir: Path) -> dict[str, str]:
     return env
 
 
-def _children_of(state_dir: Path) -> list[psutil.Process]:
-    """Every process the embedded default started for this state dir (postgres, redis-server, anvil)."""
-    found = []
+def _children_of(state_dir: Path, parent: int | None = None) -> list[psutil.Process]:
+    """Every process the embedded default started for this state dir (postgres, redis-server, anvil),
+    and every descendant of `parent` (uvicorn workers, the Solana devnet)."""
+    found = psutil.Process(parent).children(recursive=True) if parent else []
     for process in psutil.process_iter(["cmdline", "cwd"]):
         try:
             cmdline = " ".join(process.info["cmdline"] or [])
@@ -49,7 +55,7 @@ def _children_of(state_dir: Path) -> list[psutil.Process]:
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return [p for p in found if p.pid != os.getpid()]
+    return list({p.pid: p for p in found if p.pid != os.getpid()}.values())
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +101,11 @@ def test_serve_runs_on_the_embedded_default(served: tuple[str, Path, subprocess.
     assert devnet["asset"] == "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
     assert devnet["eip712"] == {"name": "USDC", "version": "2"}
     assert {"rpc_url", "pay_to", "payer_private_key", "relayer_address"} <= devnet.keys()
+    svm = json.loads((state_dir / "devnet.json").read_text())["svm"]
+    assert svm["network"] == "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
+    assert svm["asset"] == "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
+    assert {"rpc_url", "pay_to", "fee_payer", "payer_secret_key"} <= svm.keys()
+    assert health["networks"] == ["eip155:84532", svm["network"]]
     kinds = {p.info["cmdline"][0].rsplit("/", 1)[-1] for p in _children_of(state_dir) if p.info["cmdline"]}
     assert {"postgres", "anvil"} <= kinds
 
@@ -113,6 +124,23 @@ def test_official_client_pays_the_served_gateway(served: tuple[str, Path, subpro
     assert answer.status_code == 200, answer.text
     assert {r["fields"]["name"] for r in answer.json()["records"]} == {"Etna", "Stromboli"}
     assert unb64(answer.headers["payment-response"])["success"] is True
+
+
+def test_solana_payment_through_the_served_gateway(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    url, state_dir, _ = served
+    svm = json.loads((state_dir / "devnet.json").read_text())["svm"]
+    quote = unb64(httpx.get(f"{url}/v1/streams/static.capitals").headers["payment-required"])
+    [offer] = [o for o in quote["accepts"] if o["network"] == svm["network"]]
+    blockhash = httpx.post(svm["rpc_url"], json={"jsonrpc": "2.0", "id": 1, "method": "getLatestBlockhash"}).json()
+    header = svm_pay(
+        Keypair.from_base58_string(svm["payer_secret_key"]),
+        convert(offer, PaymentRequirements),
+        blockhash=Hash.from_string(blockhash["result"]["value"]["blockhash"]),
+    )
+    answer = httpx.get(f"{url}/v1/streams/static.capitals", headers={"PAYMENT-SIGNATURE": header}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    receipt = unb64(answer.headers["payment-response"])
+    assert receipt["success"] is True and receipt["network"] == svm["network"]
 
 
 def test_one_payment_across_two_workers_is_served_once(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
@@ -136,25 +164,34 @@ def test_one_payment_across_two_workers_is_served_once(served: tuple[str, Path, 
 
 def test_ledger_report_reads_the_running_ledger(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
     _, state_dir, _ = served
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "ledger", "report", "--group-by", "stream", "--format", "json"],
-        cwd=ROOT,
-        env=_clean_env(state_dir),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    by_stream = {row["key"]: row for row in report["rows"]}
-    assert by_stream["static.volcanoes"]["settled"] == 1 and by_stream["static.volcanoes"]["revenue_atomic"] == 2000
-    assert by_stream["static.capitals"]["settled"] == 1 and by_stream["static.capitals"]["revenue_atomic"] == 1000
+
+    def report(group_by: str) -> dict[str, dict[str, int]]:
+        result = subprocess.run(
+            [sys.executable, "-m", "app", "ledger", "report", "--group-by", group_by, "--format", "json"],
+            cwd=ROOT,
+            env=_clean_env(state_dir),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return {row["key"]: row for row in json.loads(result.stdout)["rows"]}
+
+    by_stream = report("stream")  # one EVM volcanoes payment; capitals once on EVM, once on Solana
+    assert (by_stream["static.volcanoes"]["settled"], by_stream["static.volcanoes"]["revenue_atomic"]) == (1, 2000)
+    assert (by_stream["static.capitals"]["settled"], by_stream["static.capitals"]["revenue_atomic"]) == (2, 2000)
+    by_network = report("network")
+    assert by_network["eip155:84532"]["revenue_atomic"] == 3000
+    assert by_network["solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"]["revenue_atomic"] == 1000
+    assert by_network["solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"]["gas_cost_atomic"] == 10_001  # lamports
 
 
 def test_sigterm_stops_every_child(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
     _, state_dir, process = served
-    children = _children_of(state_dir)
-    assert children, "expected the embedded services to be running"
+    children = _children_of(state_dir, process.pid)
+    commands = " ".join(" ".join(p.cmdline()) for p in children)
+    for expected in ("postgres", "anvil", "payments.devnet.solana", "redis-server"):
+        assert expected in commands, f"{expected} is not running"
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     _gone, alive = psutil.wait_procs(children, timeout=15)

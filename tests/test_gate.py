@@ -13,10 +13,10 @@ from starlette.testclient import TestClient
 
 from adapters import STREAMS, Registry, StreamReader
 from app.gate import Services
-from app.pricing import Pricing
 from app.routes import Api
 from app.settings import Settings
-from payments.devnet.evm import EvmDevnet, deploy, mint
+from payments.devnet.evm import EvmDevnet
+from payments.devnet.solana import SolanaDevnetProcess
 
 from .chain import b64, new_payer, pay_for, sign_authorization, unb64, usdc_balance
 from .conftest import Gateway, running_gateway
@@ -24,7 +24,9 @@ from .conftest import Gateway, running_gateway
 CAPITALS = "/v1/streams/static.capitals"
 
 
-async def test_quote_explains_itself_and_matches_its_header(gateway: Gateway, devnet: EvmDevnet) -> None:
+async def test_quote_explains_itself_and_matches_its_header(
+    gateway: Gateway, devnet: EvmDevnet, solana: SolanaDevnetProcess
+) -> None:
     answer = await gateway.get(CAPITALS)
     assert answer.status_code == 402
     assert answer.headers["cache-control"] == "no-store"
@@ -35,8 +37,8 @@ async def test_quote_explains_itself_and_matches_its_header(gateway: Gateway, de
     assert "0.001 USDC" in body["hint"]
     assert required["x402Version"] == 2
     assert required["resource"]["url"] == gateway.url + CAPITALS
-    [offer] = required["accepts"]
-    assert offer == {
+    evm_offer, svm_offer = required["accepts"]  # one offer per enabled network, each with its own terms
+    assert evm_offer == {
         "scheme": "exact",
         "network": "eip155:84532",
         "amount": "1000",
@@ -44,6 +46,15 @@ async def test_quote_explains_itself_and_matches_its_header(gateway: Gateway, de
         "payTo": devnet.pay_to,
         "maxTimeoutSeconds": 300,
         "extra": {"name": "USDC", "version": "2"},
+    }
+    assert svm_offer == {
+        "scheme": "exact",
+        "network": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1",
+        "amount": "1000",
+        "asset": "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU",
+        "payTo": solana.state["pay_to"],
+        "maxTimeoutSeconds": 300,
+        "extra": {"feePayer": solana.state["fee_payer"]},
     }
     assert len(answer.headers["payment-required"]) < 2048  # intermediaries drop larger headers
 
@@ -129,33 +140,11 @@ async def test_failing_handler_is_not_charged(
 
 def test_paid_handler_refuses_requests_the_gate_did_not_pass(settings: Settings) -> None:
     """Defence in depth: mounted without the gate, the data handler still serves nothing."""
-    from app.factory import network_terms
-
     registry = Registry()
-    pricing = Pricing(registry, network_terms(settings), settings.price_tiers, settings.route_prices)
-    api = Api(registry, pricing, StreamReader(registry), Services(), info={})
+    api = Api(registry, StreamReader(registry), Services(), info={})
     with TestClient(Starlette(routes=api.routes())) as client:
         answer = client.get(CAPITALS)
     assert answer.status_code == 402 and "records" not in answer.json()
-
-
-async def test_contract_wallet_pays_with_eip1271(gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool) -> None:
-    owner = Account.create()
-    wallet = deploy(devnet.rpc_url, "TestWallet", ["address"], [owner.address])
-    mint(devnet.rpc_url, devnet.asset, wallet, 5_000_000)
-    offer = await gateway.offer(CAPITALS)
-    header = pay_for(owner.key.hex(), devnet, offer, from_address=wallet)  # the owner signs for the wallet
-
-    answer = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})
-
-    assert answer.status_code == 200, answer.text
-    assert usdc_balance(devnet, wallet) == 5_000_000 - int(offer["amount"])
-    row = await pool.fetchrow("SELECT state FROM payments WHERE payer = $1", wallet.lower())
-    assert row["state"] == "settled"
-    # a signature by someone else than the owner is refused for the wallet
-    stranger = pay_for(Account.create().key.hex(), devnet, offer, from_address=wallet)
-    refused = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": stranger})
-    assert refused.status_code == 402 and refused.json()["error"] == "invalid_exact_evm_payload_signature"
 
 
 class _Misbehaving:

@@ -43,6 +43,7 @@ def remote_gateway(settings: Settings, double: tuple[FacilitatorDouble, str]) ->
         facilitator_auth="Bearer test-token",
         facilitator_settle_timeout_s=1.5,
         evm=replace(settings.evm, rpc_url=None, relayer_key=None),  # the gateway itself holds no key, no RPC
+        svm=None,  # the double facilitates EVM only
     )
     with running_gateway(remote) as gateway:
         yield gateway

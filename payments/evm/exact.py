@@ -22,7 +22,7 @@ from eth_abi import encode as abi_encode
 from ..codec import PaymentPayload, PaymentRequirements, SupportedKind
 from ..errors import Reason, Refusal
 from ..networks import evm_chain_id
-from ..outcomes import Inspection, Settlement, Verification
+from ..outcomes import Inspection, OnBroadcast, Settlement, Verification
 from .eip712 import (
     domain_separator,
     keccak256,
@@ -30,7 +30,7 @@ from .eip712 import (
     split_signature,
     transfer_authorization_digest,
 )
-from .relayer import OnBroadcast, Relayer
+from .relayer import Relayer
 from .rpc import EvmRpc, RpcError, RpcUnavailable, revert_reason
 
 SCHEME = "exact"
@@ -367,6 +367,7 @@ class ExactEvmScheme:
                 f"no receipt within {self._receipt_timeout_s:.0f} s",
             )
         gas_cost = _quantity(receipt.get("gasUsed")) * _quantity(receipt.get("effectiveGasPrice"))
+        relayer = self._relayer.address
         if _quantity(receipt.get("status")) != 1:
             return Settlement(
                 False,
@@ -376,6 +377,7 @@ class ExactEvmScheme:
                 Reason.TRANSACTION_FAILED,
                 "settlement reverted",
                 gas_cost,
+                relayer,
             )
         if not _has_transfer_log(receipt, checked.inspection.asset, auth):
             return Settlement(
@@ -386,8 +388,9 @@ class ExactEvmScheme:
                 Reason.EVM_TRANSFER_EVENT_MISMATCH,
                 "the receipt has no matching Transfer log",
                 gas_cost,
+                relayer,
             )
-        return Settlement(True, self.network, tx_hash, auth.from_address, gas_cost_atomic=gas_cost)
+        return Settlement(True, self.network, tx_hash, auth.from_address, gas_cost_atomic=gas_cost, gas_payer=relayer)
 
     async def _await_receipt(self, tx_hash: str) -> dict[str, Any] | None:
         deadline = time.monotonic() + self._receipt_timeout_s

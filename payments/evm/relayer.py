@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from eth_account import Account
 from eth_utils import to_checksum_address
 
+from ..outcomes import OnBroadcast
 from .eip712 import keccak256
 from .rpc import EvmRpc, RpcError, RpcUnavailable
 
-OnBroadcast = Callable[[str], Awaitable[None]]
 LockFactory = Callable[[str], AbstractAsyncContextManager[Any]]
 
 GAS_LIMIT_DEFAULT = 200_000  # transferWithAuthorization uses ~60-90k; EIP-1271 wallets a little more

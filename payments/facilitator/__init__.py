@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..codec import PaymentPayload, PaymentRequirements, SupportedResponse
-from ..evm.relayer import OnBroadcast
-from ..outcomes import Settlement, Verification
+from ..outcomes import OnBroadcast, Settlement, Verification
 
 
 class Facilitator(Protocol):

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from ..codec import PaymentPayload, PaymentRequirements, SupportedResponse
+from typing import Protocol
+
+from ..codec import PaymentPayload, PaymentRequirements, SupportedKind, SupportedResponse
 from ..errors import Reason
-from ..evm.exact import ExactEvmScheme
-from ..evm.relayer import OnBroadcast
 from ..jsonrpc import JsonRpc
-from ..outcomes import Settlement, Verification
+from ..outcomes import OnBroadcast, Settlement, Verification
+
+
+class Scheme(Protocol):
+    """One scheme on one network with our keys: ExactEvmScheme, ExactSvmScheme."""
+
+    scheme: str
+    network: str
+
+    @property
+    def signer(self) -> str | None: ...
+
+    def supported_kind(self) -> SupportedKind: ...
+
+    async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Verification: ...
+
+    async def settle(
+        self, payload: PaymentPayload, requirements: PaymentRequirements, on_broadcast: OnBroadcast | None = None
+    ) -> Settlement: ...
 
 
 class LocalFacilitator:
-    def __init__(self, schemes: list[ExactEvmScheme], rpcs: list[JsonRpc] | None = None) -> None:
+    def __init__(self, schemes: list[Scheme], rpcs: list[JsonRpc] | None = None) -> None:
         self._schemes = {(s.scheme, s.network): s for s in schemes}
         self._rpcs = rpcs or []
 

@@ -30,8 +30,7 @@ from ..codec import (
     encode_json,
 )
 from ..errors import PaymentError, Reason
-from ..evm.relayer import OnBroadcast
-from ..outcomes import Settlement, Verification
+from ..outcomes import OnBroadcast, Settlement, Verification
 
 VERIFY_TIMEOUT_S_DEFAULT = 10.0
 SETTLE_TIMEOUT_S_DEFAULT = 60.0  # Base confirmation can take 10-30 s under load (x402 issue #1062)

@@ -1,0 +1,533 @@
+"""A local Solana JSON-RPC server over `solders.litesvm.LiteSVM`: the Solana half of the devnet.
+
+It answers the methods real clients use (the TS `@solana/kit` RPC, solana-py's AsyncClient, our
+own SvmRpc) over HTTP on 127.0.0.1, and reports itself as Solana devnet
+(`solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1`). At start it seeds an SPL USDC mint (6 decimals) at
+devnet USDC's address, payTo's associated token account, a payer holding test USDC and a fee payer
+holding SOL; keys come from fixed labels, so every devnet has the same ones (devnet money only).
+
+Run as its own process (`python -m payments.devnet.solana --port N`); the first line it prints is
+its state as JSON. Pitfalls from toolchain.md §3.5: a ThreadingHTTPServer (keep-alive clients
+would starve a single-threaded one), TCP_NODELAY (delayed ACKs cost ~40 ms per call), one LiteSVM
+behind a lock. Unlike a validator, blockhashes do not age: `litesvm_expireBlockhash` rotates it.
+Extra methods for tests: `litesvm_mintTo [owner, amount]`, `litesvm_expireBlockhash`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import base58
+import httpx
+from solders.account import Account
+from solders.hash import Hash
+from solders.keypair import Keypair
+from solders.litesvm import LiteSVM
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.rpc.responses import RpcResponseContext, RpcSimulateTransactionResult, SimulateTransactionResp
+from solders.token.state import Mint, TokenAccount, TokenAccountState
+from solders.transaction import VersionedTransaction
+from solders.transaction_metadata import FailedTransactionMetadata
+
+from ..svm.programs import TOKEN_PROGRAM, associated_token_address
+from .anvil import DevnetError, die_with_parent, free_port
+
+NETWORK = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
+GENESIS_HASH = "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG"  # Solana devnet's
+USDC_MINT = Pubkey.from_string("4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU")  # devnet USDC's address
+DECIMALS = 6
+PAYER_USDC_ATOMIC = 1_000 * 10**6
+FEE_PAYER_LAMPORTS = 100 * 10**9
+BLOCKHASH_LIFETIME_BLOCKS = 150
+START_TIMEOUT_S = 20.0
+TOKEN_ACCOUNT_BYTES, MINT_BYTES = 165, 82
+
+
+def devnet_keypair(label: str) -> Keypair:
+    """A deterministic keypair for a devnet role. Devnet only: everyone can derive it."""
+    return Keypair.from_seed(hashlib.sha256(f"worldgate devnet solana {label}".encode()).digest())
+
+
+class RpcFault(Exception):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+
+def _err_json(error: Any) -> Any:
+    """A solders TransactionError as the JSON a validator's RPC gives (`"AlreadyProcessed"`, ...)."""
+    result = RpcSimulateTransactionResult(err=error, logs=None, accounts=None, units_consumed=None, return_data=None)
+    return json.loads(SimulateTransactionResp(result, RpcResponseContext(0)).to_json())["result"]["value"]["err"]
+
+
+@dataclass
+class _Landed:
+    slot: int
+    err: Any
+    fee: int
+    transaction: bytes
+    pre_balances: list[int]
+    post_balances: list[int]
+    pre_tokens: list[dict[str, Any]]
+    post_tokens: list[dict[str, Any]]
+    logs: list[str]
+    units: int
+
+
+class SolanaChain:
+    """One LiteSVM and the RPC methods over it; every method runs under one lock."""
+
+    def __init__(self) -> None:
+        self.svm = LiteSVM()
+        self.lock = threading.Lock()
+        self.block_height = 1
+        self.landed: dict[str, _Landed] = {}
+        self.mint_authority = devnet_keypair("mint authority")
+        self.fee_payer = devnet_keypair("fee payer")
+        self.payer = devnet_keypair("payer")
+        self.pay_to = devnet_keypair("pay to").pubkey()
+        self._seed()
+
+    # ---- state helpers ----
+
+    def _seed(self) -> None:
+        rent = self.svm.minimum_balance_for_rent_exemption(MINT_BYTES)
+        mint = Mint(mint_authority=self.mint_authority.pubkey(), supply=0, decimals=DECIMALS, is_initialized=True)
+        self.svm.set_account(USDC_MINT, Account(rent, bytes(mint), TOKEN_PROGRAM, False, 0))
+        self.svm.airdrop(self.fee_payer.pubkey(), FEE_PAYER_LAMPORTS)
+        self.svm.airdrop(self.payer.pubkey(), 10**9)  # for clients that want to pay their own fees
+        self.mint_to(self.pay_to, 0)
+        self.mint_to(self.payer.pubkey(), PAYER_USDC_ATOMIC)
+
+    def _token_account(self, address: Pubkey) -> TokenAccount | None:
+        account = self.svm.get_account(address)
+        if account is None or account.owner != TOKEN_PROGRAM or len(account.data) < TOKEN_ACCOUNT_BYTES:
+            return None
+        return TokenAccount.from_bytes(bytes(account.data)[:TOKEN_ACCOUNT_BYTES])
+
+    def mint_to(self, owner: Pubkey, amount: int) -> Pubkey:
+        """Credit `amount` devnet USDC to `owner`'s ATA, creating it (rent-exempt) if missing."""
+        ata = associated_token_address(owner, USDC_MINT)
+        held = self._token_account(ata)
+        token = TokenAccount(
+            mint=USDC_MINT,
+            owner=owner,
+            amount=(held.amount if held else 0) + amount,
+            delegate=None,
+            state=TokenAccountState.Initialized,
+            is_native=None,
+            delegated_amount=0,
+            close_authority=None,
+        )
+        rent = self.svm.minimum_balance_for_rent_exemption(TOKEN_ACCOUNT_BYTES)
+        self.svm.set_account(ata, Account(rent, bytes(token), TOKEN_PROGRAM, False, 0))
+        mint_account = self.svm.get_account(USDC_MINT)
+        assert mint_account is not None
+        mint = Mint.from_bytes(bytes(mint_account.data))
+        grown = Mint(
+            mint_authority=mint.mint_authority, supply=mint.supply + amount, decimals=DECIMALS, is_initialized=True
+        )
+        self.svm.set_account(USDC_MINT, Account(mint_account.lamports, bytes(grown), TOKEN_PROGRAM, False, 0))
+        return ata
+
+    def _slot(self) -> int:
+        return int(self.svm.get_clock().slot)
+
+    def _context(self) -> dict[str, int]:
+        return {"slot": self._slot()}
+
+    def _token_balances(self, keys: list[Pubkey]) -> list[dict[str, Any]]:
+        balances = []
+        for index, key in enumerate(keys):
+            token = self._token_account(key)
+            if token is not None:
+                ui = token.amount / 10**DECIMALS
+                balances.append(
+                    {
+                        "accountIndex": index,
+                        "mint": str(token.mint),
+                        "owner": str(token.owner),
+                        "programId": str(TOKEN_PROGRAM),
+                        "uiTokenAmount": {
+                            "amount": str(token.amount),
+                            "decimals": DECIMALS,
+                            "uiAmount": ui,
+                            "uiAmountString": f"{ui:.{DECIMALS}f}".rstrip("0").rstrip("."),
+                        },
+                    }
+                )
+        return balances
+
+    @staticmethod
+    def _decode(params: list[Any]) -> VersionedTransaction:
+        if not params or not isinstance(params[0], str):
+            raise RpcFault(-32602, "expected an encoded transaction")
+        config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        try:
+            raw = base64.b64decode(params[0]) if config.get("encoding") == "base64" else base58.b58decode(params[0])
+            return VersionedTransaction.from_bytes(raw)
+        except ValueError as exc:
+            raise RpcFault(-32602, f"invalid transaction: {exc}") from None
+
+    # ---- RPC methods (names as the RPC has them) ----
+
+    def getHealth(self, params: list[Any]) -> Any:
+        return "ok"
+
+    def getVersion(self, params: list[Any]) -> Any:
+        return {"solana-core": "2.2.0-litesvm", "feature-set": 0}
+
+    def getGenesisHash(self, params: list[Any]) -> Any:
+        return GENESIS_HASH
+
+    def getSlot(self, params: list[Any]) -> Any:
+        return self._slot()
+
+    def getBlockHeight(self, params: list[Any]) -> Any:
+        return self.block_height
+
+    def getEpochInfo(self, params: list[Any]) -> Any:
+        slot = self._slot()
+        return {
+            "absoluteSlot": slot,
+            "blockHeight": self.block_height,
+            "epoch": 0,
+            "slotIndex": slot,
+            "slotsInEpoch": 432000,
+            "transactionCount": len(self.landed),
+        }
+
+    def getLatestBlockhash(self, params: list[Any]) -> Any:
+        value = {
+            "blockhash": str(self.svm.latest_blockhash()),
+            "lastValidBlockHeight": self.block_height + BLOCKHASH_LIFETIME_BLOCKS,
+        }
+        return {"context": self._context(), "value": value}
+
+    def isBlockhashValid(self, params: list[Any]) -> Any:
+        return {"context": self._context(), "value": bool(params) and params[0] == str(self.svm.latest_blockhash())}
+
+    def getMinimumBalanceForRentExemption(self, params: list[Any]) -> Any:
+        return int(self.svm.minimum_balance_for_rent_exemption(int(params[0])))
+
+    def getFeeForMessage(self, params: list[Any]) -> Any:
+        message = MessageV0.from_bytes(base64.b64decode(params[0])[1:])  # v0 prefix byte
+        return {"context": self._context(), "value": 5000 * message.header.num_required_signatures}
+
+    def getBalance(self, params: list[Any]) -> Any:
+        return {"context": self._context(), "value": int(self.svm.get_balance(Pubkey.from_string(params[0])) or 0)}
+
+    def _account_json(self, address: str) -> Any:
+        account = self.svm.get_account(Pubkey.from_string(address))
+        if account is None:
+            return None
+        data = bytes(account.data)
+        return {
+            "data": [base64.b64encode(data).decode(), "base64"],
+            "executable": account.executable,
+            "lamports": account.lamports,
+            "owner": str(account.owner),
+            "rentEpoch": 0,
+            "space": len(data),
+        }
+
+    def getAccountInfo(self, params: list[Any]) -> Any:
+        return {"context": self._context(), "value": self._account_json(params[0])}
+
+    def getMultipleAccounts(self, params: list[Any]) -> Any:
+        return {"context": self._context(), "value": [self._account_json(a) for a in params[0]]}
+
+    def getTokenAccountBalance(self, params: list[Any]) -> Any:
+        token = self._token_account(Pubkey.from_string(params[0]))
+        if token is None:
+            raise RpcFault(-32602, "Invalid param: not a Token account")
+        return {
+            "context": self._context(),
+            "value": self._token_balances([Pubkey.from_string(params[0])])[0]["uiTokenAmount"],
+        }
+
+    def requestAirdrop(self, params: list[Any]) -> Any:
+        self.svm.airdrop(Pubkey.from_string(params[0]), int(params[1]))
+        return str(Hash.new_unique())
+
+    def simulateTransaction(self, params: list[Any]) -> Any:
+        transaction = self._decode(params)
+        config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        if config.get("replaceRecentBlockhash"):
+            message = transaction.message
+            message = MessageV0(
+                message.header,
+                message.account_keys,
+                self.svm.latest_blockhash(),
+                message.instructions,
+                message.address_table_lookups,
+            )
+            transaction = VersionedTransaction.populate(message, transaction.signatures)
+        sig_verify = bool(config.get("sigVerify", False))
+        self.svm.with_sigverify(sig_verify)
+        try:
+            outcome = self.svm.simulate_transaction(transaction)
+        finally:
+            self.svm.with_sigverify(True)
+        if isinstance(outcome, FailedTransactionMetadata):
+            meta, err = outcome.meta(), _err_json(outcome.err())
+        else:
+            meta, err = outcome.meta(), None
+        value = {
+            "err": err,
+            "logs": list(meta.logs()),
+            "accounts": None,
+            "unitsConsumed": meta.compute_units_consumed(),
+            "returnData": None,
+        }
+        return {"context": self._context(), "value": value}
+
+    def sendTransaction(self, params: list[Any]) -> Any:
+        transaction = self._decode(params)
+        config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        signature = str(transaction.signatures[0])
+        if not config.get("skipPreflight"):
+            simulated = self.simulateTransaction([params[0], {"encoding": config.get("encoding"), "sigVerify": True}])[
+                "value"
+            ]
+            if simulated["err"] is not None:
+                raise RpcFault(-32002, f"Transaction simulation failed: {simulated['err']}", simulated)
+        keys = list(transaction.message.account_keys)
+        pre_balances = [int(self.svm.get_balance(k) or 0) for k in keys]
+        pre_tokens = self._token_balances(keys)
+        outcome = self.svm.send_transaction(transaction)
+        if isinstance(outcome, FailedTransactionMetadata):
+            err = _err_json(outcome.err())
+            if err in ("AlreadyProcessed", "BlockhashNotFound", "SignatureFailure"):
+                return signature  # a validator drops these: the signature answers, nothing lands
+            meta = outcome.meta()
+        else:
+            err, meta = None, outcome
+        self.block_height += 1
+        self.svm.warp_to_slot(self._slot() + 1)
+        self.landed[signature] = _Landed(
+            slot=self._slot(),
+            err=err,
+            fee=int(meta.fee()) if hasattr(meta, "fee") else 0,
+            transaction=bytes(transaction),
+            pre_balances=pre_balances,
+            post_balances=[int(self.svm.get_balance(k) or 0) for k in keys],
+            pre_tokens=pre_tokens,
+            post_tokens=self._token_balances(keys),
+            logs=list(meta.logs()),
+            units=int(meta.compute_units_consumed()),
+        )
+        return signature
+
+    def getSignatureStatuses(self, params: list[Any]) -> Any:
+        statuses = []
+        for signature in params[0]:
+            landed = self.landed.get(signature)
+            if landed is None:
+                statuses.append(None)
+                continue
+            status = {"Ok": None} if landed.err is None else {"Err": landed.err}
+            statuses.append(
+                {
+                    "slot": landed.slot,
+                    "confirmations": None,
+                    "err": landed.err,
+                    "status": status,
+                    "confirmationStatus": "finalized",
+                }
+            )
+        return {"context": self._context(), "value": statuses}
+
+    def getTransaction(self, params: list[Any]) -> Any:
+        landed = self.landed.get(params[0])
+        if landed is None:
+            return None
+        meta = {
+            "err": landed.err,
+            "status": {"Ok": None} if landed.err is None else {"Err": landed.err},
+            "fee": landed.fee,
+            "preBalances": landed.pre_balances,
+            "postBalances": landed.post_balances,
+            "preTokenBalances": landed.pre_tokens,
+            "postTokenBalances": landed.post_tokens,
+            "logMessages": landed.logs,
+            "innerInstructions": [],
+            "loadedAddresses": {"readonly": [], "writable": []},
+            "computeUnitsConsumed": landed.units,
+            "rewards": [],
+        }
+        return {
+            "slot": landed.slot,
+            "blockTime": int(time.time()),
+            "version": 0,
+            "transaction": [base64.b64encode(landed.transaction).decode(), "base64"],
+            "meta": meta,
+        }
+
+    # ---- cheats for tests ----
+
+    def litesvm_mintTo(self, params: list[Any]) -> Any:
+        return str(self.mint_to(Pubkey.from_string(params[0]), int(params[1])))
+
+    def litesvm_expireBlockhash(self, params: list[Any]) -> Any:
+        self.svm.expire_blockhash()
+        self.block_height += BLOCKHASH_LIFETIME_BLOCKS + 1
+        return str(self.svm.latest_blockhash())
+
+    def call(self, method: str, params: list[Any]) -> Any:
+        handler = getattr(self, method, None) if not method.startswith("_") and method[0].islower() else None
+        if handler is None or method in ("call", "mint_to"):
+            raise RpcFault(-32601, f"Method not found: {method}")
+        with self.lock:
+            try:
+                return handler(params)
+            except (IndexError, KeyError, TypeError, ValueError) as exc:
+                raise RpcFault(-32602, f"Invalid params: {exc}") from None
+
+    def state(self, rpc_url: str) -> dict[str, Any]:
+        return {
+            "network": NETWORK,
+            "rpc_url": rpc_url,
+            "asset": str(USDC_MINT),
+            "decimals": DECIMALS,
+            "pay_to": str(self.pay_to),
+            "fee_payer": str(self.fee_payer.pubkey()),
+            "fee_payer_secret_key": str(self.fee_payer),
+            "payer_address": str(self.payer.pubkey()),
+            "payer_secret_key": str(self.payer),
+        }
+
+
+def _answer(chain: SolanaChain, request: Any) -> dict[str, Any]:
+    request_id = request.get("id") if isinstance(request, dict) else None
+    try:
+        if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+            raise RpcFault(-32600, "Invalid request")
+        params = request.get("params") or []
+        return {"jsonrpc": "2.0", "id": request_id, "result": chain.call(request["method"], list(params))}
+    except RpcFault as fault:
+        error: dict[str, Any] = {"code": fault.code, "message": fault.message}
+        if fault.data is not None:
+            error["data"] = fault.data
+        return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+def make_server(chain: SolanaChain, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            try:
+                request = json.loads(body)
+            except ValueError:
+                answer: Any = {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
+            else:
+                answer = [_answer(chain, r) for r in request] if isinstance(request, list) else _answer(chain, request)
+            payload = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A Solana JSON-RPC devnet over LiteSVM (worldgate)")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    chain = SolanaChain()
+    server = make_server(chain, args.port)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(json.dumps(chain.state(url)), flush=True)
+    try:
+        server.serve_forever(poll_interval=0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+# ---- the parent's side: run it as a child process ----
+
+
+class SolanaDevnetProcess:
+    """The devnet server as a child process; `start()` returns once it answers, with its state."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.process: subprocess.Popen[str] | None = None
+        self.state: dict[str, Any] = {}
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SolanaDevnetProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "payments.devnet.solana", "--port", str(self.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            self.stop()
+            raise DevnetError("the Solana devnet exited at start")
+        self.state = json.loads(line)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if (
+                    httpx.post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "getHealth"}, timeout=1).json()[
+                        "result"
+                    ]
+                    == "ok"
+                ):
+                    return self
+            except (httpx.HTTPError, ValueError, KeyError):
+                time.sleep(0.02)
+        self.stop()
+        raise DevnetError(f"the Solana devnet did not answer on {self.rpc_url}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+        self.process = None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
