@@ -15,7 +15,7 @@ from adapters import STREAMS, Registry, StreamReader
 from app.gate import Services
 from app.routes import Api
 from app.settings import Settings
-from payments.devnet.evm import EvmDevnet
+from payments.devnet.evm import EvmDevnet, deploy, mint
 from payments.devnet.solana import SolanaDevnetProcess
 
 from .chain import b64, new_payer, pay_for, sign_authorization, unb64, usdc_balance
@@ -145,6 +145,25 @@ def test_paid_handler_refuses_requests_the_gate_did_not_pass(settings: Settings)
     with TestClient(Starlette(routes=api.routes())) as client:
         answer = client.get(CAPITALS)
     assert answer.status_code == 402 and "records" not in answer.json()
+
+
+async def test_contract_wallet_pays_with_eip1271(gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool) -> None:
+    owner = Account.create()
+    wallet = deploy(devnet.rpc_url, "TestWallet", ["address"], [owner.address])
+    mint(devnet.rpc_url, devnet.asset, wallet, 5_000_000)
+    offer = await gateway.offer(CAPITALS)
+    header = pay_for(owner.key.hex(), devnet, offer, from_address=wallet)  # the owner signs for the wallet
+
+    answer = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})
+
+    assert answer.status_code == 200, answer.text
+    assert usdc_balance(devnet, wallet) == 5_000_000 - int(offer["amount"])
+    row = await pool.fetchrow("SELECT state FROM payments WHERE payer = $1", wallet.lower())
+    assert row["state"] == "settled"
+    # a signature by someone else than the owner is refused for the wallet
+    stranger = pay_for(Account.create().key.hex(), devnet, offer, from_address=wallet)
+    refused = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": stranger})
+    assert refused.status_code == 402 and refused.json()["error"] == "invalid_exact_evm_payload_signature"
 
 
 class _Misbehaving:
