@@ -140,11 +140,6 @@ def _check(
     def program(index: int) -> Pubkey:
         return keys[instructions[index].program_id_index]
 
-    for index, instruction in enumerate(instructions):
-        if any(keys[account] == fee_payer for account in bytes(instruction.accounts)):
-            return _refuse(
-                Reason.SVM_FEE_PAYER_IN_INSTRUCTION_ACCOUNTS, f"the fee payer is an account of instruction {index}"
-            )
     limit_data, price_data = bytes(instructions[0].data), bytes(instructions[1].data)
     if (
         program(0) != programs.COMPUTE_BUDGET_PROGRAM
@@ -184,6 +179,11 @@ def _check(
         return _refuse(
             Reason.SVM_FEE_PAYER_TRANSFERRING_FUNDS, "the fee payer may not be the transfer's source or authority"
         )
+    for index, instruction in enumerate(instructions):
+        if any(keys[account] == fee_payer for account in bytes(instruction.accounts)):
+            return _refuse(
+                Reason.SVM_FEE_PAYER_IN_INSTRUCTION_ACCOUNTS, f"the fee payer is an account of instruction {index}"
+            )
     if str(mint) != requirements.asset:
         return _refuse(Reason.SVM_MINT_MISMATCH, "the transfer's mint is not the offer's asset")
     pay_to = Pubkey.from_string(requirements.pay_to)

@@ -1,0 +1,262 @@
+"""Acceptance: Solana (SVM exact) end to end with the official TS client; every hostile transaction
+refused with a 402 and a reason before anything reaches the chain; one payment served and sent once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from solders.address_lookup_table_account import AddressLookupTableAccount
+from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction, VersionedTransaction
+
+from payments.codec import PaymentRequirements, convert
+from payments.devnet.solana import SolanaDevnetProcess
+from payments.svm import programs
+from payments.svm.client import encode_transaction, payment_instructions
+
+from . import svm
+from .chain import unb64
+from .conftest import Gateway
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPITALS = "/v1/streams/static.capitals"
+PRICE = 1000
+
+
+def _instructions(payer: Keypair, offer: dict[str, Any], **changes: Any) -> list[Instruction]:
+    """The reference layout with one part swapped: limit, price, transfer or memo (None drops it)."""
+    requirements = convert(offer, PaymentRequirements)
+    limit, price, transfer_ix, memo = payment_instructions(payer.pubkey(), requirements, decimals=6)
+    parts = {"limit": limit, "price": price, "transfer": transfer_ix, "memo": memo, **changes}
+    return [parts[k] for k in ("limit", "price", "transfer", "memo") if parts[k] is not None] + changes.get("extra", [])
+
+
+def _transfer(offer: dict[str, Any], *, source: Pubkey, authority: Pubkey, destination: Pubkey | None = None,
+              amount: int = PRICE, mint: Pubkey | None = None) -> Instruction:  # fmt: skip
+    mint = mint or Pubkey.from_string(offer["asset"])
+    pay_to_ata = programs.associated_token_address(Pubkey.from_string(offer["payTo"]), mint)
+    return programs.transfer_checked(source, mint, destination or pay_to_ata, authority, amount, 6)
+
+
+def _ata(owner: Pubkey, offer: dict[str, Any]) -> Pubkey:
+    return programs.associated_token_address(owner, Pubkey.from_string(offer["asset"]))
+
+
+def _tampered(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> str:
+    transaction = VersionedTransaction.from_bytes(
+        base64.b64decode(unb64(svm.pay(payer, state, offer))["payload"]["transaction"])
+    )
+    raw = bytearray(bytes(transaction))
+    raw[1 + 64 + 10] ^= 0xFF  # a byte inside the client's signature (slot 1)
+    return svm.header(offer, base64.b64encode(bytes(raw)).decode())
+
+
+def _expired(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> str:
+    header = svm.pay(payer, state, offer)
+    svm.rpc(state, "litesvm_expireBlockhash")
+    return header
+
+
+def _legacy(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> str:
+    fee_payer = Pubkey.from_string(offer["extra"]["feePayer"])
+    message = Message.new_with_blockhash(_instructions(payer, offer), fee_payer, svm.blockhash(state))
+    legacy = Transaction.new_unsigned(message)
+    legacy.partial_sign([payer], svm.blockhash(state))
+    return svm.header(offer, encode_transaction(VersionedTransaction.from_legacy(legacy)))
+
+
+def _lookup_table(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> str:
+    from solders.message import MessageV0
+    from solders.null_signer import NullSigner
+
+    fee_payer = Pubkey.from_string(offer["extra"]["feePayer"])
+    table = AddressLookupTableAccount(Pubkey.new_unique(), [Pubkey.from_string(offer["asset"])])
+    message = MessageV0.try_compile(fee_payer, _instructions(payer, offer), [table], svm.blockhash(state))
+    return svm.header(offer, encode_transaction(VersionedTransaction(message, [NullSigner(fee_payer), payer])))
+
+
+def _fee_payer(offer: dict[str, Any]) -> Pubkey:
+    return Pubkey.from_string(offer["extra"]["feePayer"])
+
+
+Case = Callable[[Keypair, dict[str, Any], dict[str, Any]], str]
+CASES: dict[str, tuple[Case, str]] = {
+    "an extra System transfer from the fee payer": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, extra=[
+            transfer(TransferParams(from_pubkey=_fee_payer(o), to_pubkey=Pubkey.new_unique(), lamports=10**9))])),
+        "invalid_exact_svm_payload_transaction_fee_payer_included_in_instruction_accounts"),
+    "an extra instruction that is not a memo": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, extra=[
+            transfer(TransferParams(from_pubkey=p.pubkey(), to_pubkey=Pubkey.new_unique(), lamports=1))])),
+        "invalid_exact_svm_payload_unknown_fifth_instruction"),
+    "the fee payer as transfer authority": (
+        lambda p, s, o: svm.pay(p, s, o, signers=[], instructions=_instructions(p, o, transfer=_transfer(
+            o, source=_ata(_fee_payer(o), o), authority=_fee_payer(o)))),
+        "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds"),
+    "the fee payer as transfer source": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
+            o, source=_fee_payer(o), authority=p.pubkey()))),
+        "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds"),
+    "the fee payer among the memo's accounts": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, memo=Instruction(
+            programs.MEMO_PROGRAM, b"0123456789abcdef", [AccountMeta(_fee_payer(o), False, False)]))),
+        "invalid_exact_svm_payload_transaction_fee_payer_included_in_instruction_accounts"),
+    "a compute price above 5 lamports per unit": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(
+            p, o, price=programs.compute_unit_price(5_000_001))),
+        "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high"),
+    "a compute limit above the cap": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(
+            p, o, limit=programs.compute_unit_limit(1_400_000))),
+        "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high"),
+    "a priority fee above the cap": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, limit=programs.compute_unit_limit(200_000),
+                                                                   price=programs.compute_unit_price(5_000_000))),
+        "invalid_exact_svm_payload_priority_fee_too_high"),
+    "a transfer to payTo's wallet, not its token account": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
+            o, source=_ata(p.pubkey(), o), authority=p.pubkey(), destination=Pubkey.from_string(o["payTo"])))),
+        "invalid_exact_svm_payload_recipient_mismatch"),
+    "another mint": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
+            o, source=_ata(p.pubkey(), o), authority=p.pubkey(), mint=Pubkey.new_unique()))),
+        "invalid_exact_svm_payload_mint_mismatch"),
+    "one unit short": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
+            o, source=_ata(p.pubkey(), o), authority=p.pubkey(), amount=PRICE - 1))),
+        "invalid_exact_svm_payload_amount_mismatch"),
+    "one unit over": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
+            o, source=_ata(p.pubkey(), o), authority=p.pubkey(), amount=PRICE + 1))),
+        "invalid_exact_svm_payload_amount_mismatch"),
+    "no memo": (lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, memo=None)),
+                "invalid_exact_svm_payload_memo_count"),
+    "two memos": (
+        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, extra=[programs.memo(b"second")])),
+        "invalid_exact_svm_payload_memo_count"),
+    "a tampered client signature": (_tampered, "invalid_exact_svm_payload_signature_invalid"),
+    "the client as fee payer": (
+        lambda p, s, o: svm.pay(p, s, o, fee_payer=p.pubkey(), signers=[]), "invalid_exact_svm_fee_payer_mismatch"),
+    "an expired blockhash": (_expired, "invalid_exact_svm_payload_blockhash_expired"),
+    "garbage base64": (
+        lambda p, s, o: svm.header(o, "bm90IGEgdHJhbnNhY3Rpb24=!!"),
+        "invalid_exact_svm_payload_transaction_could_not_be_decoded"),
+    "a legacy transaction": (_legacy, "invalid_exact_svm_payload_transaction_not_v0"),
+    "an address lookup table": (_lookup_table, "invalid_exact_svm_payload_address_lookup_tables"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(CASES))
+async def test_hostile_transactions_are_refused_before_the_chain(
+    name: str, gateway: Gateway, solana: SolanaDevnetProcess
+) -> None:
+    state = solana.state
+    build, reason = CASES[name]
+    payer = svm.new_payer(state)
+    offer = await gateway.offer(CAPITALS, "solana")
+    header = build(payer, state, offer)
+    landed, fee_payer_sol = svm.landed(state), svm.sol_balance(state, state["fee_payer"])
+    pay_to_before = svm.usdc_balance(state, state["pay_to"])
+
+    answer = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})
+
+    assert answer.status_code == 402, answer.text
+    assert answer.json()["error"] == reason, answer.json()
+    assert unb64(answer.headers["payment-required"])["error"] == reason
+    assert "records" not in answer.text
+    assert svm.landed(state) == landed, "something was sent to the chain"
+    assert svm.sol_balance(state, state["fee_payer"]) == fee_payer_sol
+    assert svm.usdc_balance(state, state["pay_to"]) == pay_to_before
+    assert svm.usdc_balance(state, payer.pubkey()) == 10_000_000
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+async def test_official_ts_client_pays_on_solana(
+    gateway: Gateway, solana: SolanaDevnetProcess, pool: asyncpg.Pool
+) -> None:
+    state = solana.state
+    payer = svm.new_payer(state)
+    pay_to_before = svm.usdc_balance(state, state["pay_to"])
+    env = {
+        **os.environ,
+        "URL": gateway.url + CAPITALS + "?limit=3",
+        "RPC_URL": state["rpc_url"],
+        "PAYER_SECRET": str(payer),
+    }
+
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["node", "tests/clients/pay_svm.mjs"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    paid = json.loads(result.stdout.strip().splitlines()[-1])
+    assert paid["status"] == 200, paid
+    assert json.loads(paid["body"])["count"] == 3
+    receipt = paid["paymentResponse"]
+    assert receipt["success"] is True and receipt["network"] == state["network"]
+    signature = receipt["transaction"]
+    status = svm.rpc(state, "getSignatureStatuses", [signature])["value"][0]
+    assert status is not None and status["err"] is None  # a real transaction on the chain
+    assert svm.usdc_balance(state, payer.pubkey()) == 10_000_000 - PRICE
+    assert svm.usdc_balance(state, state["pay_to"]) == pay_to_before + PRICE
+
+    rows = await pool.fetch("SELECT * FROM payments WHERE tx_hash = $1", signature)
+    assert len(rows) == 1 and rows[0]["state"] == "settled" and rows[0]["payer"] == str(payer.pubkey())
+    lines = await pool.fetch(
+        "SELECT p.account, p.asset, p.amount_atomic FROM journal_entries e JOIN journal_postings p ON p.entry_id = e.id"
+        " WHERE e.payment_id = $1",
+        rows[0]["id"],
+    )
+    by_account = {(line["account"], line["asset"]): line["amount_atomic"] for line in lines}
+    token = f"{state['network']}/{state['asset'].lower()}"
+    assert by_account[(f"onchain:{state['network']}:{state['pay_to'].lower()}", token)] == PRICE
+    assert by_account[("revenue:static.capitals", token)] == -PRICE
+    fee = svm.rpc(state, "getTransaction", signature, {"encoding": "base64"})["meta"]["fee"]
+    assert by_account[(f"expense:gas:{state['network']}", f"{state['network']}/native")] == fee
+    for asset in {line["asset"] for line in lines}:
+        assert sum(line["amount_atomic"] for line in lines if line["asset"] == asset) == 0
+
+
+async def test_one_solana_payment_is_served_and_sent_once(gateway: Gateway, solana: SolanaDevnetProcess) -> None:
+    state = solana.state
+    payer = svm.new_payer(state)
+    offer = await gateway.offer(CAPITALS, "solana")
+    header = svm.pay(payer, state, offer)
+    landed = svm.landed(state)
+
+    first = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})
+    assert first.status_code == 200
+    again = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})
+    assert again.status_code == 402 and again.json()["error"] == "payment_already_claimed"
+
+    other = svm.new_payer(state)
+    burst_header = svm.pay(other, state, offer)
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30, limits=httpx.Limits(max_connections=20)) as client:
+        answers = await asyncio.gather(
+            *(client.get(CAPITALS, headers={"PAYMENT-SIGNATURE": burst_header}) for _ in range(20))
+        )
+    assert sorted(a.status_code for a in answers) == [200] + [402] * 19
+    assert svm.landed(state) == landed + 2  # one transfer per payment
+    assert svm.usdc_balance(state, payer.pubkey()) == 10_000_000 - PRICE
+    assert svm.usdc_balance(state, other.pubkey()) == 10_000_000 - PRICE
