@@ -6,10 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# The official Python x402 client with its Solana extra pins solana<0.40, which cannot share a venv
+# with worldgate's solders 0.29; the Solana interop test runs it from this one.
+SVM_CLIENT_VENV ?= .venv-x402-svm
+SVM_CLIENT_STAMP := $(SVM_CLIENT_VENV)/.installed
 
 .PHONY: install serve test bench lint contracts devnet clean
 
-install: $(PY_STAMP) $(NODE_STAMP)  ## .venv with the project and its test tools, plus anvil and solc from npm
+install: $(PY_STAMP) $(NODE_STAMP) $(SVM_CLIENT_STAMP)  ## .venv, anvil/solc/x402 TS client from npm, the x402[svm] client venv
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "worldgate needs Python 3.11 or newer")'
@@ -21,6 +25,12 @@ $(PY_STAMP): pyproject.toml
 
 $(NODE_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error  # honours package-lock.json; `npm ci` trips on npm 11 optional platform deps
+	touch $@
+
+$(SVM_CLIENT_STAMP): $(PY_STAMP)
+	test -x $(SVM_CLIENT_VENV)/bin/python || $(PYTHON) -m venv $(SVM_CLIENT_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(SVM_CLIENT_VENV)/bin/python 'x402[svm,httpx]==2.25.0' \
+	  || $(SVM_CLIENT_VENV)/bin/pip install --quiet 'x402[svm,httpx]==2.25.0'
 	touch $@
 
 serve: install  ## the gateway on 127.0.0.1:8402, on embedded Postgres/Redis and the local devnet unless configured
@@ -43,4 +53,4 @@ devnet: install  ## the local chains alone; prints devnet.json
 	$(VENV)/bin/worldgate devnet
 
 clean:
-	rm -rf $(VENV) node_modules .worldgate .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SVM_CLIENT_VENV) node_modules .worldgate .pytest_cache .ruff_cache

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import msgspec
+from solders.keypair import Keypair
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from payments import EvmRpc, ExactEvmScheme, LocalFacilitator, Relayer, encode_json
+from payments import EvmRpc, ExactEvmScheme, ExactSvmScheme, LocalFacilitator, Relayer, SvmRpc, encode_json
 from payments.codec import FacilitatorRequest
 from payments.devnet.evm import EvmDevnet
 
@@ -31,9 +33,11 @@ MODES = (
 
 
 class FacilitatorDouble:
-    def __init__(self, devnet: EvmDevnet, relayer_key: str) -> None:
+    def __init__(self, devnet: EvmDevnet, relayer_key: str, solana: dict[str, Any], fee_payer: Keypair) -> None:
         self.devnet = devnet
         self.relayer_key = relayer_key
+        self.solana = solana
+        self.fee_payer = fee_payer  # its own, not the gateway's: offers must name this one
         self.mode = "ok"
         self.calls: dict[str, int] = {"verify": 0, "settle": 0, "supported": 0}
         self.facilitator: LocalFacilitator | None = None
@@ -43,7 +47,12 @@ class FacilitatorDouble:
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             rpc = EvmRpc(self.devnet.rpc_url)
             relayer = Relayer(rpc, self.relayer_key, self.devnet.chain_id)
-            self.facilitator = LocalFacilitator([ExactEvmScheme(self.devnet.network, rpc, relayer)], [rpc])
+            solana_rpc = SvmRpc(self.solana["rpc_url"])
+            schemes = [
+                ExactEvmScheme(self.devnet.network, rpc, relayer),
+                ExactSvmScheme(self.solana["network"], solana_rpc, self.fee_payer),
+            ]
+            self.facilitator = LocalFacilitator(schemes, [rpc, solana_rpc])
             yield
             await self.facilitator.close()
 

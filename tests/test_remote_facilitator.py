@@ -10,10 +10,13 @@ from dataclasses import replace
 import asyncpg
 import pytest
 from eth_account import Account
+from solders.keypair import Keypair
 
 from app.settings import Settings
 from payments.devnet.evm import EvmDevnet
+from payments.devnet.solana import SolanaDevnetProcess
 
+from . import svm
 from .chain import authorization_used, new_payer, pay_for, rpc, unb64, usdc_balance
 from .conftest import Gateway, running_gateway
 from .facilitator_double import FacilitatorDouble
@@ -23,10 +26,12 @@ PATH = "/v1/streams/static.volcanoes"
 
 
 @pytest.fixture(scope="module")
-def double(devnet: EvmDevnet) -> Iterator[tuple[FacilitatorDouble, str]]:
+def double(devnet: EvmDevnet, solana: SolanaDevnetProcess) -> Iterator[tuple[FacilitatorDouble, str]]:
     relayer_key = "0x" + os.urandom(32).hex()
     rpc(devnet, "anvil_setBalance", Account.from_key(relayer_key).address, hex(10**20))
-    facilitator = FacilitatorDouble(devnet, relayer_key)
+    fee_payer = Keypair()
+    svm.rpc(solana.state, "requestAirdrop", str(fee_payer.pubkey()), 10**10)
+    facilitator = FacilitatorDouble(devnet, relayer_key, solana.state, fee_payer)
     server = ServerThread(facilitator.app()).start()
     try:
         yield facilitator, server.url
@@ -42,8 +47,9 @@ def remote_gateway(settings: Settings, double: tuple[FacilitatorDouble, str]) ->
         facilitator_url=double[1],
         facilitator_auth="Bearer test-token",
         facilitator_settle_timeout_s=1.5,
-        evm=replace(settings.evm, rpc_url=None, relayer_key=None),  # the gateway itself holds no key, no RPC
-        svm=None,  # the double facilitates EVM only
+        # the gateway itself holds no key and no RPC for either chain
+        evm=replace(settings.evm, rpc_url=None, relayer_key=None),
+        svm=replace(settings.svm, rpc_url=None, fee_payer_key=None),
     )
     with running_gateway(remote) as gateway:
         yield gateway
@@ -65,6 +71,24 @@ async def test_remote_facilitator_settles(
         "SELECT state, tx_hash, gas_cost_atomic FROM payments WHERE payer = $1", Account.from_key(key).address.lower()
     )
     assert row["state"] == "settled" and row["tx_hash"] == receipt["transaction"] and row["gas_cost_atomic"] is None
+
+
+async def test_solana_offers_name_the_remote_fee_payer_and_settle_through_it(
+    remote_gateway: Gateway, double: tuple[FacilitatorDouble, str], solana: SolanaDevnetProcess, pool: asyncpg.Pool
+) -> None:
+    facilitator, _ = double
+    facilitator.mode = "ok"
+    offer = await remote_gateway.offer(PATH, "solana")
+    assert offer["extra"]["feePayer"] == str(facilitator.fee_payer.pubkey())  # from the remote's /supported
+    assert offer["extra"]["feePayer"] != solana.state["fee_payer"]
+    payer = svm.new_payer(solana.state)
+    answer = await remote_gateway.get(PATH, headers={"PAYMENT-SIGNATURE": svm.pay(payer, solana.state, offer)})
+    assert answer.status_code == 200, answer.text
+    receipt = unb64(answer.headers["payment-response"])
+    assert receipt["success"] is True and receipt["network"] == solana.state["network"]
+    assert svm.usdc_balance(solana.state, payer.pubkey()) == 10_000_000 - 2000
+    row = await pool.fetchrow("SELECT state, tx_hash FROM payments WHERE payer = $1", str(payer.pubkey()))
+    assert row["state"] == "settled" and row["tx_hash"] == receipt["transaction"]
 
 
 # mode → the state the ledger must leave the payment in (never `settled`)

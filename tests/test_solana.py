@@ -185,28 +185,34 @@ async def test_hostile_transactions_are_refused_before_the_chain(
     assert svm.usdc_balance(state, payer.pubkey()) == 10_000_000
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-async def test_official_ts_client_pays_on_solana(
-    gateway: Gateway, solana: SolanaDevnetProcess, pool: asyncpg.Pool
+SVM_CLIENT_PYTHON = ROOT / ".venv-x402-svm" / "bin" / "python"
+OFFICIAL_CLIENTS = {
+    # @x402/fetch + @x402/svm under Node (pinned in package.json)
+    "typescript": (["node", "tests/clients/pay_svm.mjs"], shutil.which("node") is not None),
+    # x402[svm] in its own venv, which `make install` builds
+    "python": ([str(SVM_CLIENT_PYTHON), "tests/clients/pay_svm.py"], SVM_CLIENT_PYTHON.exists()),
+}
+
+
+@pytest.mark.parametrize("client", list(OFFICIAL_CLIENTS))
+async def test_official_client_pays_on_solana(
+    client: str, gateway: Gateway, solana: SolanaDevnetProcess, pool: asyncpg.Pool
 ) -> None:
+    command, available = OFFICIAL_CLIENTS[client]
+    if not available:
+        pytest.skip(f"the official {client} client is not installed here: run `make install`")
     state = solana.state
     payer = svm.new_payer(state)
     pay_to_before = svm.usdc_balance(state, state["pay_to"])
     env = {
         **os.environ,
-        "URL": gateway.url + CAPITALS + "?limit=3",
+        "URL": f"{gateway.url}{CAPITALS}?limit=3",
         "RPC_URL": state["rpc_url"],
         "PAYER_SECRET": str(payer),
     }
 
     result = await asyncio.to_thread(
-        subprocess.run,
-        ["node", "tests/clients/pay_svm.mjs"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
 
     assert result.returncode == 0, result.stderr
