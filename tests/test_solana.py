@@ -9,7 +9,8 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction, VersionedTransaction
 
+from app.settings import Settings
 from payments.codec import PaymentRequirements, convert
 from payments.devnet.solana import SolanaDevnetProcess
 from payments.svm import programs
@@ -31,7 +33,7 @@ from payments.svm.client import encode_transaction, payment_instructions
 
 from . import svm
 from .chain import unb64
-from .conftest import Gateway
+from .conftest import Gateway, running_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPITALS = "/v1/streams/static.capitals"
@@ -266,3 +268,57 @@ async def test_one_solana_payment_is_served_and_sent_once(gateway: Gateway, sola
     assert svm.landed(state) == landed + 2  # one transfer per payment
     assert svm.usdc_balance(state, payer.pubkey()) == 10_000_000 - PRICE
     assert svm.usdc_balance(state, other.pubkey()) == 10_000_000 - PRICE
+
+
+@pytest.fixture
+def impatient_gateway(settings: Settings) -> Iterator[Gateway]:
+    """A gateway that waits 1.5 s for a Solana confirmation instead of a blockhash's lifetime."""
+    assert settings.svm is not None
+    with running_gateway(replace(settings, svm=replace(settings.svm, confirm_timeout_s=1.5))) as gateway:
+        yield gateway
+
+
+async def test_unconfirmed_payment_stays_open_and_is_not_served(
+    impatient_gateway: Gateway, solana: SolanaDevnetProcess, pool: asyncpg.Pool
+) -> None:
+    state = solana.state
+    payer = svm.new_payer(state)
+    offer = await impatient_gateway.offer(CAPITALS, "solana")
+    header = svm.pay(payer, state, offer)
+    svm.rpc(state, "litesvm_hold")
+    try:
+        answer = await impatient_gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})
+    finally:
+        released = svm.rpc(state, "litesvm_release")  # it lands after the gateway gave up waiting
+
+    assert answer.status_code == 402 and "records" not in answer.text
+    receipt = unb64(answer.headers["payment-response"])
+    assert receipt["success"] is False and receipt["errorReason"] == "settlement_pending"
+    row = await pool.fetchrow("SELECT state, tx_hash FROM payments WHERE payer = $1", str(payer.pubkey()))
+    assert row["state"] == "settling" and row["tx_hash"] == receipt["transaction"] == released[0]
+    # charged later, never served: the open row is what reconciliation resolves
+    assert svm.usdc_balance(state, payer.pubkey()) == 10_000_000 - PRICE
+
+
+async def test_payment_whose_blockhash_expires_before_landing_fails_uncharged(
+    gateway: Gateway, solana: SolanaDevnetProcess, pool: asyncpg.Pool
+) -> None:
+    state = solana.state
+    payer = svm.new_payer(state)
+    offer = await gateway.offer(CAPITALS, "solana")
+    header = svm.pay(payer, state, offer)
+    svm.rpc(state, "litesvm_hold")
+    try:
+        request = asyncio.create_task(gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header}))
+        await asyncio.sleep(0.5)  # sent and waiting for confirmation
+        svm.rpc(state, "litesvm_expireBlockhash")
+        answer = await request
+    finally:
+        svm.rpc(state, "litesvm_release")  # the held transaction's blockhash is gone: it is dropped
+
+    assert answer.status_code == 402 and "records" not in answer.text
+    receipt = unb64(answer.headers["payment-response"])
+    assert receipt["errorReason"] == "transaction_failed"
+    row = await pool.fetchrow("SELECT state FROM payments WHERE payer = $1", str(payer.pubkey()))
+    assert row["state"] == "failed"
+    assert svm.usdc_balance(state, payer.pubkey()) == 10_000_000

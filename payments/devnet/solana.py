@@ -10,7 +10,8 @@ Run as its own process (`python -m payments.devnet.solana --port N`); the first 
 its state as JSON. Pitfalls from toolchain.md §3.5: a ThreadingHTTPServer (keep-alive clients
 would starve a single-threaded one), TCP_NODELAY (delayed ACKs cost ~40 ms per call), one LiteSVM
 behind a lock. Unlike a validator, blockhashes do not age: `litesvm_expireBlockhash` rotates it.
-Extra methods for tests: `litesvm_mintTo [owner, amount]`, `litesvm_expireBlockhash`.
+Extra methods for tests: `litesvm_mintTo [owner, amount]`, `litesvm_expireBlockhash`, and
+`litesvm_hold` / `litesvm_release` (sent transactions wait unprocessed, as on a congested cluster).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class SolanaChain:
         self.lock = threading.Lock()
         self.block_height = 1
         self.landed: dict[str, _Landed] = {}
+        self.held: list[VersionedTransaction] | None = None  # with litesvm_hold, sent but not yet processed
         self.mint_authority = devnet_keypair("mint authority")
         self.fee_payer = devnet_keypair("fee payer")
         self.payer = devnet_keypair("payer")
@@ -304,6 +306,13 @@ class SolanaChain:
             ]
             if simulated["err"] is not None:
                 raise RpcFault(-32002, f"Transaction simulation failed: {simulated['err']}", simulated)
+        if self.held is not None:
+            self.held.append(transaction)  # accepted like a validator under load: it lands later, or never
+            return signature
+        return self._process(transaction)
+
+    def _process(self, transaction: VersionedTransaction) -> str:
+        signature = str(transaction.signatures[0])
         keys = list(transaction.message.account_keys)
         pre_balances = [int(self.svm.get_balance(k) or 0) for k in keys]
         pre_tokens = self._token_balances(keys)
@@ -380,6 +389,16 @@ class SolanaChain:
 
     def litesvm_mintTo(self, params: list[Any]) -> Any:
         return str(self.mint_to(Pubkey.from_string(params[0]), int(params[1])))
+
+    def litesvm_hold(self, params: list[Any]) -> Any:
+        """From now on, accept sent transactions without processing them (a congested validator)."""
+        self.held = self.held if self.held is not None else []
+        return True
+
+    def litesvm_release(self, params: list[Any]) -> Any:
+        """Process what was held, in order (transactions whose blockhash expired are dropped), and stop holding."""
+        held, self.held = self.held or [], None
+        return [self._process(transaction) for transaction in held]
 
     def litesvm_expireBlockhash(self, params: list[Any]) -> Any:
         self.svm.expire_blockhash()
