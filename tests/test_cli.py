@@ -87,9 +87,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     try:
         yield url, state_dir, process
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # the SIGTERM test did not run (e.g. -x): stop it the way serve expects
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def test_serve_runs_on_the_embedded_default(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
@@ -203,7 +210,7 @@ def test_sigterm_stops_every_child(served: tuple[str, Path, subprocess.Popen[str
 def test_devnet_command_prints_devnet_json(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "devnet"], cwd=ROOT, env=_clean_env(tmp_path), stdout=subprocess.PIPE, text=True
-    )
+    )  # closed below, with the process
     try:
         assert process.stdout is not None
         lines = []
@@ -218,5 +225,7 @@ def test_devnet_command_prints_devnet_json(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+        assert process.stdout is not None
+        process.stdout.close()
     with pytest.raises(httpx.ConnectError):
         httpx.post(rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
