@@ -26,8 +26,9 @@ from typing import Any
 
 import redis as redis_sync
 
-from payments.devnet.anvil import Anvil, die_with_parent
+from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
+from payments.devnet.process import die_with_parent, stop_child
 from payments.devnet.solana import SolanaDevnetProcess
 
 from .settings import EvmSettings, Settings, SvmSettings
@@ -114,13 +115,7 @@ def start_redis(state_dir: Path) -> tuple[str, Callable[[], None]]:
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
     def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_child(process)
 
     url = f"unix://{socket_path}"
     deadline = time.monotonic() + REDIS_START_TIMEOUT_S

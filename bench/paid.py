@@ -60,8 +60,9 @@ sys.path.insert(0, str(ROOT))  # the suite's service helpers (tests/services.py)
 import ledger  # noqa: E402
 from app.factory import MIGRATIONS_DIR  # noqa: E402
 from payments.codec import PaymentRequirements, convert  # noqa: E402
-from payments.devnet.anvil import Anvil, DevnetError, die_with_parent, free_port  # noqa: E402
+from payments.devnet.anvil import Anvil  # noqa: E402
 from payments.devnet.evm import EvmDevnet, Rpc, calldata, mint, provision  # noqa: E402
+from payments.devnet.process import DevnetError, die_with_parent, free_port  # noqa: E402
 from payments.evm.client import pay  # noqa: E402
 from tests.chain import unb64  # noqa: E402
 from tests.services import postgres, redis_server  # noqa: E402

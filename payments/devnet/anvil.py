@@ -1,30 +1,25 @@
 """Run anvil (the EVM node from npm `@foundry-rs/anvil`) as a child process on a free local port.
 
-The child gets PR_SET_PDEATHSIG so it dies with the process that started it even when that process
-is SIGKILLed; otherwise an orphaned anvil would hold its port and state file.
+The child dies with the process that started it, even when that one is SIGKILLed (PR_SET_PDEATHSIG);
+otherwise an orphaned anvil would hold its port and state file.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
+from .process import DevnetError, die_with_parent, free_port, stop_child
+
 ANVIL_ENV = "WORLDGATE_ANVIL_BIN"
 _NPM_BIN = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 _NPM_WRAPPER = Path("node_modules/.bin/anvil")
 START_TIMEOUT_S = 15.0
-
-
-class DevnetError(RuntimeError):
-    """The local devnet could not be started or provisioned."""
 
 
 def project_root() -> Path:
@@ -45,18 +40,6 @@ def find_anvil() -> str:
     if found:
         return found
     raise DevnetError("anvil not found: run `make install` (npm installs @foundry-rs/anvil) or set WORLDGATE_ANVIL_BIN")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def die_with_parent() -> None:
-    """A `preexec_fn`: the child gets SIGTERM when its parent dies, even by SIGKILL (Linux)."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Anvil:
@@ -104,13 +87,5 @@ class Anvil:
         raise DevnetError(f"anvil did not answer on {self.rpc_url} within {START_TIMEOUT_S:.0f} s")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()  # SIGTERM lets anvil dump --state
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process)
         self.process = None

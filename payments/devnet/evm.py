@@ -20,7 +20,7 @@ from eth_account import Account
 
 from ..evm.eip712 import keccak256
 from ..networks import USDC_BASE_SEPOLIA
-from .anvil import DevnetError
+from .process import DevnetError
 
 CONTRACTS = Path(__file__).parent / "contracts"
 PAYER_USDC_ATOMIC = 1_000 * 10**6  # 1,000 test USDC

@@ -43,7 +43,7 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
 from ..svm.programs import TOKEN_PROGRAM, associated_token_address
-from .anvil import DevnetError, die_with_parent, free_port
+from .process import DevnetError, die_with_parent, free_port, stop_child
 
 NETWORK = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
 GENESIS_HASH = "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG"  # Solana devnet's
@@ -519,32 +519,19 @@ class SolanaDevnetProcess:
             raise DevnetError("the Solana devnet exited at start")
         self.state = json.loads(line)
         deadline = time.monotonic() + START_TIMEOUT_S
+        probe = {"jsonrpc": "2.0", "id": 1, "method": "getHealth"}
         while time.monotonic() < deadline:
             try:
-                if (
-                    httpx.post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "getHealth"}, timeout=1).json()[
-                        "result"
-                    ]
-                    == "ok"
-                ):
+                if httpx.post(self.rpc_url, json=probe, timeout=1).json().get("result") == "ok":
                     return self
-            except (httpx.HTTPError, ValueError, KeyError):
-                time.sleep(0.02)
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.02)
         self.stop()
         raise DevnetError(f"the Solana devnet did not answer on {self.rpc_url}")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
+        stop_child(self.process)
         self.process = None
 
 

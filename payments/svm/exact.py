@@ -319,6 +319,9 @@ class ExactSvmScheme:
             return Settlement(False, self.network, signature, payer, Reason.SETTLEMENT_PENDING, exc.message)
         return await self._confirm(signature, str(checked.message.recent_blockhash), checked, payer)
 
+    def _failed(self, signature: str, payer: str, reason: str, message: str) -> Settlement:
+        return Settlement(False, self.network, signature, payer, reason, message)
+
     async def _confirm(self, signature: str, blockhash: str, checked: _Checked, payer: str) -> Settlement:
         """Poll the signature until it is confirmed, fails, or can no longer land (its blockhash expired)."""
         deadline = time.monotonic() + self._confirm_timeout_s
@@ -329,35 +332,20 @@ class ExactSvmScheme:
                 if status is None and not await self._rpc.is_blockhash_valid(blockhash):
                     status = await self._rpc.signature_status(signature)  # it may have landed just before
                     if status is None:
-                        return Settlement(
-                            False,
-                            self.network,
-                            signature,
-                            payer,
-                            Reason.TRANSACTION_FAILED,
-                            "the blockhash expired before it landed",
+                        return self._failed(
+                            signature, payer, Reason.TRANSACTION_FAILED, "the blockhash expired before it landed"
                         )
             except RpcUnavailable:
                 status = None  # a flaky node is not a failed payment: keep asking until the deadline
             if status is not None and status.get("confirmationStatus") in ("confirmed", "finalized"):
                 if status.get("err") is not None:
-                    return Settlement(
-                        False,
-                        self.network,
-                        signature,
-                        payer,
-                        Reason.TRANSACTION_FAILED,
-                        f"failed on chain: {status['err']}",
+                    return self._failed(
+                        signature, payer, Reason.TRANSACTION_FAILED, f"failed on chain: {status['err']}"
                     )
                 return await self._landed(signature, checked, payer)
             if time.monotonic() + delay > deadline:
-                return Settlement(
-                    False,
-                    self.network,
-                    signature,
-                    payer,
-                    Reason.SETTLEMENT_PENDING,
-                    f"not confirmed within {self._confirm_timeout_s:.0f} s",
+                return self._failed(
+                    signature, payer, Reason.SETTLEMENT_PENDING, f"not confirmed within {self._confirm_timeout_s:.0f} s"
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, CONFIRM_POLL_S_MAX)
@@ -375,9 +363,7 @@ class ExactSvmScheme:
         index = next((i for i, key in enumerate(checked.message.account_keys) if key == destination), None)
         moved = _token_amount(meta.get("postTokenBalances"), index) - _token_amount(meta.get("preTokenBalances"), index)
         if moved != checked.transfer.amount:
-            return Settlement(
-                False, self.network, signature, payer, Reason.SVM_TRANSFER_MISMATCH, f"payTo's balance moved by {moved}"
-            )
+            return self._failed(signature, payer, Reason.SVM_TRANSFER_MISMATCH, f"payTo's balance moved by {moved}")
         fee = meta.get("fee")
         return Settlement(
             True,
