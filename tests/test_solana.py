@@ -322,3 +322,29 @@ async def test_payment_whose_blockhash_expires_before_landing_fails_uncharged(
     row = await pool.fetchrow("SELECT state FROM payments WHERE payer = $1", str(payer.pubkey()))
     assert row["state"] == "failed"
     assert svm.usdc_balance(state, payer.pubkey()) == 10_000_000
+
+
+def test_the_devnet_answers_solana_py_async_client(solana: SolanaDevnetProcess) -> None:
+    """The devnet is judged by a real client's parsers too: solana-py's AsyncClient, from its own venv."""
+    if not SVM_CLIENT_PYTHON.exists():
+        pytest.skip("the .venv-x402-svm interpreter is not installed here: run `make install`")
+    state = solana.state
+    token_account = str(
+        programs.associated_token_address(Pubkey.from_string(state["pay_to"]), Pubkey.from_string(state["asset"]))
+    )
+    result = subprocess.run(
+        [str(SVM_CLIENT_PYTHON), "tests/clients/solana_py_rpc.py"],
+        cwd=ROOT,
+        env={**os.environ, "RPC_URL": state["rpc_url"], "TOKEN_ACCOUNT": token_account},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["simulation_error"] is None and seen["status_error"] is None
+    assert seen["receiver_lamports"] == 1_000_000 and seen["fee"] == 5000  # above the rent-exempt minimum
+    assert seen["confirmation"].endswith("Finalized") and seen["last_valid_block_height"] > 0
+    assert seen["payer_owner"] == "11111111111111111111111111111111"
+    assert int(seen["token_amount"]) == svm.usdc_balance(state, state["pay_to"])
+    assert f"solana:{seen['genesis'][:32]}" == state["network"]

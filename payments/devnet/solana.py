@@ -32,7 +32,6 @@ from typing import Any
 import base58
 import httpx
 from solders.account import Account
-from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
 from solders.message import MessageV0
@@ -261,8 +260,10 @@ class SolanaChain:
         }
 
     def requestAirdrop(self, params: list[Any]) -> Any:
-        self.svm.airdrop(Pubkey.from_string(params[0]), int(params[1]))
-        return str(Hash.new_unique())
+        outcome = self.svm.airdrop(Pubkey.from_string(params[0]), int(params[1]))
+        if isinstance(outcome, FailedTransactionMetadata):
+            raise RpcFault(-32603, f"airdrop failed: {_err_json(outcome.err())}")
+        return str(outcome.signature())
 
     def simulateTransaction(self, params: list[Any]) -> Any:
         transaction = self._decode(params)
