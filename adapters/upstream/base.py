@@ -64,7 +64,10 @@ def iso_from_ms(milliseconds: Any) -> str:
 
 
 def iso_from_s(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        raise ParseError(f"{seconds!r} is not a time worldgate can represent") from None
 
 
 def iso(text: Any) -> str:
@@ -78,7 +81,10 @@ def iso(text: Any) -> str:
         raise ParseError(f"{text!r} is not an ISO timestamp") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        return parsed.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except OverflowError:  # e.g. year 1 at +01:00: before the calendar once in UTC
+        raise ParseError(f"{text!r} is outside the calendar in UTC") from None
 
 
 def number(value: Any, what: str) -> float:

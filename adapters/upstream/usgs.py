@@ -27,7 +27,10 @@ class UsgsEarthquakes:
         if not isinstance(document, dict) or document.get("type") != "FeatureCollection":
             raise ParseError("not a GeoJSON FeatureCollection")
         records = []
-        for feature in document.get("features") or []:
+        features = document.get("features") or []
+        if not isinstance(features, list):
+            raise ParseError("features is not a list")
+        for feature in features:
             try:
                 properties, coordinates = feature["properties"], feature["geometry"]["coordinates"]
                 lon, lat = number(coordinates[0], "longitude"), number(coordinates[1], "latitude")
@@ -51,6 +54,6 @@ class UsgsEarthquakes:
                         source="USGS Earthquake Hazards Program",
                     )
                 )
-            except (KeyError, IndexError, TypeError) as exc:
+            except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
                 raise ParseError(f"a feature lacks {exc}") from None
         return {STREAM: records}

@@ -1,0 +1,708 @@
+"""Every upstream adapter against its recorded payload: the request it makes, the records it reads.
+
+Fixtures are loaded the way the replay server serves them: through adapters/fixtures/manifest.json,
+by the adapter's own host and request path. Bodies built here (broken JSON, wrong shapes, an
+empty result, a polygon) are derived from those fixtures, never from invented readings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.errors import ParseError
+from adapters.records import Record
+from adapters.upstream import air_quality, eonet, gdacs, iss, noaa_swpc, open_meteo
+from adapters.upstream.air_quality import OpenMeteoAirQuality
+from adapters.upstream.base import Point, UpstreamRequest
+from adapters.upstream.eonet import EonetEvents
+from adapters.upstream.gdacs import GdacsEvents
+from adapters.upstream.iss import IssPosition
+from adapters.upstream.noaa_swpc import NoaaKp, NoaaSolarWind, storm_level
+from adapters.upstream.open_meteo import OpenMeteoCurrent, OpenMeteoGrid
+from adapters.upstream.usgs import UsgsEarthquakes
+
+FIXTURES = Path(__file__).resolve().parents[1] / "adapters" / "fixtures"
+MANIFEST: dict[str, dict[str, dict[str, Any]]] = json.loads((FIXTURES / "manifest.json").read_text())
+PARIS = Point(48.8566, 2.3522)
+
+ADAPTERS = (
+    UsgsEarthquakes(),
+    OpenMeteoCurrent(),
+    OpenMeteoGrid(),
+    OpenMeteoAirQuality(),
+    IssPosition(),
+    NoaaKp(),
+    NoaaSolarWind(),
+    GdacsEvents(),
+    EonetEvents(),
+)
+BY_NAME = {adapter.name: adapter for adapter in ADAPTERS}
+
+
+def _point_for(adapter: Any) -> Point | None:
+    return PARIS if adapter.point else None
+
+
+def fixture(adapter: Any) -> bytes:
+    """The recorded body the replay server would answer this adapter's request with."""
+    request = adapter.request(_point_for(adapter))
+    entry = MANIFEST[request.host][request.path]
+    return (FIXTURES / entry["file"]).read_bytes()
+
+
+def fixture_json(adapter: Any) -> Any:
+    return json.loads(fixture(adapter))
+
+
+def parse(adapter: Any, body: bytes | None = None) -> dict[str, list[Record]]:
+    out = adapter.parse(fixture(adapter) if body is None else body, _point_for(adapter))
+    assert tuple(out) == adapter.streams
+    for stream, records in out.items():
+        assert all(isinstance(record, Record) and record.stream == stream for record in records)
+    return out
+
+
+def encode(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False).encode()
+
+
+# --- every adapter --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
+def test_the_request_stays_on_the_adapters_host_and_has_a_recording(adapter: Any) -> None:
+    request = adapter.request(_point_for(adapter))
+    assert isinstance(request, UpstreamRequest)
+    assert request.host == adapter.host
+    assert request.path.startswith("/")
+    assert request.path in MANIFEST[adapter.host]
+    entry = MANIFEST[adapter.host][request.path]
+    assert (FIXTURES / entry["file"]).is_file()
+    assert entry["content_type"] == "application/json"
+    assert len(entry["source"]) > 40  # provenance, not a placeholder
+
+
+def test_every_manifest_entry_is_a_file_under_its_host() -> None:
+    for host, paths in MANIFEST.items():
+        for path, entry in paths.items():
+            assert path.startswith("/")
+            assert entry["file"].startswith(f"{host}/")
+            json.loads((FIXTURES / entry["file"]).read_bytes())
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
+def test_every_fixture_parses_into_every_stream(adapter: Any) -> None:
+    out = parse(adapter)
+    assert all(out[stream] for stream in adapter.streams)
+    for records in out.values():
+        for record in records:
+            assert record.observed_at.endswith("Z") and "T" in record.observed_at
+            assert record.source
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
+@pytest.mark.parametrize(
+    "body", [b"", b"<html><body><h1>502 Bad Gateway</h1></body></html>", b"\xff\xfe\x00", b'{"type": "Featu']
+)
+def test_a_body_that_is_not_json_is_a_parse_error(adapter: Any, body: bytes) -> None:
+    with pytest.raises(ParseError):
+        adapter.parse(body, _point_for(adapter))
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
+def test_a_truncated_recording_is_a_parse_error(adapter: Any) -> None:
+    body = fixture(adapter)
+    with pytest.raises(ParseError):
+        adapter.parse(body[: len(body) // 2], _point_for(adapter))
+
+
+WRONG_SHAPES: dict[str, list[Any]] = {
+    "usgs.earthquakes": [[], {"type": "Feature"}, {"type": "FeatureCollection", "features": [{"id": "x"}]}],
+    "open-meteo.current": [[], {"latitude": 1.0, "longitude": 2.0}, {"current": {"time": "2026-01-01T00:00"}}],
+    "open-meteo.grid": [{}, [1, 2], [{"latitude": 1.0, "longitude": 2.0}]],
+    "open-meteo.air-quality": [[], {"latitude": 1.0, "longitude": 2.0}, {"error": True, "reason": "x"}],
+    "iss.position": [[], {"name": "iss", "units": "kilometers"}, {"message": "not found"}],
+    "noaa-swpc.kp": [{}, [["time_tag", "Kp"]], [{"kp_index": 2}]],
+    "noaa-swpc.solar-wind": [{}, [["time_tag", "density", "speed", "temperature"]], [[1, 2]], [None], ["SOLAR1"]],
+    "gdacs.events": [[], {"type": "Feature"}, {"type": "FeatureCollection", "features": [{"properties": {}}]}],
+    "nasa-eonet.events": [[], {"title": "EONET Events"}, {"events": {}}, {"events": [{"id": "EONET_1"}]}],
+}
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
+def test_json_of_the_wrong_shape_is_a_parse_error(adapter: Any) -> None:
+    for document in WRONG_SHAPES[adapter.name]:
+        with pytest.raises(ParseError):
+            adapter.parse(encode(document), _point_for(adapter))
+
+
+ODD_BODIES = [
+    b'{"type":"FeatureCollection","features":5}',
+    b'{"type":"FeatureCollection","features":[{"properties":{"time":1e300},"geometry":{"coordinates":[1,2]}}]}',
+    b'[{"time_tag":"0001-01-01T00:00:00+01:00","kp_index":2,"proton_speed":1.0}]',
+    b"null",
+    b"0",
+    b'"text"',
+    b"[]",
+    b"{}",
+    b"[null]",
+    b"[[]]",
+    b"[{}]",
+    b"[[null, null, null, null]]",
+    b'[["time_tag","density","speed","temperature"],[null,null,null,null]]',
+    b'[["time_tag","density","speed","temperature"],["2026-03-26 16:45:00.000",true,"x",null]]',
+    b'{"type":"FeatureCollection","features":[null]}',
+    b'{"type":"FeatureCollection","features":[{}]}',
+    b'{"type":"FeatureCollection","features":[{"geometry":{"type":"Point","coordinates":[]},"properties":{}}]}',
+    b'{"type":"FeatureCollection","features":[{"geometry":{"type":"Point","coordinates":[1,2]},"properties":null}]}',
+    b'{"events":[null]}',
+    b'{"events":[{"geometry":[{"type":"Point"}]}]}',
+    b'{"events":[{"id":"E","geometry":[{"type":"Point","date":"2026-01-01T00:00:00Z","coordinates":5}]}]}',
+    b'{"current":null,"latitude":1,"longitude":2}',
+    b'{"current":{"time":7},"latitude":1,"longitude":2}',
+    b'{"current":{"time":"2026-01-01T00:00"},"current_units":[1],"latitude":1,"longitude":2}',
+    b'{"current":{"time":"0001-01-01T00:00"},"latitude":1,"longitude":2,"utc_offset_seconds":3600}',
+    b'[{"current":{"time":"2026-01-01T00:00"},"latitude":"1","longitude":2}]',
+    b'{"units":"kilometers","timestamp":1e300,"latitude":1,"longitude":2}',
+    b'{"units":"kilometers","timestamp":"1669950671","latitude":1,"longitude":2}',
+    b'[{"time_tag":"2026-07-09T10:00:00","kp_index":Infinity,"estimated_kp":NaN}]',
+    b'[{"time_tag":null,"kp_index":2}]',
+]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
+def test_odd_json_never_escapes_as_anything_but_a_parse_error(adapter: Any) -> None:
+    for body in ODD_BODIES:
+        try:
+            out = adapter.parse(body, _point_for(adapter))
+        except ParseError:
+            continue
+        assert tuple(out) == adapter.streams, body
+
+
+def test_every_new_module_states_its_license_and_attribution() -> None:
+    for module in (open_meteo, air_quality, iss, noaa_swpc, gdacs, eonet):
+        assert isinstance(module.LICENSE, str) and module.LICENSE
+        assert isinstance(module.ATTRIBUTION, str) and module.ATTRIBUTION
+    assert open_meteo.LICENSE == "CC-BY-4.0" and open_meteo.ATTRIBUTION == "Weather data by Open-Meteo.com"
+    assert "United Nations" in gdacs.ATTRIBUTION and "European Commission" in gdacs.ATTRIBUTION
+
+
+# --- USGS earthquakes (the model adapter) -------------------------------------------------------
+
+
+def test_usgs_request_and_first_quake() -> None:
+    adapter = UsgsEarthquakes()
+    assert adapter.request(None) == UpstreamRequest(
+        "earthquake.usgs.gov", "/earthquakes/feed/v1.0/summary/all_day.geojson"
+    )
+    (quake,) = parse(adapter)["quakes.usgs"]
+    assert quake.observed_at == "2023-08-05T01:29:30Z"
+    assert (quake.lat, quake.lon) == (33.9893333, -117.2156667)
+    assert quake.fields["id"] == "ci40529976"
+    assert quake.fields["magnitude"] == 0.9
+    assert quake.fields["place"] == "7 km N of Moreno Valley, CA"
+    assert quake.fields["depth_km"] == 12.77
+
+
+def test_usgs_empty_feature_collection() -> None:
+    assert parse(UsgsEarthquakes(), encode({"type": "FeatureCollection", "features": []})) == {"quakes.usgs": []}
+
+
+# --- Open-Meteo current weather -------------------------------------------------------------------
+
+
+def test_open_meteo_current_request() -> None:
+    request = OpenMeteoCurrent().request(Point(55.7512, 37.6184))
+    assert request.host == "api.open-meteo.com"
+    assert request.path == "/v1/forecast"
+    assert request.params == (
+        ("latitude", "55.8"),
+        ("longitude", "37.6"),
+        (
+            "current",
+            "temperature_2m,relative_humidity_2m,apparent_temperature,precipitation,weather_code,"
+            "cloud_cover,wind_speed_10m,wind_direction_10m,wind_gusts_10m",
+        ),
+        ("timezone", "GMT"),
+    )
+    assert OpenMeteoCurrent().request(Point(-33.86882, 151.20929)).params[:2] == (
+        ("latitude", "-33.9"),
+        ("longitude", "151.2"),
+    )
+    with pytest.raises(ValueError):
+        OpenMeteoCurrent().request(None)
+
+
+def test_open_meteo_current_reads_the_recorded_moscow_answer() -> None:
+    (record,) = parse(OpenMeteoCurrent())["weather.current"]
+    # current.time 2025-12-25T06:45 is Moscow time (utc_offset_seconds 10800): 03:45 UTC
+    assert record.observed_at == "2025-12-25T03:45:00Z"
+    assert (record.lat, record.lon) == (55.75, 37.625)
+    assert record.fields == {
+        "temperature_c": -4.1,
+        "relative_humidity_pct": 93.0,
+        "apparent_temperature_c": None,  # not in that body
+        "precipitation_mm": 0.0,
+        "weather_code": None,
+        "cloud_cover_pct": None,
+        "wind_speed_kmh": 7.6,
+        "wind_direction_deg": 275.0,
+        "wind_gusts_kmh": 20.5,
+    }
+
+
+def test_open_meteo_current_in_gmt_and_with_a_weather_code() -> None:
+    document = fixture_json(OpenMeteoCurrent())
+    document.update(utc_offset_seconds=0, timezone="GMT", timezone_abbreviation="GMT")
+    document["current_units"]["weather_code"] = "wmo code"
+    document["current"]["weather_code"] = 3
+    (record,) = parse(OpenMeteoCurrent(), encode(document))["weather.current"]
+    assert record.observed_at == "2025-12-25T06:45:00Z"
+    assert record.fields["weather_code"] == 3 and isinstance(record.fields["weather_code"], int)
+
+
+@pytest.mark.parametrize(
+    ("variable", "unit"), [("temperature_2m", "°F"), ("wind_speed_10m", "mph"), ("precipitation", "inch")]
+)
+def test_open_meteo_current_refuses_other_units(variable: str, unit: str) -> None:
+    document = fixture_json(OpenMeteoCurrent())
+    document["current_units"][variable] = unit
+    with pytest.raises(ParseError, match=variable):
+        parse(OpenMeteoCurrent(), encode(document))
+
+
+def test_open_meteo_current_with_no_variables_is_a_record_of_nones() -> None:
+    document = fixture_json(OpenMeteoCurrent())
+    document["current"] = {"time": document["current"]["time"], "interval": 900}
+    (record,) = parse(OpenMeteoCurrent(), encode(document))["weather.current"]
+    assert set(record.fields.values()) == {None}
+
+
+def test_open_meteo_current_refuses_an_array() -> None:
+    with pytest.raises(ParseError):
+        parse(OpenMeteoCurrent(), encode([fixture_json(OpenMeteoCurrent())]))
+
+
+# --- Open-Meteo global grid (one fetch, three streams) --------------------------------------------
+
+
+def test_open_meteo_grid_request_covers_the_60_cell_grid() -> None:
+    adapter = OpenMeteoGrid()
+    request = adapter.request(None)
+    assert (request.host, request.path) == ("api.open-meteo.com", "/v1/gfs")
+    params = dict(request.params)
+    assert [name for name, _ in request.params] == ["latitude", "longitude", "current", "timezone"]
+    lats, lons = params["latitude"].split(","), params["longitude"].split(",")
+    assert len(lats) == len(lons) == 60
+    pairs = {(float(lat), float(lon)) for lat, lon in zip(lats, lons, strict=True)}
+    assert pairs == {(lat, lon) for lat in (-60, -30, 0, 30, 60) for lon in range(-180, 180, 30)}
+    assert (lats[0], lons[0]) == ("-60", "-180") and (lats[-1], lons[-1]) == ("60", "150")
+    assert params["current"] == "temperature_2m,precipitation,wind_speed_10m,wind_direction_10m"
+    assert params["timezone"] == "GMT"
+
+
+def test_open_meteo_grid_splits_one_answer_into_three_streams() -> None:
+    out = parse(OpenMeteoGrid())
+    assert [len(out[stream]) for stream in OpenMeteoGrid.streams] == [4, 4, 4]
+
+    def at(stream: str, lat: float, lon: float) -> Record:
+        (record,) = [r for r in out[stream] if (r.lat, r.lon) == (lat, lon)]
+        return record
+
+    temperature = at("weather.grid.temperature", 23.75, 61.5)
+    wind = at("weather.grid.wind", 23.75, 61.5)
+    precipitation = at("weather.grid.precipitation", 23.75, 61.5)
+    assert temperature.observed_at == wind.observed_at == precipitation.observed_at == "2024-05-21T00:30:00Z"
+    assert temperature.fields == {"temperature_c": 30.1}
+    assert wind.fields == {"wind_speed_kmh": 23.4, "wind_direction_deg": 225.0}
+    assert precipitation.fields == {"precipitation_mm": 0.0}
+    # each location's local time is brought to UTC
+    assert at("weather.grid.temperature", 55.75, 37.625).observed_at == "2025-12-25T03:45:00Z"
+    assert at("weather.grid.wind", 30.263618, 120.14051).fields == {"wind_speed_kmh": 8.2, "wind_direction_deg": 68.0}
+    assert at("weather.grid.temperature", 36.825104, -119.68613).fields == {"temperature_c": 7.7}
+
+
+def test_open_meteo_grid_empty_array_gives_three_empty_streams() -> None:
+    assert parse(OpenMeteoGrid(), b"[]") == {stream: [] for stream in OpenMeteoGrid.streams}
+
+
+def test_open_meteo_grid_refuses_other_units() -> None:
+    document = fixture_json(OpenMeteoGrid())
+    document[2]["current_units"]["wind_speed_10m"] = "kn"
+    with pytest.raises(ParseError, match="wind_speed_10m"):
+        parse(OpenMeteoGrid(), encode(document))
+
+
+# --- Open-Meteo air quality -----------------------------------------------------------------------
+
+
+def test_air_quality_request() -> None:
+    request = OpenMeteoAirQuality().request(Point(28.6139, 77.209))
+    assert (request.host, request.path) == ("air-quality-api.open-meteo.com", "/v1/air-quality")
+    assert request.params == (
+        ("latitude", "28.6"),
+        ("longitude", "77.2"),
+        ("current", "us_aqi,european_aqi,pm10,pm2_5,carbon_monoxide,nitrogen_dioxide,ozone,sulphur_dioxide"),
+        ("timezone", "GMT"),
+    )
+
+
+def test_air_quality_reads_the_recorded_delhi_answer() -> None:
+    (record,) = parse(OpenMeteoAirQuality())["air.quality"]
+    assert record.observed_at == "2025-10-06T12:00:00Z"
+    assert (record.lat, record.lon) == (28.599998, 77.20001)
+    assert record.fields == {
+        "us_aqi": 160.0,
+        "european_aqi": None,
+        "pm10_ugm3": None,
+        "pm2_5_ugm3": 46.6,
+        "carbon_monoxide_ugm3": 570.0,
+        "nitrogen_dioxide_ugm3": None,
+        "ozone_ugm3": 134.0,
+        "sulphur_dioxide_ugm3": None,
+    }
+
+
+def test_air_quality_units() -> None:
+    document = fixture_json(OpenMeteoAirQuality())
+    document["current_units"]["pm2_5"] = "µg/m³"  # MICRO SIGN instead of GREEK MU: the same unit
+    assert parse(OpenMeteoAirQuality(), encode(document))["air.quality"][0].fields["pm2_5_ugm3"] == 46.6
+    document["current_units"]["carbon_monoxide"] = "ppm"
+    with pytest.raises(ParseError, match="carbon_monoxide"):
+        parse(OpenMeteoAirQuality(), encode(document))
+
+
+# --- ISS ------------------------------------------------------------------------------------------
+
+
+def test_iss_request_and_position() -> None:
+    adapter = IssPosition()
+    assert adapter.request(None) == UpstreamRequest("api.wheretheiss.at", "/v1/satellites/25544")
+    (record,) = parse(adapter)["iss.position"]
+    assert record.observed_at == "2022-12-02T03:11:11Z"  # timestamp 1669950671
+    assert (record.lat, record.lon) == (-21.758070915369, 87.544399772505)
+    assert record.fields == {
+        "altitude_km": 425.70944267385,
+        "velocity_kmh": 27557.165728471,
+        "visibility": "daylight",
+        "footprint_km": 4536.3972250428,
+    }
+
+
+def test_iss_refuses_miles() -> None:
+    document = fixture_json(IssPosition())
+    document["units"] = "miles"
+    with pytest.raises(ParseError, match="kilometers"):
+        parse(IssPosition(), encode(document))
+
+
+# --- NOAA SWPC Kp -----------------------------------------------------------------------------------
+
+
+def test_kp_request_and_the_most_recent_24_readings() -> None:
+    adapter = NoaaKp()
+    assert adapter.request(None) == UpstreamRequest("services.swpc.noaa.gov", "/json/planetary_k_index_1m.json")
+    records = parse(adapter)["space.kp"]
+    assert len(fixture_json(adapter)) == 30
+    assert len(records) == 24
+    assert [r.observed_at for r in records] == sorted(r.observed_at for r in records)
+    assert records[0].observed_at == "2026-07-09T09:37:00Z"
+    assert records[-1].observed_at == "2026-07-09T10:00:00Z"
+    assert records[-1].fields == {"kp": 1.67, "kp_index": 2, "storm_level": None}
+    assert next(r for r in records if r.observed_at == "2026-07-09T09:44:00Z").fields["kp"] == 2.0
+    assert all(r.lat is None and r.lon is None for r in records)
+
+
+def test_kp_newest_last_even_when_the_body_is_not_ordered() -> None:
+    rows = fixture_json(NoaaKp())
+    records = parse(NoaaKp(), encode(list(reversed(rows))))["space.kp"]
+    assert records[-1].observed_at == "2026-07-09T10:00:00Z"
+    assert records[0].observed_at == "2026-07-09T09:37:00Z"
+
+
+def test_kp_storm_levels_follow_the_noaa_g_scale() -> None:
+    # SWPC's 3-day forecast prints 4.67 (5-) as "(G1)", 5.67 as "(G2)", 8.33 as "(G4)"
+    assert [storm_level(kp) for kp in (0.0, 4.0, 4.33)] == [None, None, None]
+    assert storm_level(4.67) == "G1"
+    assert storm_level(5.0) == "G1"
+    assert storm_level(5.67) == "G2"
+    assert storm_level(6.67) == "G3"
+    assert storm_level(7.67) == "G4"
+    assert storm_level(8.33) == "G4"
+    assert storm_level(9.0) == "G5"
+    rows = fixture_json(NoaaKp())
+    rows[-1].update(kp_index=5, estimated_kp=4.67, kp="5M")
+    newest = parse(NoaaKp(), encode(rows))["space.kp"][-1]
+    assert newest.fields == {"kp": 4.67, "kp_index": 5, "storm_level": "G1"}
+
+
+def test_kp_empty_array() -> None:
+    assert parse(NoaaKp(), b"[]") == {"space.kp": []}
+
+
+# --- NOAA SWPC solar wind ---------------------------------------------------------------------------
+
+
+# The recorded rtsw_wind_1m.json: 41 records, 2026-09-06 17:43 to 17:59 UTC, newest first; SOLAR1 active
+# (one a minute), ACE and IMAP inactive.
+def _plasma(density: float | None, speed: float | None, temperature: float | None, spacecraft: str) -> dict[str, Any]:
+    return {"density_cm3": density, "speed_km_s": speed, "temperature_k": temperature, "spacecraft": spacecraft}
+
+
+WIND_FIRST = _plasma(6.13, 350.4, 91314.0, "SOLAR1")
+WIND_LAST = _plasma(5.66, 346.2, 88931.0, "SOLAR1")
+
+
+def _wind_rows() -> list[dict[str, Any]]:
+    return fixture_json(NoaaSolarWind())
+
+
+def _wind(rows: Any) -> list[Record]:
+    return parse(NoaaSolarWind(), encode(rows))["space.solar_wind"]
+
+
+def _row(rows: list[dict[str, Any]], time_tag: str, source: str) -> dict[str, Any]:
+    return next(row for row in rows if row["time_tag"] == time_tag and row["source"] == source)
+
+
+def test_solar_wind_request_and_the_active_spacecrafts_readings() -> None:
+    adapter = NoaaSolarWind()
+    assert adapter.request(None) == UpstreamRequest("services.swpc.noaa.gov", "/json/rtsw/rtsw_wind_1m.json")
+    rows = _wind_rows()
+    assert len(rows) == 41
+    assert {(row["source"], row["active"]) for row in rows} == {("SOLAR1", True), ("ACE", False), ("IMAP", False)}
+    records = parse(adapter)["space.solar_wind"]
+    assert len(records) == 17  # SOLAR1 only, one a minute
+    assert [r.observed_at for r in records] == [f"2026-09-06T17:{minute}:00Z" for minute in range(43, 60)]
+    assert records[0].fields == WIND_FIRST
+    assert records[-1].fields == WIND_LAST
+    assert next(r for r in records if r.observed_at == "2026-09-06T17:55:00Z").fields == _plasma(
+        5.0, 345.9, 92106.0, "SOLAR1"
+    )
+    assert all(isinstance(value, float) for r in records for key, value in r.fields.items() if key != "spacecraft")
+    assert all(r.lat is None and r.lon is None and r.source == "NOAA SWPC" for r in records)
+
+
+def test_solar_wind_oldest_first_whatever_the_order_of_the_body() -> None:
+    assert _wind(list(reversed(_wind_rows()))) == parse(NoaaSolarWind())["space.solar_wind"]
+
+
+def test_solar_wind_follows_the_active_flag_not_a_spacecraft_name() -> None:
+    rows = _wind_rows()
+    for row in rows:
+        row["active"] = row["source"] == "ACE"
+    records = _wind(rows)
+    assert len(records) == 15
+    assert {r.fields["spacecraft"] for r in records} == {"ACE"}
+    assert records[0].observed_at == "2026-09-06T17:43:00Z"
+    assert records[0].fields == _plasma(3.57, 356.24, 52299.0, "ACE")
+    assert records[-1].fields == _plasma(3.71, 357.23, 59925.0, "ACE")
+
+
+@pytest.mark.parametrize("unflag", ["false", "absent"])
+def test_solar_wind_keeps_every_spacecraft_when_none_is_active(unflag: str) -> None:
+    rows = _wind_rows()
+    for row in rows:
+        if unflag == "false":
+            row["active"] = False
+        else:
+            del row["active"]
+    records = _wind(rows)
+    assert len(records) == 41
+    assert sum(r.fields["spacecraft"] == "SOLAR1" for r in records) == 17
+    assert sum(r.fields["spacecraft"] == "ACE" for r in records) == 15
+    assert sum(r.fields["spacecraft"] == "IMAP" for r in records) == 9
+    assert [r.observed_at for r in records] == sorted(r.observed_at for r in records)
+    # a shared minute is ordered by spacecraft name; IMAP is tagged six seconds past the minute
+    assert [(r.observed_at, r.fields["spacecraft"]) for r in records[:3]] == [
+        ("2026-09-06T17:43:00Z", "ACE"),
+        ("2026-09-06T17:43:00Z", "SOLAR1"),
+        ("2026-09-06T17:43:06Z", "IMAP"),
+    ]
+    assert records[2].fields == _plasma(7.59, 345.42, 72520.0, "IMAP")
+    assert records[-1].fields == WIND_LAST
+
+
+def test_solar_wind_null_values_are_missing_and_all_null_rows_are_skipped() -> None:
+    rows = _wind_rows()
+    _row(rows, "2026-09-06T17:59:00", "SOLAR1")["proton_temperature"] = None
+    _row(rows, "2026-09-06T17:57:00", "SOLAR1").update(proton_speed=None, proton_density=None)
+    _row(rows, "2026-09-06T17:58:00", "SOLAR1").update(proton_speed=None, proton_temperature=None, proton_density=None)
+    _row(rows, "2026-09-06T17:56:00", "SOLAR1").update(  # no data, so not even its time is read
+        time_tag=None, proton_speed=None, proton_temperature=None, proton_density=None
+    )
+    records = _wind(rows)
+    assert len(records) == 15
+    times = [r.observed_at for r in records]
+    assert "2026-09-06T17:58:00Z" not in times and "2026-09-06T17:56:00Z" not in times
+    assert records[-1].fields == {**WIND_LAST, "temperature_k": None}
+    assert records[-2].observed_at == "2026-09-06T17:57:00Z"
+    assert records[-2].fields == _plasma(None, None, 92239.0, "SOLAR1")
+
+
+def test_solar_wind_a_null_active_spacecraft_does_not_hand_over_to_another() -> None:
+    rows = _wind_rows()
+    for row in rows:
+        if row["active"]:
+            row.update(proton_speed=None, proton_temperature=None, proton_density=None)
+    assert _wind(rows) == []
+
+
+def test_solar_wind_non_finite_values_are_missing() -> None:
+    body = fixture(NoaaSolarWind()).replace(b'"proton_speed": 346.2,', b'"proton_speed": NaN,')
+    body = body.replace(b'"proton_density": 5.66,', b'"proton_density": Infinity,')
+    newest = parse(NoaaSolarWind(), body)["space.solar_wind"][-1]
+    assert newest.fields == {**WIND_LAST, "speed_km_s": None, "density_cm3": None}
+
+
+def test_solar_wind_keeps_the_most_recent(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert noaa_swpc.SOLAR_WIND_KEEP == 60
+    monkeypatch.setattr(noaa_swpc, "SOLAR_WIND_KEEP", 5)
+    records = parse(NoaaSolarWind())["space.solar_wind"]
+    assert [r.observed_at for r in records] == [f"2026-09-06T17:{minute}:00Z" for minute in range(55, 60)]
+    assert records[-1].fields == WIND_LAST
+
+
+def test_solar_wind_empty_array() -> None:
+    assert parse(NoaaSolarWind(), b"[]") == {"space.solar_wind": []}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"proton_speed": "346.2"}, "proton_speed"),
+        ({"proton_density": "fast"}, "proton_density"),
+        ({"proton_temperature": True}, "proton_temperature"),
+        ({"proton_speed": [346.2]}, "proton_speed"),
+        ({"active": "true"}, "active"),
+        ({"active": 1}, "active"),
+        ({"source": 7}, "source"),
+        ({"time_tag": None}, "timestamp"),
+        ({"time_tag": "yesterday"}, "timestamp"),
+        ({"time_tag": 1788717540000}, "timestamp"),
+        ({"time_tag": "0001-01-01T00:00:00+01:00"}, "outside the calendar"),
+    ],
+)
+def test_solar_wind_refuses_a_malformed_record(change: dict[str, Any], message: str) -> None:
+    rows = _wind_rows()
+    _row(rows, "2026-09-06T17:59:00", "SOLAR1").update(change)
+    with pytest.raises(ParseError, match=message):
+        _wind(rows)
+
+
+def test_solar_wind_refuses_a_malformed_inactive_record_too() -> None:
+    rows = _wind_rows()
+    _row(rows, "2026-09-06T17:59:00", "ACE")["proton_speed"] = "357.23"
+    with pytest.raises(ParseError, match="proton_speed"):
+        _wind(rows)
+
+
+@pytest.mark.parametrize("row", [None, 5, "record", ["2026-09-06T17:59:00", True, "SOLAR1", 346.2]])
+def test_solar_wind_refuses_a_record_that_is_not_an_object(row: Any) -> None:
+    with pytest.raises(ParseError, match="not an object"):
+        _wind([*_wind_rows(), row])
+
+
+def test_solar_wind_refuses_the_retired_plasma_1_day_shape() -> None:
+    retired = [["time_tag", "density", "speed", "temperature"], ["2026-09-06 17:59:00.000", "5.66", "346.2", "88931"]]
+    with pytest.raises(ParseError):
+        _wind(retired)
+
+
+# --- GDACS ------------------------------------------------------------------------------------------
+
+
+def test_gdacs_request_and_events() -> None:
+    adapter = GdacsEvents()
+    assert adapter.request(None) == UpstreamRequest("www.gdacs.org", "/gdacsapi/api/events/geteventlist/MAP")
+    records = parse(adapter)["disasters.gdacs"]
+    assert [r.fields["event_type"] for r in records] == ["EQ", "TC", "EQ", "FL", "WF"]
+    first = records[0]
+    assert first.observed_at == "2026-10-03T18:12:46Z"
+    assert (first.lat, first.lon) == (20.6061, 93.3991)
+    assert first.fields == {
+        "event_type": "EQ",
+        "event_id": "1569302",
+        "name": "Earthquake in Myanmar",
+        "alert_level": "Green",
+        "country": "Myanmar",
+        "severity": "Magnitude 4.9M, Depth:35km",
+        "url": "https://www.gdacs.org/report.aspx?eventid=1569302&episodeid=1737501&eventtype=EQ",
+    }
+    cyclone = records[1]
+    assert cyclone.fields["name"] == "Tropical Cyclone RACHEL-26"
+    assert cyclone.fields["severity"] == "Hurricane/Typhoon > 74 mph (maximum wind speed of 194 km/h)"
+    assert (cyclone.lat, cyclone.lon) == (19.6, -112.1)
+
+
+def test_gdacs_skips_polygons() -> None:
+    document = fixture_json(GdacsEvents())
+    west, south, east, north = document["features"][3]["bbox"]
+    document["features"][3]["geometry"] = {
+        "type": "Polygon",
+        "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
+    }
+    document["features"][4]["geometry"] = {"type": "LineString", "coordinates": [[west, south], [east, north]]}
+    records = parse(GdacsEvents(), encode(document))["disasters.gdacs"]
+    assert [r.fields["event_type"] for r in records] == ["EQ", "TC", "EQ"]
+
+
+def test_gdacs_empty_feature_collection() -> None:
+    assert parse(GdacsEvents(), encode({"type": "FeatureCollection", "features": []})) == {"disasters.gdacs": []}
+
+
+# --- NASA EONET ---------------------------------------------------------------------------------------
+
+
+def test_eonet_request_and_events() -> None:
+    adapter = EonetEvents()
+    assert adapter.request(None) == UpstreamRequest(
+        "eonet.gsfc.nasa.gov", "/api/v3/events", (("status", "open"), ("limit", "200"))
+    )
+    records = parse(adapter)["events.eonet"]
+    assert [r.fields["id"] for r in records] == ["EONET_15859", "EONET_15857", "EONET_15851"]
+    typhoon = records[0]  # 11 track points: the newest one counts
+    assert typhoon.observed_at == "2025-11-08T12:00:00Z"
+    assert (typhoon.lat, typhoon.lon) == (13.3, 128.1)
+    assert typhoon.fields == {
+        "id": "EONET_15859",
+        "title": "Typhoon Fung-wong",
+        "category": "severeStorms",
+        "category_title": "Severe Storms",
+        "magnitude": 95.0,
+        "magnitude_unit": "kts",
+        "source_url": "https://www.metoc.navy.mil/jtwc/products/wp3225.tcw",
+    }
+    iceberg = records[2]
+    assert iceberg.fields["magnitude"] == 26.89 and iceberg.fields["magnitude_unit"] == "NM^2"
+    assert (iceberg.lat, iceberg.lon) == (-52.21, -38.96)
+
+
+def test_eonet_newest_point_wins_whatever_the_order() -> None:
+    document = fixture_json(EonetEvents())
+    document["events"][0]["geometry"].reverse()
+    assert parse(EonetEvents(), encode(document))["events.eonet"][0].observed_at == "2025-11-08T12:00:00Z"
+
+
+def test_eonet_skips_events_without_a_point_and_falls_back_to_the_event_link() -> None:
+    document = fixture_json(EonetEvents())
+    iceberg = document["events"][2]["geometry"][0]
+    lon, lat = iceberg["coordinates"]
+    iceberg.update(type="Polygon", coordinates=[[[lon, lat], [lon + 1, lat], [lon, lat + 1], [lon, lat]]])
+    document["events"][1]["sources"] = []
+    document["events"][1]["geometry"][0]["magnitudeValue"] = None
+    records = parse(EonetEvents(), encode(document))["events.eonet"]
+    assert [r.fields["id"] for r in records] == ["EONET_15859", "EONET_15857"]
+    assert records[1].fields["source_url"] == "https://eonet.gsfc.nasa.gov/api/v3/events/EONET_15857"
+    assert records[1].fields["magnitude"] is None
+
+
+def test_eonet_no_events() -> None:
+    document = fixture_json(EonetEvents())
+    document["events"] = []
+    assert parse(EonetEvents(), encode(document)) == {"events.eonet": []}
