@@ -1,26 +1,44 @@
-"""World-state streams: the registry, canonical records, filters and readers.
+"""World-state streams: the registry, adapters, the cache tier, the scheduler and the data tier.
 
 Imports nothing of worldgate's other domains.
 """
 
-from .bundled import StreamReader
-from .filters import FilterError, Filters
+from .cache import CacheTier, Entry, Read, Unavailable, freshness
+from .fetcher import Fetcher
+from .filters import FilterError, Filters, distance_km, parse_max_age
 from .filters import apply as apply_filters
 from .filters import parse as parse_filters
-from .records import Record, Snapshot
+from .records import Record
 from .registry import STREAMS, Registry, Sharing, Stream, StreamType
+from .replay import ReplayServer
+from .scheduler import Scheduler
+from .tier import DATA_DIR, DataTier, StreamRead
+from .upstream.base import Adapter, Point
 
 __all__ = [
+    "DATA_DIR",
     "STREAMS",
+    "Adapter",
+    "CacheTier",
+    "DataTier",
+    "Entry",
+    "Fetcher",
     "FilterError",
     "Filters",
+    "Point",
+    "Read",
     "Record",
     "Registry",
+    "ReplayServer",
+    "Scheduler",
     "Sharing",
-    "Snapshot",
     "Stream",
-    "StreamReader",
+    "StreamRead",
     "StreamType",
+    "Unavailable",
     "apply_filters",
+    "distance_km",
+    "freshness",
     "parse_filters",
+    "parse_max_age",
 ]

@@ -22,6 +22,14 @@ class FilterError(ValueError):
     """A query parameter is malformed or out of range."""
 
 
+MAX_AGE_S_MIN, MAX_AGE_S_MAX = 1.0, 30 * 86400.0
+
+
+def parse_max_age(params: Mapping[str, str]) -> float | None:
+    """`max_age` in seconds: the oldest data the caller will pay for (None: no bound)."""
+    return _number(params, "max_age", MAX_AGE_S_MIN, MAX_AGE_S_MAX)
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     limit: int = LIMIT_DEFAULT

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,17 +24,3 @@ class Record:
             "fields": self.fields,
             "source": self.source,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What one read of a stream returned, and how old it is."""
-
-    stream: str
-    records: tuple[Record, ...]
-    fetched_at_unix_s: float
-    stale: bool = False
-    cache: str = "HIT"  # how the read was served; the X-Cache header
-
-    def age_s(self, now_unix_s: float | None = None) -> float:
-        return max(0.0, (time.time() if now_unix_s is None else now_unix_s) - self.fetched_at_unix_s)

@@ -1,0 +1,78 @@
+"""The scheduler: keeps every shared (not per-point) fetch warm, so paid reads are cache hits.
+
+Each fetch group refreshes at about 80% of its interval, with jitter so workers and sources do not
+line up, and exponential backoff after failures. With several workers each runs a scheduler, and
+the cache's Redis lock plus its freshness check make one upstream call per interval across all of
+them. Static data is bundled, so it is never fetched; point data (weather at a lat/lon) is fetched
+on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from contextlib import suppress
+
+from .cache import Unavailable
+from .registry import Stream
+from .tier import DataTier
+
+log = logging.getLogger("worldgate.scheduler")
+REFRESH_AT = 0.8  # of the interval: refresh a little before the value stops being fresh
+JITTER = 0.1
+BACKOFF_FIRST_S = 15.0
+STAGGER_S_MAX = 2.0  # spread the warm-up of all sources over this long
+
+
+def retry_delay_s(failures: int, interval_s: float) -> float:
+    """Exponential backoff after consecutive failures, never longer than the source's own interval."""
+    return min(BACKOFF_FIRST_S * 2 ** (failures - 1), interval_s)
+
+
+class Scheduler:
+    def __init__(self, tier: DataTier, *, rng: random.Random | None = None) -> None:
+        self.tier = tier
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def groups(self) -> list[Stream]:
+        """One representative stream per shared fetch group (its interval and caps stand for the group)."""
+        seen: dict[str, Stream] = {}
+        for stream in self.tier.registry.all():
+            if stream.adapter and not stream.point and stream.interval_s:
+                held = seen.get(stream.adapter)
+                if held is None or stream.interval_s < (held.interval_s or stream.interval_s):
+                    seen[stream.adapter] = stream
+        return list(seen.values())
+
+    def start(self) -> None:
+        for stream in self.groups():
+            self._tasks.append(asyncio.create_task(self._keep_warm(stream), name=f"warm:{stream.adapter}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _keep_warm(self, stream: Stream) -> None:
+        assert stream.interval_s is not None
+        await asyncio.sleep(self._rng.uniform(0, STAGGER_S_MAX))
+        failures = 0
+        while True:
+            try:
+                await self.tier.read(stream, max_age_s=stream.interval_s * REFRESH_AT)
+                failures = 0
+                delay = stream.interval_s * REFRESH_AT * self._rng.uniform(1 - JITTER, 1)
+            except Unavailable as exc:
+                failures += 1
+                delay = retry_delay_s(failures, stream.interval_s)
+                log.info("pre-warm failed", extra={"source": stream.adapter, "reason": exc.reason, "retry_s": delay})
+            except Exception:
+                failures += 1
+                delay = retry_delay_s(failures, stream.interval_s)
+                log.exception("pre-warm crashed", extra={"source": stream.adapter})
+            await asyncio.sleep(delay)
