@@ -33,8 +33,8 @@ $(SVM_CLIENT_STAMP): $(PY_STAMP)
 	  || $(SVM_CLIENT_VENV)/bin/pip install --quiet 'x402[svm,httpx]==2.25.0'
 	touch $@
 
-serve: install  ## the gateway on 127.0.0.1:8402, on embedded Postgres/Redis and the local devnet unless configured
-	$(VENV)/bin/worldgate serve
+serve: install  ## the gateway on 127.0.0.1:8402, on embedded Postgres/Redis and the local devnets unless configured
+	$(VENV)/bin/worldgate serve $(SERVE_ARGS)
 
 test: install  ## the whole suite against real Postgres, Redis and anvil
 	$(PY) -m pytest $(PYTEST_ARGS)

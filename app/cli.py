@@ -9,8 +9,11 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from adapters import ReplayServer
 
 from . import embedded
 from .settings import Settings, SettingsError, load_settings, redact_url
@@ -32,6 +35,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["WORLDGATE_PORT"] = str(args.port)
     if getattr(args, "workers", None):
         overrides["WORLDGATE_WORKERS"] = str(args.workers)
+    if getattr(args, "replay_upstreams", False):
+        overrides["WORLDGATE_REPLAY_UPSTREAMS"] = "1"
     return load_settings({**os.environ, **overrides}, args.config)
 
 
@@ -57,6 +62,12 @@ def _banner(settings: Settings, running: embedded.Embedded) -> str:
     lines += [
         f"  facilitator  {settings.facilitator_url or 'local (this process settles with its own keys)'}",
         f"  settlement   {settings.settlement_mode}",
+        "  upstreams    "
+        + (
+            f"REPLAY: recorded payloads from {settings.upstream_replay_url} (a recording, not live data)"
+            if settings.upstream_replay_url
+            else "live (no internet? run with --replay-upstreams)"
+        ),
     ]
     if running.devnets is not None:
         lines += [
@@ -83,13 +94,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _exit_on_sigterm()
     settings = _settings(args)
     running = embedded.start(settings)
+    replay: ReplayServer | None = None
     try:
+        if running.settings.replay_upstreams and not running.settings.upstream_replay_url:
+            replay = ReplayServer().start()  # one for every worker, in this process
+            running.settings = replace(running.settings, upstream_replay_url=replay.url)
         resolved = running.settings
         assert resolved.database_url
         if resolved.auto_migrate:
             asyncio.run(ledger.migrate(resolved.database_url, MIGRATIONS_DIR))
         embedded.export_env(resolved, os.environ)
         os.environ["WORLDGATE_AUTO_MIGRATE"] = "0"  # done once above, not once per worker
+        if resolved.upstream_replay_url:
+            os.environ["WORLDGATE_UPSTREAM_REPLAY_URL"] = resolved.upstream_replay_url
         print(_banner(resolved, running), flush=True)
         uvicorn.run(
             "app.factory:app_from_env",
@@ -104,6 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lifespan="on",
         )
     finally:
+        if replay is not None:
+            replay.stop()
         running.stop()
     return 0
 
@@ -197,6 +216,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (WORLDGATE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (WORLDGATE_PORT, default 8402)")
     serve.add_argument("--workers", type=int, help="uvicorn worker processes (WORLDGATE_WORKERS, default 1)")
+    serve.add_argument(
+        "--replay-upstreams",
+        action="store_true",
+        help="answer every data source from its recorded payloads, for machines without internet"
+        " (WORLDGATE_REPLAY_UPSTREAMS)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     add("migrate", "Apply the ledger's SQL migrations.").set_defaults(run=cmd_migrate)

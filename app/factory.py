@@ -7,19 +7,22 @@ kinds, from which the offers are built) runs in the lifespan, never in the first
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis.asyncio as aioredis
 from solders.keypair import Keypair
 from starlette.applications import Starlette
 
 import ledger
-from adapters import Registry, StreamReader
+from adapters import DATA_DIR, Adapter, CacheTier, DataTier, Fetcher, Registry, ReplayServer, Scheduler, Sharing
+from adapters.sources import all_adapters
 from payments import (
     EvmRpc,
     ExactEvmScheme,
@@ -157,12 +160,17 @@ def create_app(
     settings: Settings,
     *,
     registry: Registry | None = None,
-    reader: StreamReader | None = None,
+    adapters: Mapping[str, Adapter] | None = None,
+    data_dir: Path | None = None,
 ) -> Starlette:
     if not settings.database_url or not settings.redis_url:
         raise SettingsError("DATABASE_URL and REDIS_URL must be resolved before the app is built")
-    registry = registry or Registry()
-    reader = reader or StreamReader(registry)
+    if registry is None:
+        try:
+            registry = Registry(sharing={k: Sharing(v) for k, v in settings.stream_sharing.items()})
+        except ValueError as exc:
+            raise SettingsError(f"WORLDGATE_STREAM_SHARING: {exc}") from None
+    adapters = adapters if adapters is not None else all_adapters()
     services = Services(settlement_mode=settings.settlement_mode)
     networks = [chain.network for chain in (settings.evm, settings.svm) if chain is not None]
     info = {
@@ -170,35 +178,48 @@ def create_app(
         "facilitator": "remote" if settings.facilitator_url else "local",
         "settlement_mode": settings.settlement_mode,
     }
-    api = Api(registry, reader, services, info=info)
+    api = Api(registry, services, info=info)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         assert settings.database_url and settings.redis_url
         if settings.auto_migrate:
             await ledger.migrate(settings.database_url, MIGRATIONS_DIR)
-        pool = await ledger.create_pool(settings.database_url)
-        redis = aioredis.from_url(settings.redis_url)
-        facilitator: Facilitator | None = None
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            pool = await ledger.create_pool(settings.database_url)
+            stack.push_async_callback(pool.close)
+            redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            stack.push_async_callback(redis.aclose)
             facilitator = await build_facilitator(settings, pool)
+            stack.push_async_callback(facilitator.close)
             terms = network_terms(settings, await facilitator.supported())
             services.pricing = Pricing(registry, terms, settings.price_tiers, settings.route_prices)
-        except BaseException:
-            if facilitator is not None:
-                await facilitator.close()
-            await redis.aclose()
-            await pool.close()
-            raise
-        services.pool, services.facilitator = pool, facilitator
-        api.redis = redis
-        try:
-            yield
-        finally:
-            services.facilitator = None
-            await facilitator.close()
-            await redis.aclose()
-            await pool.close()
+            replay_url = settings.upstream_replay_url
+            if replay_url is None and settings.replay_upstreams:
+                replay = ReplayServer().start()  # serve runs one for all its workers; this is for a bare app
+                stack.callback(replay.stop)
+                replay_url = replay.url
+            http = httpx.AsyncClient(limits=httpx.Limits(max_connections=32))
+            stack.push_async_callback(http.aclose)
+            fetcher = Fetcher(http, replay_url=replay_url, timeout_s=settings.upstream_timeout_s)
+            tier = DataTier(
+                registry, adapters, CacheTier(redis, fetcher, prefix=settings.cache_prefix), data_dir or DATA_DIR
+            )
+            if settings.scheduler:
+                scheduler = Scheduler(tier)
+                scheduler.start()
+                stack.push_async_callback(scheduler.stop)
+            services.pool, services.facilitator, services.tier, services.replay_url = (
+                pool,
+                facilitator,
+                tier,
+                replay_url,
+            )
+            api.redis = redis
+            try:
+                yield
+            finally:
+                services.facilitator = None
 
     app = Starlette(routes=api.routes(), lifespan=lifespan)
     app.add_middleware(PaymentGate, services=services, settings=settings)

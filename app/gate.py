@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,6 +66,8 @@ class Services:
     pool: Any = None  # asyncpg.Pool
     facilitator: Facilitator | None = None
     pricing: Pricing | None = None  # built once the facilitator says what it supports
+    tier: Any = None  # adapters.DataTier, built in the lifespan (it needs Redis and an HTTP client)
+    replay_url: str | None = None  # set when upstreams are answered from recordings
     settlement_mode: str = "sync"
 
 
@@ -156,6 +159,11 @@ class PaymentGate:
         paid = pricing.lookup(scope["path"])
         if paid is None or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)  # free route, or a method the router will refuse
+            return
+        problem = paid.check(dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)))
+        if problem is not None:  # a query that cannot be served costs nothing: refused before any quote
+            body = encode_json({"error": problem.error, "message": problem.message})
+            await _respond(send, problem.status, [_JSON, _NO_STORE], body if scope["method"] == "GET" else b"")
             return
         base_url = self._base_url(scope)
         header, version = _header(scope, _V2_HEADER), 2

@@ -9,10 +9,10 @@ in a bounded LRU, so an unpaid request costs a dict lookup and a write.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from adapters import Registry, Stream
+from adapters import Registry, Sharing, Stream
 from payments import (
     NetworkTerms,
     PaymentRequired,
@@ -27,8 +27,13 @@ from payments import (
     to_display,
 )
 
+from .queries import Problem, stream_query, world_query
+
 STREAM_ROUTE = "GET /v1/streams/{id}"
 STREAM_PREFIX = "/v1/streams/"
+WORLD_ROUTE = "GET /v1/world"
+WORLD_PATH = "/v1/world"
+WORLD_PRICE_TIER = "premium"
 QUOTES_MAX = 4096  # distinct (base URL, path) quotes kept encoded
 
 
@@ -44,17 +49,31 @@ class PaidRoute:
     amount_atomic: int
     description: str
     offers: tuple[PaymentRequirements, ...]
+    check: Callable[[Mapping[str, str]], Problem | None]  # the query rules, run before any payment
     mime_type: str = "application/json"
 
     @property
     def revenue_account(self) -> str:
-        return self.stream.id if self.stream else self.route
+        return self.stream.id if self.stream else self.path.strip("/").replace("/", ".")
 
 
 @dataclass(frozen=True)
 class Quote:
     header: str  # PAYMENT-REQUIRED value
     body: bytes  # the same PaymentRequired as JSON, plus a human hint
+
+
+def _stream_check(stream: Stream) -> Callable[[Mapping[str, str]], Problem | None]:
+    def check(params: Mapping[str, str]) -> Problem | None:
+        parsed = stream_query(stream, params)
+        return parsed if isinstance(parsed, Problem) else None
+
+    return check
+
+
+def _world_check(params: Mapping[str, str]) -> Problem | None:
+    parsed = world_query(params)
+    return parsed if isinstance(parsed, Problem) else None
 
 
 class Pricing:
@@ -74,6 +93,8 @@ class Pricing:
         tier_atomic = {name: self._atomic(price, f"tier {name!r}") for name, price in tiers.items()}
         template_override = overrides.get(STREAM_ROUTE) or overrides.get(STREAM_PREFIX + "{id}")
         for stream in registry.all():
+            if stream.sharing is Sharing.NOT_SHARED:
+                continue
             path = STREAM_PREFIX + stream.id
             if path in overrides:
                 amount = self._atomic(overrides[path], path)
@@ -90,7 +111,22 @@ class Pricing:
                 amount_atomic=amount,
                 description=f"{stream.name}: {stream.description}",
                 offers=self._offers_for(amount),
+                check=_stream_check(stream),
             )
+        world = overrides.get(WORLD_PATH) or overrides.get(WORLD_ROUTE)
+        if world is None and WORLD_PRICE_TIER not in tier_atomic:
+            raise PricingError(f"/v1/world is priced by tier {WORLD_PRICE_TIER!r}, which has no price")
+        world_amount = self._atomic(world, WORLD_PATH) if world is not None else tier_atomic[WORLD_PRICE_TIER]
+        self._routes[WORLD_PATH] = PaidRoute(
+            route=WORLD_ROUTE,
+            path=WORLD_PATH,
+            stream=None,
+            amount_atomic=world_amount,
+            description="The world around a point: weather, air quality, quakes, disasters, natural events, "
+            "the ISS and space weather, in one answer",
+            offers=self._offers_for(world_amount),
+            check=_world_check,
+        )
         self._quotes: OrderedDict[tuple[str, str], Quote] = OrderedDict()
 
     def _atomic(self, price: str | int, what: str) -> int:

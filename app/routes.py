@@ -1,7 +1,8 @@
-"""HTTP routes: free health and catalog, and the paid stream read behind the x402 gate."""
+"""HTTP routes: the free catalog, search, attribution and health, and the paid reads behind the gate."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -11,29 +12,62 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters import FilterError, Registry, StreamReader, apply_filters, parse_filters
+from adapters import Registry, Stream, StreamRead, Unavailable, apply_filters, distance_km, freshness
 from payments import encode_json
 
 from .gate import PAYMENT_SCOPE_KEY, Services
+from .queries import Problem, WorldQuery, stream_query, world_query
 
 log = logging.getLogger("worldgate.routes")
 VERSION = "0.1.0"
+SEARCH_RESULTS_MAX = 50
+WORLD_NEAR_MAX = 20  # nearest records per section of /v1/world
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(encode_json(content), status_code=status, media_type="application/json", headers=headers)
 
 
-def _iso(unix_s: float) -> str:
+NO_STORE = {"cache-control": "no-store"}
+RETRY_LATER = {"cache-control": "no-store", "retry-after": "30"}
+
+
+def problem_response(problem: Problem) -> Response:
+    return json_response({"error": problem.error, "message": problem.message}, problem.status, NO_STORE)
+
+
+def _iso(unix_s: float | None) -> str | None:
+    if unix_s is None:
+        return None
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-class Api:
-    """The handlers, bound to what they read: the registry, the stream reader and the live services (pricing too)."""
+def _unavailable(stream_id: str, reason: str) -> Response:
+    message = "no data to sell; you were not charged"
+    body = {"error": "stream_unavailable", "stream": stream_id, "reason": reason, "message": message}
+    return json_response(body, 503, RETRY_LATER)
 
-    def __init__(self, registry: Registry, reader: StreamReader, services: Services, *, info: dict[str, Any]) -> None:
+
+def _freshness_fields(read: StreamRead) -> dict[str, Any]:
+    return {
+        "fetched_at": _iso(read.fetched_at_unix_s),
+        "age_seconds": round(read.age_s(), 1),
+        "stale": read.stale,
+        "freshness": read.freshness,
+    }
+
+
+def _source_freshness(stream: Stream, fetched_at: float | None, interval: int | None, now: float) -> str:
+    if stream.point:
+        return "per_point"
+    return freshness(now - fetched_at, interval) if fetched_at else "unknown"
+
+
+class Api:
+    """The handlers, bound to what they read: the registry and the live services (tier, pricing, pool)."""
+
+    def __init__(self, registry: Registry, services: Services, *, info: dict[str, Any]) -> None:
         self.registry = registry
-        self.reader = reader
         self.services = services
         self.info = info
         self.started_at = time.time()
@@ -42,9 +76,84 @@ class Api:
     def routes(self) -> list[Route]:
         return [
             Route("/v1/health", self.health),
+            Route("/v1/attribution", self.attribution),
             Route("/v1/streams", self.catalog),
+            Route("/v1/streams/search", self.search),
             Route("/v1/streams/{id}", self.stream),
+            Route("/v1/world", self.world),
         ]
+
+    # ---- free ----
+
+    async def _fetched(self) -> dict[str, float]:
+        tier = self.services.tier
+        if tier is None:
+            return {}
+        return await tier.cache.fetched_at(sorted(self.registry.by_adapter()))
+
+    def _describe(self, stream: Stream, fetched: dict[str, float]) -> dict[str, Any]:
+        pricing = self.services.pricing
+        assert pricing is not None, "the catalog is served only after startup"
+        paid = pricing.lookup(f"/v1/streams/{stream.id}")
+        assert paid is not None, f"stream {stream.id} has no price"
+        fetched_at = fetched.get(stream.adapter) if stream.adapter and not stream.point else None
+        if stream.interval_s is None:
+            state = "static"
+        elif stream.point:
+            state = "per_point"  # fetched per location on demand
+        elif fetched_at is None:
+            state = "unknown"
+        else:
+            state = freshness(time.time() - fetched_at, stream.interval_s)
+        return {
+            "id": stream.id,
+            "name": stream.name,
+            "description": stream.description,
+            "category": stream.category,
+            "type": stream.type.value,
+            "interval_s": stream.interval_s,
+            "freshness": state,
+            "fetched_at": _iso(fetched_at),
+            "point": stream.point,
+            "price": {
+                "tier": stream.price_tier,
+                "amount_atomic": str(paid.amount_atomic),
+                "usdc": pricing.display(paid.amount_atomic),
+                "networks": [o.network for o in paid.offers],
+            },
+            "sharing": stream.sharing.value,
+            "license": stream.license,
+            "attribution": stream.attribution,
+            "url": f"/v1/streams/{stream.id}",
+        }
+
+    async def catalog(self, request: Request) -> Response:
+        category = request.query_params.get("category")
+        if category and category not in self.registry.categories():
+            known = ", ".join(sorted(self.registry.categories()))
+            return problem_response(Problem(404, "unknown_category", f"no category {category!r}; known: {known}"))
+        fetched = await self._fetched()
+        streams = [self._describe(s, fetched) for s in self.registry.all() if not category or s.category == category]
+        return json_response({"count": len(streams), "streams": streams})
+
+    async def search(self, request: Request) -> Response:
+        query = (request.query_params.get("q") or "").strip().lower()
+        if not query or len(query) > 100:
+            return problem_response(Problem(400, "invalid_query", "q must be 1 to 100 characters"))
+        fetched = await self._fetched()
+        hits = [
+            self._describe(s, fetched)
+            for s in self.registry.all()
+            if query in s.id.lower() or query in s.name.lower() or query in s.description.lower()
+        ]
+        return json_response({"q": query, "count": len(hits), "streams": hits[:SEARCH_RESULTS_MAX]})
+
+    async def attribution(self, request: Request) -> Response:
+        sources = [
+            {"stream": s.id, "upstream": s.upstream, "license": s.license, "attribution": s.attribution}
+            for s in self.registry.all()
+        ]
+        return json_response({"count": len(sources), "sources": sources})
 
     async def health(self, request: Request) -> Response:
         checks: dict[str, str] = {}
@@ -57,85 +166,157 @@ class Api:
             await self.redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
+            checks["redis"] = f"error: {type(exc).__name__} (caching in process memory)"
+        sources = await self._sources()
         healthy = checks["database"] == "ok"
+        visible = self.registry.all()
         return json_response(
             {
                 "status": "ok" if healthy else "degraded",
                 "version": VERSION,
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "checks": checks,
-                "streams": len(self.registry),
+                "streams": len(visible),
+                "shared": sum(1 for s in visible if s.sharing.value == "ok"),
+                "sources_fetched": sum(1 for s in sources if s["fetched_at"]),
+                "sources": sources,
+                "upstreams": "replay (recorded payloads)" if self.services.replay_url else "live",
                 **self.info,
             },
             status=200 if healthy else 503,
-            headers={"cache-control": "no-store"},
+            headers=NO_STORE,
         )
 
-    async def catalog(self, request: Request) -> Response:
-        category = request.query_params.get("category")
-        pricing = self.services.pricing
-        assert pricing is not None, "the catalog is served only after startup"
-        streams = []
-        for stream in self.registry.all():
-            if category and stream.category != category:
-                continue
-            paid = pricing.lookup(f"/v1/streams/{stream.id}")
-            assert paid is not None, f"stream {stream.id} has no price"
-            streams.append(
+    async def _sources(self) -> list[dict[str, Any]]:
+        tier = self.services.tier
+        if tier is None:
+            return []
+        fetched = await self._fetched()
+        now = time.time()
+        sources = []
+        for name, streams in sorted(self.registry.by_adapter().items()):
+            status = await tier.cache.source_status(name)
+            interval = min(s.interval_s or 0 for s in streams) or None
+            fetched_at = fetched.get(name)
+            sources.append(
                 {
-                    "id": stream.id,
-                    "name": stream.name,
-                    "description": stream.description,
-                    "category": stream.category,
-                    "type": stream.type.value,
-                    "interval_s": stream.interval_s,
-                    "price": {
-                        "tier": stream.price_tier,
-                        "amount_atomic": str(paid.amount_atomic),
-                        "usdc": pricing.display(paid.amount_atomic),
-                        "networks": [o.network for o in paid.offers],
-                    },
-                    "sharing": stream.sharing.value,
-                    "license": stream.license,
-                    "attribution": stream.attribution,
-                    "url": f"/v1/streams/{stream.id}",
+                    "source": name,
+                    "upstream": streams[0].upstream,
+                    "streams": [s.id for s in streams],
+                    "interval_s": interval,
+                    "fetched_at": _iso(fetched_at),
+                    "freshness": "per_point"
+                    if streams[0].point
+                    else freshness(now - fetched_at, interval)
+                    if fetched_at
+                    else "unknown",
+                    "last_error": status.last_error,
+                    "last_error_at": _iso(status.last_error_at),
+                    "circuit": status.circuit(now),
                 }
             )
-        return json_response({"count": len(streams), "streams": streams})
+        return sources
+
+    # ---- paid ----
+
+    def _gated(self, request: Request) -> Response | None:
+        if PAYMENT_SCOPE_KEY not in request.scope.get("state", {}):
+            # Fail closed: only the gate, after a verified and claimed payment, lets a request here.
+            log.error("unpaid request reached a paid handler", extra={"route": request.url.path})
+            return json_response({"error": "payment_required"}, 402, NO_STORE)
+        return None
 
     async def stream(self, request: Request) -> Response:
         stream = self.registry.get(request.path_params["id"])
         if stream is None:
-            return json_response({"error": "unknown_stream", "message": "no such stream; see GET /v1/streams"}, 404)
-        if PAYMENT_SCOPE_KEY not in request.scope.get("state", {}):
-            # Fail closed: only the gate, after a verified and claimed payment, lets a request here.
-            log.error("unpaid request reached a paid handler", extra={"route": request.url.path})
-            return json_response({"error": "payment_required"}, 402, {"cache-control": "no-store"})
+            return problem_response(Problem(404, "unknown_stream", "no such stream; see GET /v1/streams"))
+        refused = self._gated(request)
+        if refused is not None:
+            return refused
+        query = stream_query(stream, request.query_params)
+        if isinstance(query, Problem):
+            return problem_response(query)
+        tier = self.services.tier
+        assert tier is not None
         try:
-            filters = parse_filters(request.query_params)
-        except FilterError as exc:
-            return json_response({"error": "invalid_query", "message": str(exc)}, 422)
-        try:
-            snapshot = await self.reader.read(stream.id)
-        except Exception:
-            log.exception("stream read failed", extra={"stream": stream.id})
-            return json_response(
-                {"error": "stream_unavailable", "message": "data unavailable; you were not charged"}, 503
-            )
-        records = apply_filters(snapshot.records, filters)
+            read = await tier.read(stream, point=query.point, max_age_s=query.max_age_s)
+        except Unavailable as exc:
+            return _unavailable(stream.id, exc.reason)
+        records = apply_filters(read.records, query.filters)
         return json_response(
             {
                 "stream": stream.id,
                 "name": stream.name,
                 "type": stream.type.value,
-                "fetched_at": _iso(snapshot.fetched_at_unix_s),
-                "age_seconds": round(snapshot.age_s(), 1),
-                "stale": snapshot.stale,
+                **_freshness_fields(read),
                 "count": len(records),
                 "records": [r.as_dict() for r in records],
                 "license": stream.license,
                 "attribution": stream.attribution,
             },
-            headers={"x-cache": snapshot.cache},
+            headers={"x-cache": read.cache},
         )
+
+    async def world(self, request: Request) -> Response:
+        refused = self._gated(request)
+        if refused is not None:
+            return refused
+        query = world_query(request.query_params)
+        if isinstance(query, Problem):
+            return problem_response(query)
+        names = ("weather", "air_quality", "earthquakes", "disasters", "natural_events", "iss", "space_weather")
+        sections = await asyncio.gather(
+            self._section("weather.current", query, "point"),
+            self._section("air.quality", query, "point"),
+            self._section("quakes.usgs", query, "near"),
+            self._section("disasters.gdacs", query, "near"),
+            self._section("events.eonet", query, "near"),
+            self._section("iss.position", query, "iss"),
+            self._section("space.kp", query, "latest"),
+        )
+        picture = dict(zip(names, sections, strict=True))
+        if not picture["weather"]["available"]:  # the core of the picture: without it nothing is sold
+            return _unavailable("weather.current", picture["weather"]["reason"])
+        return json_response(
+            {"lat": query.point.lat, "lon": query.point.lon, "radius_km": query.radius_km, **picture},
+            headers={"x-cache": ",".join(f"{n}={s.get('cache', 'n/a')}" for n, s in picture.items())},
+        )
+
+    async def _section(self, stream_id: str, query: WorldQuery, shape: str) -> dict[str, Any]:
+        stream = self.registry.get(stream_id)
+        if stream is None:
+            return {"stream": stream_id, "available": False, "reason": "not offered"}
+        tier = self.services.tier
+        assert tier is not None
+        try:
+            read = await tier.read(stream, point=query.point if stream.point else None, max_age_s=query.max_age_s)
+        except Unavailable as exc:
+            return {"stream": stream_id, "available": False, "reason": exc.reason}
+        section: dict[str, Any] = {
+            "stream": stream_id,
+            "available": True,
+            **_freshness_fields(read),
+            "cache": read.cache,
+        }
+        if shape == "point":
+            section["record"] = read.records[0].as_dict() if read.records else None
+        elif shape == "near":
+            near = sorted(
+                (
+                    (distance_km(query.point.lat, query.point.lon, r.lat, r.lon), r)
+                    for r in read.records
+                    if r.lat is not None and r.lon is not None
+                ),
+                key=lambda pair: pair[0],
+            )
+            within = [(d, r) for d, r in near if d <= query.radius_km][:WORLD_NEAR_MAX]
+            section["count"] = len(within)
+            section["records"] = [{**r.as_dict(), "distance_km": round(d, 1)} for d, r in within]
+        elif shape == "iss":
+            record = read.records[0] if read.records else None
+            section["record"] = record.as_dict() if record else None
+            if record is not None and record.lat is not None and record.lon is not None:
+                section["distance_km"] = round(distance_km(query.point.lat, query.point.lon, record.lat, record.lon), 1)
+        else:  # latest
+            section["record"] = read.records[-1].as_dict() if read.records else None
+        return section

@@ -17,7 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from payments.networks import KNOWN_USDC, SOLANA_DEVNET, evm_chain_id
 
-SETTLEMENT_MODES = ("sync",)  # `upfront` and `deferred` are designed (DESIGN.md §3) but not built yet
+SETTLEMENT_MODES = ("sync",)
+SHARING_STATES = (
+    "ok",
+    "maintenance",
+    "not_shared",
+)  # `upfront` and `deferred` are designed (DESIGN.md §3) but not built yet
 DEFAULT_PRICE_TIERS: dict[str, str | int] = {"basic": "$0.001", "standard": "$0.002", "premium": "$0.01"}
 
 
@@ -83,6 +88,12 @@ class Settings:
     svm: SvmSettings | None = None
     price_tiers: Mapping[str, str | int] = field(default_factory=lambda: dict(DEFAULT_PRICE_TIERS))
     route_prices: Mapping[str, str | int] = field(default_factory=dict)
+    replay_upstreams: bool = False  # answer every adapter from its recorded payloads (no internet needed)
+    upstream_replay_url: str | None = None  # a replay server already running (serve starts one for its workers)
+    upstream_timeout_s: float = 10.0
+    scheduler: bool = True  # keep shared streams warm in the background
+    stream_sharing: Mapping[str, str] = field(default_factory=dict)  # stream id → ok | maintenance | not_shared
+    cache_prefix: str = "wg:"  # Redis key prefix of the cache tier: deployments sharing one Redis keep apart
 
     @property
     def uses_devnet(self) -> bool:
@@ -151,8 +162,8 @@ def _read_key_file(path: str, name: str) -> str:
         raise SettingsError(f"{name}: cannot read the key file ({exc.strerror})") from None
 
 
-def _prices(text: str, name: str) -> dict[str, str]:
-    """'basic=$0.001,standard=2000' → {"basic": "$0.001", "standard": "2000"}."""
+def _pairs(text: str, name: str) -> dict[str, str]:
+    """'basic=$0.001,standard=2000' → {"basic": "$0.001", "standard": "2000"} (prices, sharing states)."""
     prices: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
@@ -288,6 +299,13 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path 
         _section(config, "payments"),
         _section(config, "pricing"),
     )
+    upstreams, streams = _section(config, "upstreams"), _section(config, "streams")
+    sharing: dict[str, str] = {str(k): str(v) for k, v in _section(streams, "sharing").items()}
+    if env.get("WORLDGATE_STREAM_SHARING"):
+        sharing.update(_pairs(env["WORLDGATE_STREAM_SHARING"], "WORLDGATE_STREAM_SHARING"))
+    for stream_id, state in sharing.items():
+        if state not in SHARING_STATES:
+            raise SettingsError(f"sharing of {stream_id} is {state!r}: choose one of {', '.join(SHARING_STATES)}")
 
     mode = str(_pick(env, "WORLDGATE_SETTLEMENT_MODE", payments, "settlement_mode", "sync"))
     if mode not in SETTLEMENT_MODES:
@@ -297,10 +315,10 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path 
     tiers: dict[str, str | int] = dict(DEFAULT_PRICE_TIERS)
     tiers.update(_section(pricing, "tiers"))
     if env.get("WORLDGATE_PRICE_TIERS"):
-        tiers.update(_prices(env["WORLDGATE_PRICE_TIERS"], "WORLDGATE_PRICE_TIERS"))
+        tiers.update(_pairs(env["WORLDGATE_PRICE_TIERS"], "WORLDGATE_PRICE_TIERS"))
     routes: dict[str, str | int] = dict(_section(pricing, "routes"))
     if env.get("WORLDGATE_ROUTE_PRICES"):
-        routes.update(_prices(env["WORLDGATE_ROUTE_PRICES"], "WORLDGATE_ROUTE_PRICES"))
+        routes.update(_pairs(env["WORLDGATE_ROUTE_PRICES"], "WORLDGATE_ROUTE_PRICES"))
 
     facilitator_auth = env.get("WORLDGATE_FACILITATOR_AUTH") or None
     auth_file = env.get("WORLDGATE_FACILITATOR_AUTH_FILE")
@@ -347,6 +365,16 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path 
         ),
         evm=_evm(env, config),
         svm=_svm(env, config),
+        replay_upstreams=_bool(
+            _pick(env, "WORLDGATE_REPLAY_UPSTREAMS", upstreams, "replay", False), "WORLDGATE_REPLAY_UPSTREAMS"
+        ),
+        upstream_replay_url=_pick(env, "WORLDGATE_UPSTREAM_REPLAY_URL", upstreams, "replay_url"),
+        upstream_timeout_s=_float(
+            _pick(env, "WORLDGATE_UPSTREAM_TIMEOUT_S", upstreams, "timeout_s", 10.0), "WORLDGATE_UPSTREAM_TIMEOUT_S"
+        ),
+        scheduler=_bool(_pick(env, "WORLDGATE_SCHEDULER", upstreams, "scheduler", True), "WORLDGATE_SCHEDULER"),
+        stream_sharing=sharing,
+        cache_prefix=str(_pick(env, "WORLDGATE_CACHE_PREFIX", _section(config, "redis"), "prefix", "wg:")),
         price_tiers=tiers,
         route_prices=routes,
     )

@@ -26,7 +26,7 @@ GROUPS: dict[str, str] = {
     "day": f"to_char(date_trunc('day', {_WHEN}), 'YYYY-MM-DD')",
     "week": f"to_char(date_trunc('week', {_WHEN}), 'IYYY-\"W\"IW')",
     "route": "pay.route",
-    "stream": "COALESCE(pay.stream, '-')",
+    "stream": "COALESCE(pay.stream, pay.resource)",  # a composite like /v1/world has no single stream
     "network": "pay.network",
     "asset": "pay.network || '/' || pay.asset",
     "payer": "pay.payer",

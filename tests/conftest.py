@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import secrets
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 import ledger
-from adapters import Registry, StreamReader
+from adapters import Adapter, Registry, ReplayServer
 from app.embedded import devnet_settings, solana_devnet_settings
 from app.factory import MIGRATIONS_DIR, create_app
 from app.settings import Settings
@@ -63,14 +64,30 @@ def solana() -> Iterator[SolanaDevnetProcess]:
 
 
 @pytest.fixture(scope="session")
-def settings(database: Database, redis_url: str, devnet: EvmDevnet, solana: SolanaDevnetProcess) -> Settings:
-    """Both networks on, as `make serve` runs: every EVM test also shows Solana changes nothing for it."""
+def replay() -> Iterator[ReplayServer]:
+    """Every adapter's recorded upstream payload, over real HTTP on 127.0.0.1."""
+    server = ReplayServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database: Database, redis_url: str, devnet: EvmDevnet, solana: SolanaDevnetProcess, replay: ReplayServer
+) -> Settings:
+    """Both networks on, as `make serve` runs: every EVM test also shows Solana changes nothing for it.
+    Upstreams come from the replay server; the scheduler is off so tests decide when fetches happen."""
     return Settings(
         database_url=database.url,
         redis_url=redis_url,
         auto_migrate=False,
         evm=devnet_settings(devnet),
         svm=solana_devnet_settings(solana.state),
+        upstream_replay_url=replay.url,
+        scheduler=False,
+        cache_prefix=f"wgtest:{secrets.token_hex(4)}:",  # no cached value from an earlier run leaks in
     )
 
 
@@ -97,9 +114,13 @@ class Gateway:
 
 @contextlib.contextmanager
 def running_gateway(
-    settings: Settings, *, registry: Registry | None = None, reader: StreamReader | None = None
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    adapters: Mapping[str, Adapter] | None = None,
+    data_dir: Path | None = None,
 ) -> Iterator[Gateway]:
-    app = create_app(settings, registry=registry, reader=reader)
+    app = create_app(settings, registry=registry, adapters=adapters, data_dir=data_dir)
     server = ServerThread(app).start()
     try:
         yield Gateway(server, app)

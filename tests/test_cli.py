@@ -63,7 +63,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     state_dir = tmp_path_factory.mktemp("serve")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "2", "--replay-upstreams"],
         cwd=ROOT,
         env=_clean_env(state_dir),
         stdout=subprocess.PIPE,
@@ -133,6 +133,27 @@ def test_official_client_pays_the_served_gateway(served: tuple[str, Path, subpro
     assert unb64(answer.headers["payment-response"])["success"] is True
 
 
+def test_world_from_replayed_upstreams_through_the_served_gateway(
+    served: tuple[str, Path, subprocess.Popen[str]],
+) -> None:
+    url, state_dir, _ = served
+    assert httpx.get(f"{url}/v1/health").json()["upstreams"] == "replay (recorded payloads)"
+    devnet = json.loads((state_dir / "devnet.json").read_text())["evm"]
+
+    async def pay() -> httpx.Response:
+        client = x402Client()
+        register_exact_evm_client(client, EthAccountSigner(Account.from_key(devnet["payer_private_key"])))
+        async with x402HttpxClient(client) as http:
+            return await http.get(f"{url}/v1/world?lat=48.85&lon=2.35")
+
+    answer = asyncio.run(pay())
+    assert answer.status_code == 200, answer.text
+    world = answer.json()
+    assert world["weather"]["available"] and world["weather"]["record"]["stream"] == "weather.current"
+    assert world["iss"]["available"] and world["iss"]["distance_km"] > 0
+    assert unb64(answer.headers["payment-response"])["success"] is True
+
+
 def test_solana_payment_through_the_served_gateway(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
     url, state_dir, _ = served
     svm = json.loads((state_dir / "devnet.json").read_text())["svm"]
@@ -184,11 +205,12 @@ def test_ledger_report_reads_the_running_ledger(served: tuple[str, Path, subproc
         assert result.returncode == 0, result.stderr
         return {row["key"]: row for row in json.loads(result.stdout)["rows"]}
 
-    by_stream = report("stream")  # one EVM volcanoes payment; capitals once on EVM, once on Solana
+    by_stream = report("stream")  # EVM: volcanoes, world; capitals once on EVM, once on Solana
     assert (by_stream["static.volcanoes"]["settled"], by_stream["static.volcanoes"]["revenue_atomic"]) == (1, 2000)
     assert (by_stream["static.capitals"]["settled"], by_stream["static.capitals"]["revenue_atomic"]) == (2, 2000)
     by_network = report("network")
-    assert by_network["eip155:84532"]["revenue_atomic"] == 3000
+    assert by_stream["/v1/world"]["revenue_atomic"] == 10_000
+    assert by_network["eip155:84532"]["revenue_atomic"] == 13_000
     assert by_network["solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"]["revenue_atomic"] == 1000
     assert by_network["solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"]["gas_cost_atomic"] == 10_001  # lamports
 
@@ -204,7 +226,7 @@ def test_sigterm_stops_every_child(served: tuple[str, Path, subprocess.Popen[str
     _gone, alive = psutil.wait_procs(children, timeout=15)
     assert alive == [], [p.info for p in alive]
     banner = process.stdout.read() if process.stdout else ""
-    assert "LOCAL DEVNET" in banner and "embedded" in banner
+    assert "LOCAL DEVNET" in banner and "embedded" in banner and "REPLAY: recorded payloads" in banner
 
 
 def test_devnet_command_prints_devnet_json(tmp_path: Path) -> None:

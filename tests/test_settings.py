@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from adapters import Registry
+from app.factory import create_app
 from app.pricing import Pricing, PricingError
 from app.settings import SettingsError, load_settings, redact_url
 from payments import NetworkTerms
@@ -96,13 +98,43 @@ def test_a_remote_facilitator_needs_no_key_or_rpc() -> None:
 
 def test_prices_are_exact_or_the_table_refuses_to_build() -> None:
     terms = [NetworkTerms("eip155:84532", "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "0x" + "1" * 40)]
-    pricing = Pricing(
-        Registry(), terms, {"basic": "$0.001", "standard": "2500"}, {"/v1/streams/static.volcanoes": "$0.25"}
-    )
+    tiers = {"basic": "$0.001", "standard": "2500", "premium": "$0.02"}
+    pricing = Pricing(Registry(), terms, tiers, {"/v1/streams/static.volcanoes": "$0.25"})
     capitals, volcanoes = pricing.lookup("/v1/streams/static.capitals"), pricing.lookup("/v1/streams/static.volcanoes")
     assert capitals is not None and capitals.amount_atomic == 1000
     assert volcanoes is not None and volcanoes.amount_atomic == 250_000
+    quakes, world = pricing.lookup("/v1/streams/quakes.usgs"), pricing.lookup("/v1/world")
+    assert quakes is not None and quakes.amount_atomic == 2500
+    assert world is not None and world.amount_atomic == 20_000 and world.revenue_account == "v1.world"
     with pytest.raises(PricingError, match="more than 6 decimals"):
-        Pricing(Registry(), terms, {"basic": "$0.0000001", "standard": "1"}, {})
+        Pricing(Registry(), terms, {**tiers, "basic": "$0.0000001"}, {})
     with pytest.raises(PricingError, match="has no price"):
         Pricing(Registry(), terms, {"basic": "1"}, {})
+    with pytest.raises(PricingError, match="/v1/world is priced by tier 'premium'"):
+        Pricing(Registry(), terms, {"basic": "1", "standard": "2"}, {})
+
+
+def test_upstream_and_stream_settings_from_toml_and_env(tmp_path: Path) -> None:
+    defaults = load_settings({})
+    assert (defaults.replay_upstreams, defaults.scheduler, defaults.cache_prefix) == (False, True, "wg:")
+    assert defaults.upstream_timeout_s == 10.0 and defaults.stream_sharing == {}
+    config = tmp_path / "worldgate.toml"
+    config.write_text(
+        '[redis]\nprefix = "staging:"\n'
+        "[upstreams]\nreplay = true\ntimeout_s = 4\nscheduler = false\n"
+        '[streams.sharing]\n"iss.position" = "maintenance"\n"space.kp" = "not_shared"\n'
+    )
+    settings = load_settings({"WORLDGATE_STREAM_SHARING": "space.kp=ok,events.eonet=not_shared"}, config)
+    assert (settings.replay_upstreams, settings.scheduler, settings.cache_prefix) == (True, False, "staging:")
+    assert settings.upstream_timeout_s == 4.0
+    assert settings.stream_sharing == {"iss.position": "maintenance", "space.kp": "ok", "events.eonet": "not_shared"}
+    with pytest.raises(SettingsError, match=r"sharing of iss\.position is 'hidden'"):
+        load_settings({"WORLDGATE_STREAM_SHARING": "iss.position=hidden"})
+    with pytest.raises(SettingsError, match="WORLDGATE_REPLAY_UPSTREAMS"):
+        load_settings({"WORLDGATE_REPLAY_UPSTREAMS": "perhaps"})
+
+
+def test_sharing_a_stream_that_does_not_exist_refuses_to_start() -> None:
+    settings = load_settings({"DATABASE_URL": "postgresql://x@127.0.0.1/x", "REDIS_URL": "redis://127.0.0.1:1"})
+    with pytest.raises(SettingsError, match=r"do not exist: iss\.positon"):
+        create_app(replace(settings, stream_sharing={"iss.positon": "not_shared"}))

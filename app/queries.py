@@ -1,0 +1,71 @@
+"""The query rules of the paid routes, checked before any payment is taken.
+
+The gate runs these on every request to a paid path, before quoting and before decoding a payment,
+so a malformed query costs the caller nothing (400 with a reason) and never reaches the ledger;
+the handlers parse the same way, so gate and handler cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from adapters import FilterError, Filters, Point, Sharing, Stream, parse_filters, parse_max_age
+
+WORLD_RADIUS_KM_DEFAULT = 500.0
+WORLD_RADIUS_KM_MAX = 5000.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    status: int
+    error: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StreamQuery:
+    filters: Filters
+    point: Point | None  # the location a per-point stream is read at
+    max_age_s: float | None
+
+
+@dataclass(frozen=True)
+class WorldQuery:
+    point: Point
+    radius_km: float
+    max_age_s: float | None
+
+
+def stream_query(stream: Stream, params: Mapping[str, str]) -> StreamQuery | Problem:
+    if stream.sharing is Sharing.MAINTENANCE:
+        return Problem(503, "stream_in_maintenance", f"{stream.id} is in maintenance and not sold right now")
+    try:
+        filters = parse_filters(params)
+        max_age_s = parse_max_age(params)
+    except FilterError as exc:
+        return Problem(400, "invalid_query", str(exc))
+    if not stream.point:
+        return StreamQuery(filters, None, max_age_s)
+    if filters.center is None:
+        return Problem(400, "invalid_query", f"{stream.id} is read at a point: give lat and lon")
+    if filters.bbox is not None or "radius_km" in params:
+        return Problem(400, "invalid_query", f"bbox and radius_km do not apply to {stream.id}: it is read at one point")
+    lat, lon = filters.center
+    return StreamQuery(Filters(limit=filters.limit), Point(lat, lon), max_age_s)
+
+
+def world_query(params: Mapping[str, str]) -> WorldQuery | Problem:
+    if "lat" not in params or "lon" not in params:
+        return Problem(400, "invalid_query", "give lat and lon: the picture is of the world around that point")
+    if "bbox" in params:
+        return Problem(400, "invalid_query", "bbox does not apply to /v1/world; use radius_km")
+    try:
+        filters = parse_filters({**params, "radius_km": params.get("radius_km") or str(WORLD_RADIUS_KM_DEFAULT)})
+        max_age_s = parse_max_age(params)
+    except FilterError as exc:
+        return Problem(400, "invalid_query", str(exc))
+    assert filters.center is not None and filters.radius_km is not None
+    if filters.radius_km > WORLD_RADIUS_KM_MAX:
+        return Problem(400, "invalid_query", f"radius_km must be at most {WORLD_RADIUS_KM_MAX:g}")
+    return WorldQuery(Point(*filters.center), filters.radius_km, max_age_s)
