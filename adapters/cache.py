@@ -121,6 +121,7 @@ class _Negative:
     kind: str  # "empty" | "error"
     until: float
     at: float
+    reason: str = ""  # for errors: what went wrong, so callers told "not now" also learn why
 
 
 class CacheTier:
@@ -205,7 +206,10 @@ class CacheTier:
         if negative is not None and negative.kind == "empty":
             return Read(Entry.empty(adapter.streams, negative.at), "NEG")
         if negative is not None or await self._circuit_open(adapter.name):
-            reason = "its circuit is open" if negative is None else "it failed moments ago"
+            if negative is None:
+                reason = "its circuit is open"
+            else:
+                reason = f"it failed {time.time() - negative.at:.0f} s ago ({negative.reason or 'no reason kept'})"
             return self._stale_or_fail(adapter.name, entry, stale_cap_s, reason)
         inflight = self._inflight.get(key)
         if inflight is not None:
@@ -337,16 +341,21 @@ class CacheTier:
             return local
         raw = await self._r(lambda: self.redis.get(self._k("neg", key)))
         if raw:
-            kind, _, at = (raw.decode() if isinstance(raw, bytes) else raw).partition(":")
+            kind, at, reason = [*(raw.decode() if isinstance(raw, bytes) else raw).split(":", 2), "", ""][:3]
+            try:
+                at_unix_s = float(at)
+            except ValueError:  # not ours (an older format, or foreign): no negative entry
+                return None
             ttl = self.negative_empty_s if kind == "empty" else self.negative_error_s
-            shared = _Negative(kind, float(at) + ttl, float(at))
+            shared = _Negative(kind, at_unix_s + ttl, at_unix_s, reason)
             return shared if shared.until > now else None
         return None
 
-    async def _negative_set(self, key: str, kind: str, ttl_s: float) -> None:
+    async def _negative_set(self, key: str, kind: str, ttl_s: float, reason: str = "") -> None:
         now = time.time()
-        self._negative[key] = _Negative(kind, now + ttl_s, now)
-        await self._r(lambda: self.redis.set(self._k("neg", key), f"{kind}:{now}", px=int(ttl_s * 1000)))
+        self._negative[key] = _Negative(kind, now + ttl_s, now, reason)
+        value = f"{kind}:{now}:{reason}"
+        await self._r(lambda: self.redis.set(self._k("neg", key), value, px=int(ttl_s * 1000)))
 
     # ---- circuit breaker and source status ----
 
@@ -376,7 +385,7 @@ class CacheTier:
             await self._r(
                 lambda: self.redis.set(self._k("circuit", source), "open", px=int(self.breaker_open_s * 1000))
             )
-        await self._negative_set(key, "error", self.negative_error_s)
+        await self._negative_set(key, "error", self.negative_error_s, reason)
 
     async def _count_failure(self, source: str) -> int:
         pipe = self.redis.pipeline()
