@@ -73,6 +73,18 @@ class Entry:
         return cls({stream: () for stream in streams}, fetched_at_unix_s)
 
 
+def _shared(raw: str | bytes | None) -> Entry | None:
+    """A value from Redis, or None if there is none or it cannot be read (an older format, a corrupt key):
+    one bad key costs a refetch, never a 500."""
+    if not raw:
+        return None
+    try:
+        return Entry.from_json(raw)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("unreadable cache value in Redis: ignored")
+        return None
+
+
 @dataclass(frozen=True)
 class Read:
     entry: Entry
@@ -194,9 +206,8 @@ class CacheTier:
             self._memory.move_to_end(key)
             if entry.age_s() <= refresh_after_s:
                 return Read(entry, "HIT")
-        raw = await self._r(lambda: self.redis.get(self._k("cache", key)))
-        if raw:
-            shared = Entry.from_json(raw)
+        shared = _shared(await self._r(lambda: self.redis.get(self._k("cache", key))))
+        if shared is not None:
             if entry is None or shared.fetched_at_unix_s > entry.fetched_at_unix_s:
                 entry = shared
                 self._remember(key, entry)
@@ -260,8 +271,7 @@ class CacheTier:
                 return other
         if locked:
             # Another process may have fetched and let go of the lock between our read and our lock.
-            raw = await self._r(lambda: self.redis.get(self._k("cache", key)))
-            shared = Entry.from_json(raw) if raw else None
+            shared = _shared(await self._r(lambda: self.redis.get(self._k("cache", key))))
             if shared is not None and shared.age_s() <= refresh_after_s:
                 await self._r(lambda: self._release(lock_key, token))
                 self._remember(key, shared)
@@ -320,12 +330,10 @@ class CacheTier:
         deadline = time.monotonic() + self.fetch_cap_s
         while time.monotonic() < deadline:
             await asyncio.sleep(DEDUP_POLL_S)
-            raw = await self._r(lambda: self.redis.get(self._k("cache", key)))
-            if raw:
-                shared = Entry.from_json(raw)
-                if shared.fetched_at_unix_s >= started - self.fetch_cap_s:
-                    self._remember(key, shared)
-                    return Read(shared, "DEDUP")
+            shared = _shared(await self._r(lambda: self.redis.get(self._k("cache", key))))
+            if shared is not None and shared.fetched_at_unix_s >= started - self.fetch_cap_s:
+                self._remember(key, shared)
+                return Read(shared, "DEDUP")
             if await self._negative_get(key) is not None:
                 return None  # it failed or came back empty: let the caller's own path decide
             if not await self._r(lambda: self.redis.exists(self._k("lock", key))):

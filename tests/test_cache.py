@@ -237,3 +237,16 @@ async def test_the_fetcher_refuses_runaway_bodies_and_dead_hosts(http: httpx.Asy
         await Fetcher(http, replay_url=f"http://127.0.0.1:{free_port()}").get(USGS.name, request)
     assert dead.value.kind == "unreachable"
     assert Fetcher(http).url(request) == f"https://{HOST}{PATH}"  # live: the adapter's fixed host, over TLS
+
+
+async def test_a_corrupt_value_in_redis_costs_a_refetch_not_an_error(
+    redis: Any, http: httpx.AsyncClient, replay: ReplayServer
+) -> None:
+    prefix = f"wgtest:{secrets.token_hex(4)}:"
+    await redis.set(f"{prefix}cache:{USGS.name}", b'{"fetched_at": "yesterday", "records": 7}')
+    await redis.set(f"{prefix}neg:{USGS.name}", b"error:not-a-time")
+    calls = replay.hits[HOST]
+    served = await read(tier(redis, http, replay, prefix))
+    assert served.status == "MISS" and served.entry.records["quakes.usgs"][0].fields["id"] == "ci40529976"
+    assert replay.hits[HOST] == calls + 1
+    assert (await read(tier(redis, http, replay, prefix))).status == "REDIS-HIT"  # overwritten with a good value
