@@ -57,10 +57,13 @@ def _freshness_fields(read: StreamRead) -> dict[str, Any]:
     }
 
 
-def _source_freshness(stream: Stream, fetched_at: float | None, interval: int | None, now: float) -> str:
-    if stream.point:
-        return "per_point"
-    return freshness(now - fetched_at, interval) if fetched_at else "unknown"
+def _freshness_state(interval_s: int | None, point: bool, fetched_at: float | None, now: float) -> str:
+    """What the catalog and health say of a source's freshness."""
+    if interval_s is None:
+        return "static"  # bundled, never fetched
+    if point:
+        return "per_point"  # fetched per location on demand
+    return freshness(now - fetched_at, interval_s) if fetched_at else "unknown"
 
 
 class Api:
@@ -97,14 +100,7 @@ class Api:
         paid = pricing.lookup(f"/v1/streams/{stream.id}")
         assert paid is not None, f"stream {stream.id} has no price"
         fetched_at = fetched.get(stream.adapter) if stream.adapter and not stream.point else None
-        if stream.interval_s is None:
-            state = "static"
-        elif stream.point:
-            state = "per_point"  # fetched per location on demand
-        elif fetched_at is None:
-            state = "unknown"
-        else:
-            state = freshness(time.time() - fetched_at, stream.interval_s)
+        state = _freshness_state(stream.interval_s, stream.point, fetched_at, time.time())
         return {
             "id": stream.id,
             "name": stream.name,
@@ -205,11 +201,7 @@ class Api:
                     "streams": [s.id for s in streams],
                     "interval_s": interval,
                     "fetched_at": _iso(fetched_at),
-                    "freshness": "per_point"
-                    if streams[0].point
-                    else freshness(now - fetched_at, interval)
-                    if fetched_at
-                    else "unknown",
+                    "freshness": _freshness_state(interval, streams[0].point, fetched_at, now),
                     "last_error": status.last_error,
                     "last_error_at": _iso(status.last_error_at),
                     "circuit": status.circuit(now),
