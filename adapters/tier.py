@@ -33,7 +33,8 @@ class StreamRead:
 
     @property
     def stale(self) -> bool:
-        return self.stream.interval_s is not None and self.age_s() > self.stream.interval_s
+        # Served because upstream failed, or simply older than the stream's interval.
+        return self.cache == "STALE" or (self.stream.interval_s is not None and self.age_s() > self.stream.interval_s)
 
     @property
     def freshness(self) -> str:

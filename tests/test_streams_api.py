@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import secrets
 import time
@@ -35,6 +36,7 @@ from .chain import new_payer, pay_for, receipt, unb64, usdc_balance
 from .conftest import Gateway, running_gateway, with_settings
 
 QUAKES = "/v1/streams/quakes.usgs"
+QUAKES_STREAM = next(s for s in STREAMS if s.id == "quakes.usgs")
 USGS_HOST = "earthquake.usgs.gov"
 ISS_HOST = "api.wheretheiss.at"
 MORENO_VALLEY = (33.9425, -117.2297)  # the town the recorded earthquake ci40529976 was "7 km N of"
@@ -175,6 +177,27 @@ async def test_paid_read_carries_freshness_and_x_cache(settings: Settings, devne
         second = await paid_get(gateway, devnet, key, QUAKES + "?bbox=0,0,10,10")
         assert second.status_code == 200 and second.headers["x-cache"] == "HIT"
         assert second.json()["count"] == 0 and second.json()["fetched_at"] == body["fetched_at"]
+
+
+@pytest.mark.parametrize("fault", ["status_500", "hang", "html", "truncated"])
+async def test_an_upstream_fault_sells_the_last_good_value_marked_stale(
+    fault: str, settings: Settings, devnet: EvmDevnet, replay: ReplayServer
+) -> None:
+    quick = dataclasses.replace(QUAKES_STREAM, interval_s=1)  # old after a second, so the next read refetches
+    registry = Registry([quick if s.id == quick.id else s for s in STREAMS])
+    with running_gateway(isolated(settings, upstream_timeout_s=0.5), registry=registry) as gateway:
+        key = new_payer(devnet)
+        good = await paid_get(gateway, devnet, key, QUAKES)
+        assert good.status_code == 200 and good.json()["stale"] is False
+        replay.fault(USGS_HOST, fault)
+        await asyncio.sleep(1.2)
+        served = await paid_get(gateway, devnet, key, QUAKES)
+        assert served.status_code == 200, served.text
+        assert served.headers["x-cache"] == "STALE"
+        body = served.json()
+        assert body["stale"] is True and body["fetched_at"] == good.json()["fetched_at"]
+        assert body["records"] == good.json()["records"] and body["age_seconds"] >= 1
+        assert unb64(served.headers["payment-response"])["success"] is True  # honest data, marked stale, is sold
 
 
 async def test_max_age_older_than_the_data_is_503_and_never_settled(
