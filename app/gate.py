@@ -23,6 +23,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ledger
+from adapters import DataTier
 from ledger import PaymentRecord, claims
 from payments import (
     EXPOSE_HEADERS,
@@ -66,7 +67,7 @@ class Services:
     pool: Any = None  # asyncpg.Pool
     facilitator: Facilitator | None = None
     pricing: Pricing | None = None  # built once the facilitator says what it supports
-    tier: Any = None  # adapters.DataTier, built in the lifespan (it needs Redis and an HTTP client)
+    tier: DataTier | None = None  # built in the lifespan (it needs Redis and an HTTP client)
     replay_url: str | None = None  # set when upstreams are answered from recordings
     settlement_mode: str = "sync"
 
