@@ -1,8 +1,9 @@
-"""The x402 protocol for worldgate: wire codec, offers, the EVM `exact` scheme, facilitators, devnet.
+"""The x402 protocol for worldgate: wire codec, offers, the `exact` schemes, facilitators, chain auditors, devnet.
 
 Imports nothing of worldgate's other domains. `app/` uses only the names listed here.
 """
 
+from .audit import ChainAuditor, SettlementFinding
 from .codec import (
     EXPOSE_HEADERS,
     PAYMENT_REQUIRED_HEADER,
@@ -23,6 +24,7 @@ from .codec import (
     to_builtins,
 )
 from .errors import PaymentError, Reason, Refusal, http_status
+from .evm.audit import EvmAuditor
 from .evm.exact import ExactEvmScheme
 from .evm.relayer import Relayer
 from .evm.rpc import EvmRpc
@@ -33,6 +35,7 @@ from .money import PriceError, to_atomic, to_display
 from .offers import NetworkTerms, build_offer, match_offer
 from .outcomes import Inspection, Settlement, Verification
 from .schemes import inspect, v1_as_v2
+from .svm.audit import SvmAuditor
 from .svm.exact import ExactSvmScheme
 from .svm.rpc import SvmRpc
 
@@ -43,6 +46,8 @@ __all__ = [
     "PAYMENT_SIGNATURE_HEADER",
     "X_PAYMENT_HEADER",
     "X_PAYMENT_RESPONSE_HEADER",
+    "ChainAuditor",
+    "EvmAuditor",
     "EvmRpc",
     "ExactEvmScheme",
     "ExactSvmScheme",
@@ -64,7 +69,9 @@ __all__ = [
     "ResourceInfo",
     "SettleResponse",
     "Settlement",
+    "SettlementFinding",
     "SupportedResponse",
+    "SvmAuditor",
     "SvmRpc",
     "Verification",
     "build_offer",

@@ -366,9 +366,10 @@ class ExactEvmScheme:
                 Reason.SETTLEMENT_PENDING,
                 f"no receipt within {self._receipt_timeout_s:.0f} s",
             )
-        gas_cost = _quantity(receipt.get("gasUsed")) * _quantity(receipt.get("effectiveGasPrice"))
+        reading = read_receipt(receipt, checked.inspection.asset)
+        gas_cost = reading.gas_cost_atomic
         relayer = self._relayer.address
-        if _quantity(receipt.get("status")) != 1:
+        if not reading.succeeded:
             return Settlement(
                 False,
                 self.network,
@@ -379,7 +380,7 @@ class ExactEvmScheme:
                 gas_cost,
                 relayer,
             )
-        if not _has_transfer_log(receipt, checked.inspection.asset, auth):
+        if reading.moved(auth.from_address, auth.to_address) != auth.value:
             return Settlement(
                 False,
                 self.network,
@@ -422,16 +423,53 @@ def _abi_string(raw: bytes) -> str | None:
         return None
 
 
-def _has_transfer_log(receipt: dict[str, Any], asset: str, auth: Authorization) -> bool:
+@dataclass(frozen=True, slots=True)
+class TokenTransfer:
+    """One `Transfer(address,address,uint256)` log; addresses lowercase 0x hex."""
+
+    sender: str
+    recipient: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptReading:
+    """What a mined receipt shows about one token: success, the gas and who paid it, the token's Transfer logs."""
+
+    succeeded: bool
+    gas_cost_atomic: int  # wei: gasUsed * effectiveGasPrice
+    gas_payer: str  # the receipt's `from`, lowercase
+    block_number: int
+    transfers: tuple[TokenTransfer, ...]  # emitted by the asset itself: another contract's log proves nothing
+
+    def moved(self, sender: str, recipient: str) -> int:
+        """The total the asset's logs moved from `sender` to `recipient`."""
+        sender, recipient = sender.lower(), recipient.lower()
+        return sum(t.value for t in self.transfers if t.sender == sender and t.recipient == recipient)
+
+
+def _topic_address(topic: Any) -> str:
+    return "0x" + str(topic).lower()[-40:]
+
+
+def read_receipt(receipt: dict[str, Any], asset: str) -> ReceiptReading:
+    """Read a receipt as settlement and the auditor both judge it (one reading, so they cannot disagree)."""
+    asset = asset.lower()
+    transfers = []
     for log in receipt.get("logs") or []:
         topics = log.get("topics") or []
         if (
             str(log.get("address", "")).lower() == asset
             and len(topics) == 3
             and str(topics[0]).lower() == TRANSFER_TOPIC
-            and str(topics[1]).lower()[-40:] == auth.from_address[2:]
-            and str(topics[2]).lower()[-40:] == auth.to_address[2:]
-            and _quantity(log.get("data")) == auth.value
         ):
-            return True
-    return False
+            transfers.append(
+                TokenTransfer(_topic_address(topics[1]), _topic_address(topics[2]), _quantity(log.get("data")))
+            )
+    return ReceiptReading(
+        succeeded=_quantity(receipt.get("status")) == 1,
+        gas_cost_atomic=_quantity(receipt.get("gasUsed")) * _quantity(receipt.get("effectiveGasPrice")),
+        gas_payer=str(receipt.get("from", "")).lower(),
+        block_number=_quantity(receipt.get("blockNumber")),
+        transfers=tuple(transfers),
+    )

@@ -70,6 +70,13 @@ class EvmRpc(JsonRpc):
             raise RpcUnavailable("eth_getTransactionReceipt: node answered something that is not a receipt")
         return receipt
 
+    async def get_transaction(self, tx_hash: str) -> dict[str, Any] | None:
+        """The transaction as the node knows it (`blockNumber` null while it waits in the mempool), or None."""
+        transaction = await self.request("eth_getTransactionByHash", [tx_hash])
+        if transaction is not None and not isinstance(transaction, dict):
+            raise RpcUnavailable("eth_getTransactionByHash: node answered something that is not a transaction")
+        return transaction
+
     async def base_fee(self) -> int | None:
         block = await self.request("eth_getBlockByNumber", ["latest", False])
         if not isinstance(block, dict):

@@ -356,30 +356,101 @@ class ExactSvmScheme:
             landed = await self._rpc.transaction(signature)
         except (RpcError, RpcUnavailable):
             landed = None
-        meta = landed.get("meta") if landed else None
-        if not isinstance(meta, dict):
+        mint, pay_to = checked.inspection.asset, checked.inspection.pay_to
+        reading = read_landed(landed, mint=mint, payer=payer, pay_to=pay_to) if landed else None
+        if reading is None:
             return Settlement(True, self.network, signature, payer, gas_payer=self.signer)  # confirmed; details unread
-        destination = checked.transfer.destination
-        index = next((i for i, key in enumerate(checked.message.account_keys) if key == destination), None)
-        moved = _token_amount(meta.get("postTokenBalances"), index) - _token_amount(meta.get("preTokenBalances"), index)
-        if moved != checked.transfer.amount:
-            return self._failed(signature, payer, Reason.SVM_TRANSFER_MISMATCH, f"payTo's balance moved by {moved}")
-        fee = meta.get("fee")
-        return Settlement(
-            True,
-            self.network,
-            signature,
-            payer,
-            gas_cost_atomic=fee if isinstance(fee, int) else None,
-            gas_payer=self.signer,
-        )
+        if reading.received != checked.transfer.amount:
+            return self._failed(
+                signature, payer, Reason.SVM_TRANSFER_MISMATCH, f"payTo's balance moved by {reading.received}"
+            )
+        return Settlement(True, self.network, signature, payer, gas_cost_atomic=reading.fee, gas_payer=self.signer)
 
 
-def _token_amount(balances: Any, index: int | None) -> int:
+@dataclass(frozen=True, slots=True)
+class LandedTransfer:
+    """What a landed transaction's metadata shows for one mint between a payer and a payee."""
+
+    err: Any  # meta.err: None if it succeeded
+    fee: int | None  # lamports, meta.fee
+    fee_payer: str | None  # account 0, who paid the fee
+    received: int  # the change of pay_to's token balance in the mint
+    paid: int  # how much the payer's token balance in the mint went down
+
+    @property
+    def moved(self) -> int:
+        """What demonstrably went from the payer to pay_to: no more than either side shows."""
+        return max(0, min(self.received, self.paid))
+
+
+def read_landed(landed: dict[str, Any], *, mint: str, payer: str, pay_to: str) -> LandedTransfer | None:
+    """Read a getTransaction answer as settlement and the auditor both judge it; None if it has no meta.
+
+    Balances are matched by their `owner` and `mint` (the RPC's documented token-balance fields), so
+    a closed or newly created token account counts as a zero on the side where it is missing.
+    """
+    meta = landed.get("meta")
+    if not isinstance(meta, dict):
+        return None
+    keys = _account_keys(landed, meta)
+    pre, post = meta.get("preTokenBalances"), meta.get("postTokenBalances")
+
+    def change(owner: str) -> int:
+        return _token_total(post, keys, mint, owner) - _token_total(pre, keys, mint, owner)
+
+    fee = meta.get("fee")
+    return LandedTransfer(
+        err=meta.get("err"),
+        fee=fee if isinstance(fee, int) and not isinstance(fee, bool) else None,
+        fee_payer=keys[0] if keys else None,
+        received=change(pay_to),
+        paid=-change(payer),
+    )
+
+
+def _account_keys(landed: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """Static keys, then the loaded ones (writable, readonly): the order `accountIndex` counts in."""
+    transaction = landed.get("transaction")
+    keys: list[str] = []
+    if isinstance(transaction, list) and len(transaction) == 2 and transaction[1] == "base64":
+        try:
+            decoded = VersionedTransaction.from_bytes(base64.b64decode(str(transaction[0]), validate=True))
+        except (binascii.Error, ValueError, TypeError):
+            return []
+        keys = [str(key) for key in decoded.message.account_keys]
+    elif isinstance(transaction, dict) and isinstance(transaction.get("message"), dict):  # json / jsonParsed
+        for key in transaction["message"].get("accountKeys") or []:
+            keys.append(str(key.get("pubkey")) if isinstance(key, dict) else str(key))
+    loaded = meta.get("loadedAddresses")
+    if isinstance(loaded, dict):
+        keys += [str(k) for k in (loaded.get("writable") or []) + (loaded.get("readonly") or [])]
+    return keys
+
+
+def _owned_by(balance: dict[str, Any], keys: list[str], mint: str, owner: str) -> bool:
+    if "owner" in balance:
+        return balance["owner"] == owner
+    # a node that omits `owner`: the account counts if it is owner's associated token account
+    index = balance.get("accountIndex")
+    if not isinstance(index, int) or not 0 <= index < len(keys):
+        return False
+    try:
+        owner_key, mint_key = Pubkey.from_string(owner), Pubkey.from_string(mint)
+    except ValueError:
+        return False
+    token_programs = [p for p in programs.TOKEN_PROGRAMS if str(p) == balance.get("programId")]
+    return keys[index] in {
+        str(programs.associated_token_address(owner_key, mint_key, p))
+        for p in token_programs or programs.TOKEN_PROGRAMS
+    }
+
+
+def _token_total(balances: Any, keys: list[str], mint: str, owner: str) -> int:
+    total = 0
     for balance in balances or []:
-        if isinstance(balance, dict) and balance.get("accountIndex") == index:
+        if isinstance(balance, dict) and balance.get("mint") == mint and _owned_by(balance, keys, mint, owner):
             try:
-                return int(balance["uiTokenAmount"]["amount"])
+                total += int(balance["uiTokenAmount"]["amount"])
             except (KeyError, TypeError, ValueError):
-                return 0
-    return 0
+                continue
+    return total
