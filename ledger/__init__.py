@@ -1,9 +1,10 @@
-"""The ledger: Postgres pool, migrations, payment claims and their state machine, journal, reports.
+"""The ledger: Postgres pool, migrations, payment claims and their state machine, journal, reports,
+verification of the stored books, and the ledger side of reconciliation (audit).
 
 Imports nothing of worldgate's; values cross in as `PaymentRecord` and `Posting`, defined here.
 """
 
-from . import claims, journal, locks, reports
+from . import audit, claims, journal, locks, reports, verify
 from .claims import PaymentRecord
 from .errors import LedgerError, LedgerIntegrityError, LedgerUnavailable
 from .journal import Posting, settlement_postings
@@ -16,6 +17,7 @@ __all__ = [
     "LedgerUnavailable",
     "PaymentRecord",
     "Posting",
+    "audit",
     "claims",
     "create_pool",
     "journal",
@@ -23,4 +25,5 @@ __all__ = [
     "migrate",
     "reports",
     "settlement_postings",
+    "verify",
 ]

@@ -1,8 +1,13 @@
-"""Revenue reports: settled revenue (read from the journal) and payment outcomes, grouped and rendered.
+"""Revenue reports: settled revenue (read from the journal) and payment outcomes, grouped and rendered,
+and a one-screen summary of a period.
 
 Amounts stay integers in atomic units end to end; the USDC column is formatted from them with
 Decimal, never float. Every revenue asset worldgate sells for is USDC (6 decimals), so atomic
-sums across networks are still one unit.
+sums across networks are still one unit. Gas is not: it is in each network's native coin, so the
+summary keeps it per network.
+
+The SQL is fixed text from queries.sql; the only substitutions are whitelisted fragments (the
+grouping expression and `AND <column> = $n` filter terms), and every value is a bind parameter.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -32,6 +38,14 @@ GROUPS: dict[str, str] = {
     "payer": "pay.payer",
 }
 FORMATS = ("table", "csv", "json")
+# Filter name -> the column it matches exactly; `stream` matches what the stream grouping groups by.
+FILTERS: dict[str, str] = {
+    "network": "pay.network",
+    "stream": "COALESCE(pay.stream, pay.resource)",
+    "payer": "pay.payer",
+    "state": "pay.state",
+}
+STATES = ("claimed", "verified", "served", "settling", "settled", "failed", "expired", "released")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +60,44 @@ class ReportRow:
     gas_cost_atomic: int
 
 
-async def report(pool: asyncpg.Pool, group_by: str, since: datetime, until: datetime) -> list[ReportRow]:
+def _filtered(name: str, since: datetime, until: datetime, filters: dict[str, str | None]) -> tuple[str, list[Any]]:
+    """The named statement with /*filters*/ replaced by whitelisted terms, and its bind values."""
+    unknown = set(filters) - set(FILTERS)
+    if unknown:
+        raise LedgerError(f"cannot filter by {', '.join(sorted(unknown))}; choose from {', '.join(FILTERS)}")
+    state = filters.get("state")
+    if state is not None and state not in STATES:
+        raise LedgerError(f"unknown payment state {state!r}; choose one of {', '.join(STATES)}")
+    args: list[Any] = [since, until]
+    terms: list[str] = []
+    for key, column in FILTERS.items():  # fixed order: the SQL text depends only on which filters are set
+        value = filters.get(key)
+        if value is not None:
+            args.append(value)
+            terms.append(f"AND {column} = ${len(args)}")
+    return queries[name].replace("/*filters*/", " ".join(terms)), args
+
+
+async def report(
+    pool: asyncpg.Pool,
+    group_by: str,
+    since: datetime,
+    until: datetime,
+    *,
+    network: str | None = None,
+    stream: str | None = None,
+    payer: str | None = None,
+    state: str | None = None,
+) -> list[ReportRow]:
+    """Payments whose settled_at (else created_at) is in [since, until), grouped; filters match exactly."""
     if group_by not in GROUPS:
         raise LedgerError(f"cannot group by {group_by!r}; choose one of {', '.join(GROUPS)}")
-    statement = queries["report"].replace("/*group*/", GROUPS[group_by])
+    statement, args = _filtered(
+        "report", since, until, {"network": network, "stream": stream, "payer": payer, "state": state}
+    )
+    statement = statement.replace("/*group*/", GROUPS[group_by])
     with translated():
-        rows = await pool.fetch(statement, since, until)
+        rows = await pool.fetch(statement, *args)
     return [ReportRow(**dict(row)) for row in rows]
 
 
@@ -118,3 +164,149 @@ def render(rows: list[ReportRow], fmt: str, group_by: str) -> str:
     rule = "  ".join("-" * w for w in widths)
     body = [line(table[0]), rule, *(line(r) for r in table[1:-1]), rule, line(table[-1])]
     return "\n".join(body) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# summary: one period, every outcome, in one snapshot
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Payments whose settled_at (else created_at) is in [since, until), with the same filters as `report`.
+
+    Counts are payments; `*_atomic` amounts are USDC atomic units, except `gas_by_network` (each
+    network's native atomic units: wei, lamports). `revenue_atomic` is the journal's revenue for these
+    payments, net of reversals; `refunded_atomic` is what reversal entries took back from revenue.
+    `exposure` is data served or being settled but not settled (states served and settling).
+    `open_flags` counts unresolved reconciliation findings about these payments, by kind.
+    """
+
+    since: datetime
+    until: datetime
+    filters: dict[str, str]
+    settled: int
+    revenue_atomic: int
+    pending: int
+    pending_atomic: int
+    failed: int
+    failed_atomic: int
+    released: int
+    released_atomic: int
+    in_flight: int
+    in_flight_atomic: int
+    refunded: int
+    refunded_atomic: int
+    exposure: int
+    exposure_atomic: int
+    gas_by_network: dict[str, int]
+    open_flags: dict[str, int]
+
+
+# (row label, count field, amount field), in the order rendered
+SUMMARY_OUTCOMES = (
+    ("settled", "settled", "revenue_atomic"),
+    ("pending", "pending", "pending_atomic"),
+    ("failed", "failed", "failed_atomic"),
+    ("released", "released", "released_atomic"),
+    ("in_flight", "in_flight", "in_flight_atomic"),
+    ("refunded", "refunded", "refunded_atomic"),
+    ("exposure", "exposure", "exposure_atomic"),
+)
+
+
+async def summary(
+    pool: asyncpg.Pool,
+    since: datetime,
+    until: datetime,
+    *,
+    network: str | None = None,
+    stream: str | None = None,
+    payer: str | None = None,
+    state: str | None = None,
+) -> Summary:
+    filters = {"network": network, "stream": stream, "payer": payer, "state": state}
+    outcomes_sql, args = _filtered("summary_outcomes", since, until, filters)
+    gas_sql, _ = _filtered("summary_gas", since, until, filters)
+    flags_sql, _ = _filtered("summary_open_flags", since, until, filters)
+    with translated():
+        async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read", readonly=True):
+            outcomes = await connection.fetchrow(outcomes_sql, *args)
+            gas = await connection.fetch(gas_sql, *args)
+            flags = await connection.fetch(flags_sql, *args)
+    assert outcomes is not None
+    return Summary(
+        since=since,
+        until=until,
+        filters={k: v for k, v in filters.items() if v is not None},
+        **dict(outcomes),
+        gas_by_network={row["network"]: row["gas_cost_atomic"] for row in gas},
+        open_flags={row["kind"]: row["open"] for row in flags},
+    )
+
+
+def summary_rows(s: Summary) -> list[dict[str, str]]:
+    """The summary as long rows (section, key, count, amount_atomic, amount_usdc), as csv and table show it."""
+    rows = [
+        {
+            "section": "payments",
+            "key": label,
+            "count": str(getattr(s, count)),
+            "amount_atomic": str(getattr(s, amount)),
+            "amount_usdc": usdc(getattr(s, amount)),
+        }
+        for label, count, amount in SUMMARY_OUTCOMES
+    ]
+    rows += [
+        {"section": "gas_native", "key": network, "count": "", "amount_atomic": str(gas), "amount_usdc": ""}
+        for network, gas in sorted(s.gas_by_network.items())
+    ]
+    rows += [
+        {"section": "open_flags", "key": kind, "count": str(n), "amount_atomic": "", "amount_usdc": ""}
+        for kind, n in sorted(s.open_flags.items())
+    ]
+    return rows
+
+
+SUMMARY_COLUMNS = ("section", "key", "count", "amount_atomic", "amount_usdc")
+
+
+def render_summary(s: Summary, fmt: str) -> str:
+    if fmt == "json":
+        document: dict[str, Any] = {
+            "since": s.since.isoformat(),
+            "until": s.until.isoformat(),
+            "filters": s.filters,
+            "payments": {
+                label: {
+                    "count": getattr(s, count),
+                    "amount_atomic": getattr(s, amount),
+                    "amount_usdc": usdc(getattr(s, amount)),
+                }
+                for label, count, amount in SUMMARY_OUTCOMES
+            },
+            "gas_native": dict(sorted(s.gas_by_network.items())),
+            "open_flags": dict(sorted(s.open_flags.items())),
+        }
+        return json.dumps(document, indent=2)
+    rows = summary_rows(s)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    if fmt != "table":
+        raise LedgerError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    table = [list(SUMMARY_COLUMNS), *([row[c] for c in SUMMARY_COLUMNS] for row in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(SUMMARY_COLUMNS))]
+
+    def line(values: list[str]) -> str:
+        cells = zip(values, widths, strict=True)
+        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(cells))
+
+    window = f"{s.since.isoformat()} .. {s.until.isoformat()}"
+    scope = " ".join(f"{k}={v}" for k, v in s.filters.items())
+    head = f"summary {window}" + (f" ({scope})" if scope else "")
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([head, line(table[0]), rule, *(line(r).rstrip() for r in table[1:])]) + "\n"

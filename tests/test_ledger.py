@@ -6,10 +6,8 @@ import asyncio
 import csv
 import io
 import json
-import secrets
 import shutil
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,64 +16,10 @@ import pytest
 
 import ledger
 from app.factory import MIGRATIONS_DIR
-from ledger import LedgerError, LedgerIntegrityError, PaymentRecord, Posting, claims, reports
+from ledger import LedgerError, LedgerIntegrityError, Posting, claims, reports
 
+from .ledger_helpers import fresh_pool_fixture, record, settle_new  # noqa: F401  (the fresh_pool fixture)
 from .services import Database
-
-
-def record(key: str | None = None, **changes: object) -> PaymentRecord:
-    fields: dict[str, object] = {
-        "payment_key": key or f"test:{secrets.token_hex(16)}",
-        "scheme_id": "v2-eip155-exact",
-        "network": "eip155:84532",
-        "asset": "0xasset",
-        "payer": "0xpayer",
-        "pay_to": "0xpayto",
-        "amount_atomic": 1000,
-        "route": "GET /v1/streams/{id}",
-        "resource": "/v1/streams/static.capitals",
-        "stream": "static.capitals",
-        "settlement_mode": "sync",
-        "valid_before": None,
-    }
-    fields.update(changes)
-    return PaymentRecord(**fields)  # type: ignore[arg-type]
-
-
-async def settle_new(pool: asyncpg.Pool, rec: PaymentRecord, gas: int | None = 7) -> int:
-    payment_id = await claims.claim(pool, rec)
-    assert payment_id is not None
-    for before, after in (("claimed", "verified"), ("verified", "served"), ("served", "settling")):
-        assert await claims.advance(pool, payment_id, before, after)
-    tx = "0x" + secrets.token_hex(32)
-    postings = ledger.settlement_postings(
-        network=rec.network,
-        asset=rec.asset,
-        pay_to=rec.pay_to,
-        revenue_account=rec.stream or rec.route,
-        amount_atomic=rec.amount_atomic,
-        relayer="0xrelayer",
-        gas_cost_atomic=gas,
-    )
-    await claims.settle(pool, payment_id, tx, postings, gas_cost_atomic=gas)
-    return payment_id
-
-
-@pytest.fixture
-async def fresh_pool(database: Database) -> AsyncIterator[asyncpg.Pool]:
-    """A database of its own, for tests that read totals over everything."""
-    name = f"wg_ledger_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(database.admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = database.url.replace(database.name, name)
-    try:
-        await ledger.migrate(url, MIGRATIONS_DIR)
-        pool = await ledger.create_pool(url, size_min=1, size_max=20)
-        yield pool
-        await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_fifty_concurrent_claims_of_one_key_make_one_claim(pool: asyncpg.Pool) -> None:
