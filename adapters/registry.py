@@ -257,6 +257,20 @@ class Registry:
         self._streams = {s.id: s for s in overridden}
         assert len(self._streams) == len(overridden), "two streams share an id"
 
+    def with_sharing(self, overrides: dict[str, Sharing]) -> Registry:
+        """This registry with some streams' sharing changed (the operator's, at run time); ids that do not
+        exist are ignored here: they were validated when set, and a stream may since have been removed."""
+        known = {k: v for k, v in overrides.items() if k in self._streams}
+        return Registry(self._streams.values(), sharing=known)
+
+    def exists(self, stream_id: str) -> bool:
+        """Whether the stream exists at all, shared or not (for the operator, who may re-share it)."""
+        return stream_id in self._streams
+
+    def every(self) -> list[Stream]:
+        """Every stream, the unshared ones too (for the operator's views)."""
+        return list(self._streams.values())
+
     def get(self, stream_id: str) -> Stream | None:
         """A stream the public may see (unshared streams do not exist to it)."""
         stream = self._streams.get(stream_id)

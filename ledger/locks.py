@@ -20,3 +20,16 @@ async def advisory_lock(pool: asyncpg.Pool, name: str) -> AsyncIterator[None]:
                 yield
             finally:
                 await connection.execute(queries["advisory_unlock"], name)
+
+
+@asynccontextmanager
+async def try_advisory_lock(pool: asyncpg.Pool, name: str) -> AsyncIterator[bool]:
+    """The lock if it is free (True), else False at once: for jobs that one process at a time should run."""
+    with translated():
+        async with pool.acquire() as connection:
+            held = bool(await connection.fetchval(queries["advisory_try_lock"], name))
+            try:
+                yield held
+            finally:
+                if held:
+                    await connection.execute(queries["advisory_unlock"], name)

@@ -1,4 +1,8 @@
-"""Every ledger statement lives in queries.sql as a named, commented block; this loads them by name."""
+"""Every ledger statement lives in a .sql file here as a named, commented block; this loads them by name.
+
+queries.sql holds the payment path's and the books' statements; operator.sql the operator's
+controls and searches. Names are unique across the files.
+"""
 
 from __future__ import annotations
 
@@ -20,4 +24,14 @@ def _load(path: Path) -> dict[str, str]:
     return queries
 
 
-queries: dict[str, str] = _load(Path(__file__).with_name("queries.sql"))
+def _load_all(directory: Path) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for path in sorted(directory.glob("*.sql")):
+        loaded = _load(path)
+        clash = merged.keys() & loaded.keys()
+        assert not clash, f"queries defined twice: {sorted(clash)}"
+        merged.update(loaded)
+    return merged
+
+
+queries: dict[str, str] = _load_all(Path(__file__).parent)

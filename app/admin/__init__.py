@@ -1,0 +1,1 @@
+"""The operator's side: the admin API, its authentication and the dashboard."""
