@@ -41,6 +41,11 @@ class PricingError(ValueError):
     """The pricing table cannot be built from the settings (unknown tier, inexact price)."""
 
 
+def revenue_account(stream_id: str | None, resource: str) -> str:
+    """The journal's revenue account of a sale: its stream, or for a composite route its path (v1.world)."""
+    return stream_id or resource.strip("/").replace("/", ".")
+
+
 @dataclass(frozen=True)
 class PaidRoute:
     route: str  # the route template, e.g. "GET /v1/streams/{id}"
@@ -54,7 +59,7 @@ class PaidRoute:
 
     @property
     def revenue_account(self) -> str:
-        return self.stream.id if self.stream else self.path.strip("/").replace("/", ".")
+        return revenue_account(self.stream.id if self.stream else None, self.path)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,269 @@
+"""Reconciliation: make the ledger agree with the chains, or say where it does not.
+
+For each payment not final (older than the grace period, so live requests finish first):
+- `settling` with a transaction hash: ask its network's auditor. Confirmed → book it (settled +
+  journal entry, gas included); reverted → failed; succeeded but moved something else → flagged;
+  pending → left; unknown to the node → failed once it can no longer land (EVM: its authorization's
+  validBefore has passed and the authorization is unused; Solana: its blockhash has long expired),
+  or flagged if the authorization was used by some other transaction.
+- `settling` without a hash: the hash is written before any broadcast, so nothing left; failed
+  (on EVM, unless the chain shows the authorization used: then flagged).
+- `claimed`/`verified`/`served`: abandoned before settlement began (the response was held back,
+  so no data left either) → expired.
+Then settled payments are checked against the chain, each once, resuming at the last run's cursor
+(a sample of `settled_sample` per run; all of them again with `--all`): a settlement the chain does
+not show is flagged. Released and expired EVM
+payments whose authorization the chain shows used are flagged too (money moved that we never booked).
+
+A run holds a Postgres advisory lock, so with several workers and replicas one runs at a time; it
+saves its progress as it goes, so an interrupted run resumes where it stopped. Everything it does is
+idempotent: a second run over the same state changes nothing and raises no new findings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import asyncpg
+
+import ledger
+from ledger import audit, locks
+from payments import ChainAuditor, EvmAuditor, EvmRpc, SettlementFinding, SvmAuditor, SvmRpc
+from payments.jsonrpc import RpcUnavailable
+
+from .pricing import revenue_account
+from .settings import ReconcileSettings, Settings
+
+log = logging.getLogger("worldgate.reconcile")
+LOCK = "worldgate:reconcile"
+BATCH = 200
+SOLANA_LANDING_WINDOW_S = 180.0  # a blockhash lives ~60-90 s; after this a transaction cannot land
+EVM_EXPIRY_MARGIN_S = 60.0  # blocks' timestamps lag the wall clock a little
+
+
+@dataclass
+class RunReport:
+    run_id: int | None = None
+    trigger: str = ""
+    checked: int = 0
+    resolved: int = 0
+    flagged: int = 0
+    left_pending: int = 0
+    skipped: str | None = None  # why nothing ran (another run holds the lock)
+    errors: list[str] = field(default_factory=list)
+    cursor: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Progress = Callable[[int, int], None]  # (done, total) for a progress bar
+
+
+class Reconciler:
+    def __init__(self, pool: asyncpg.Pool, auditors: Mapping[str, ChainAuditor], settings: ReconcileSettings) -> None:
+        self.pool = pool
+        self.auditors = dict(auditors)
+        self.settings = settings
+
+    async def run(self, trigger: str, *, all_settled: bool = False, progress: Progress | None = None) -> RunReport:
+        async with locks.try_advisory_lock(self.pool, LOCK) as held:
+            if not held:
+                return RunReport(trigger=trigger, skipped="another reconcile run is in progress")
+            return await self._run(trigger, all_settled, progress)
+
+    async def _run(self, trigger: str, all_settled: bool, progress: Progress | None) -> RunReport:
+        run = await audit.start_run(self.pool, trigger)
+        report = RunReport(run_id=run.id, trigger=trigger, cursor=0 if all_settled else run.cursor)
+        error = None
+        try:
+            await self._open(report, progress)
+            await self._settled(report, all_settled, progress)
+            await self._unbooked(report)
+        except (RpcUnavailable, ledger.LedgerUnavailable) as exc:
+            error = f"stopped: {exc}"  # the progress saved so far stands; the next run resumes
+            report.errors.append(error)
+        except Exception as exc:  # a node's odd answer or a bug: recorded on the run, never a 500
+            log.exception("reconcile run failed")
+            error = f"failed: {type(exc).__name__}"
+            report.errors.append(error)
+        finally:
+            try:
+                await audit.update_run(
+                    self.pool, run.id, report.checked, report.resolved, report.flagged, report.cursor
+                )
+                await audit.finish_run(self.pool, run.id, error)
+            except ledger.LedgerError as exc:  # the ledger went away mid-run: the run stays open, resumable
+                report.errors.append(f"could not close the run: {exc}")
+        log.info("reconcile run finished", extra={k: v for k, v in report.as_dict().items() if k != "errors"})
+        return report
+
+    # ---- payments not final ----
+
+    async def _open(self, report: RunReport, progress: Progress | None) -> None:
+        pending = await audit.open_payments(self.pool, self.settings.grace_s, 10_000)
+        for done, payment in enumerate(pending, 1):
+            report.checked += 1
+            if payment.state == "settling":
+                await self._settling(payment, report)
+            elif await audit.expire(self.pool, payment.id, payment.state, "abandoned before settlement (reconcile)"):
+                report.resolved += 1
+            if progress:
+                progress(done, len(pending))
+
+    async def _settling(self, payment: audit.OpenPayment, report: RunReport) -> None:
+        auditor = self.auditors.get(payment.network)
+        if auditor is None:
+            await self._flag(report, payment.id, "settlement_unknown", f"no RPC for {payment.network}")
+            return
+        if payment.tx_hash is None:  # crashed before the write-ahead: nothing was broadcast
+            if await auditor.authorization_used(payment.payment_key):
+                await self._flag(report, payment.id, "chain_transfer_not_recorded", "authorization used, no hash kept")
+            elif await audit.resolve_failed(self.pool, payment.id, "never broadcast (reconcile)"):
+                report.resolved += 1
+            return
+        finding = await auditor.settlement(
+            payment.tx_hash,
+            asset=payment.asset,
+            pay_to=payment.pay_to,
+            payer=payment.payer,
+            amount_atomic=payment.amount_atomic,
+        )
+        if finding.status == "confirmed":
+            await self._book(payment, finding, report)
+        elif finding.status == "reverted":
+            if await audit.resolve_failed(self.pool, payment.id, f"reverted on chain: {finding.detail}"[:500]):
+                report.resolved += 1
+        elif finding.status == "mismatch":
+            await self._flag(report, payment.id, "settlement_mismatch", finding.detail, payment.tx_hash)
+        elif finding.status == "pending":
+            report.left_pending += 1
+        elif await self._can_never_land(payment, auditor, report):
+            if await audit.resolve_failed(self.pool, payment.id, "never landed; it can no longer (reconcile)"):
+                report.resolved += 1
+        else:
+            report.left_pending += 1
+
+    async def _can_never_land(self, payment: audit.OpenPayment, auditor: ChainAuditor, report: RunReport) -> bool:
+        now = time.time()
+        if payment.network.startswith("solana:"):
+            return now - payment.updated_at.timestamp() > SOLANA_LANDING_WINDOW_S
+        if await auditor.authorization_used(payment.payment_key):
+            detail = "our transaction is unknown, yet the authorization was used (by another transaction)"
+            await self._flag(report, payment.id, "chain_transfer_not_recorded", detail, payment.tx_hash)
+            return False
+        return payment.valid_before is not None and payment.valid_before.timestamp() + EVM_EXPIRY_MARGIN_S < now
+
+    async def _book(self, payment: audit.OpenPayment, finding: SettlementFinding, report: RunReport) -> None:
+        postings = ledger.settlement_postings(
+            network=payment.network,
+            asset=payment.asset,
+            pay_to=payment.pay_to,
+            revenue_account=revenue_account(payment.stream, payment.resource),
+            amount_atomic=payment.amount_atomic,
+            relayer=finding.gas_payer,
+            gas_cost_atomic=finding.gas_cost_atomic,
+        )
+        try:
+            await audit.resolve_settled(
+                self.pool, payment.id, finding.tx_hash, postings, gas_cost_atomic=finding.gas_cost_atomic
+            )
+            report.resolved += 1
+        except ledger.LedgerIntegrityError:
+            pass  # someone else moved it since we read it: their outcome stands
+
+    # ---- settled payments: does the chain agree? ----
+
+    async def _settled(self, report: RunReport, all_settled: bool, progress: Progress | None) -> None:
+        budget = None if all_settled else self.settings.settled_sample
+        seen = 0
+        while budget is None or seen < budget:
+            size = BATCH if budget is None else min(BATCH, budget - seen)
+            batch = await audit.settled_after(self.pool, report.cursor, size)
+            if not batch:
+                break  # every settled payment has been audited once; new ones come next run
+            for payment in batch:
+                await self._audit_settled(payment, report)
+                report.cursor = payment.id
+            seen += len(batch)
+            await audit.update_run(
+                self.pool, report.run_id or 0, report.checked, report.resolved, report.flagged, report.cursor
+            )
+            if progress:
+                progress(seen, seen if budget is None else budget)
+
+    async def _audit_settled(self, payment: audit.SettledPayment, report: RunReport) -> None:
+        report.checked += 1
+        auditor = self.auditors.get(payment.network)
+        if auditor is None:
+            return  # nothing to ask; not a finding about the payment
+        finding = await auditor.settlement(
+            payment.tx_hash,
+            asset=payment.asset,
+            pay_to=payment.pay_to,
+            payer=payment.payer,
+            amount_atomic=payment.amount_atomic,
+        )
+        if finding.status == "confirmed":
+            await audit.resolve_flags(self.pool, payment.id, ["settlement_not_on_chain", "settlement_mismatch"])
+        elif finding.status == "not_found":
+            await self._flag(report, payment.id, "settlement_not_on_chain", finding.detail, payment.tx_hash)
+        elif finding.status in ("reverted", "mismatch"):
+            await self._flag(report, payment.id, "settlement_mismatch", finding.detail, payment.tx_hash)
+
+    # ---- nothing booked, yet money moved? ----
+
+    async def _unbooked(self, report: RunReport) -> None:
+        for payment in await audit.unbooked_candidates(self.pool, self.settings.grace_s, 500):
+            auditor = self.auditors.get(payment.network)
+            if auditor is not None and await auditor.authorization_used(payment.payment_key):
+                detail = f"the chain shows this {payment.state} payment's authorization used; nothing is booked"
+                await self._flag(report, payment.id, "chain_transfer_not_recorded", detail)
+
+    async def _flag(self, report: RunReport, payment_id: int, kind: str, detail: str, tx: str | None = None) -> None:
+        if await audit.flag(self.pool, payment_id, kind, detail, tx):
+            report.flagged += 1
+            log.warning("reconcile finding", extra={"payment_id": payment_id, "kind": kind, "detail": detail})
+
+
+def chains_of(settings: Settings) -> list[tuple[str, str]]:
+    """(network, RPC URL) of every configured chain the auditors can ask."""
+    chains = []
+    for chain in (settings.evm, settings.svm):
+        if chain is not None and chain.rpc_url:
+            chains.append((chain.network, chain.rpc_url))
+    return chains
+
+
+def auditors_for(chains: list[tuple[str, str]], timeout_s: float = 10.0) -> tuple[dict[str, ChainAuditor], list[Any]]:
+    """An auditor per chain, and the RPC clients to close when done."""
+    auditors: dict[str, ChainAuditor] = {}
+    rpcs: list[Any] = []
+    for network, url in chains:
+        if network.startswith("solana:"):
+            svm_rpc = SvmRpc(url, timeout_s=timeout_s)
+            rpcs.append(svm_rpc)
+            auditors[network] = SvmAuditor(svm_rpc, network)
+        else:
+            evm_rpc = EvmRpc(url, timeout_s=timeout_s)
+            rpcs.append(evm_rpc)
+            auditors[network] = EvmAuditor(evm_rpc, network)
+    return auditors, rpcs
+
+
+async def every(reconciler: Reconciler, interval_s: float, rng: random.Random | None = None) -> None:
+    """Run on a schedule inside the server: the first run one (jittered) interval after start, so a
+    restart storm does not reconcile at once; the lock makes one worker do it at a time."""
+    chooser = rng or random.Random()  # noqa: S311 - jitter, not security
+    while True:
+        await asyncio.sleep(interval_s * chooser.uniform(0.8, 1.2))
+        try:
+            await reconciler.run("schedule")
+        except Exception:  # logged; the schedule goes on
+            log.exception("scheduled reconcile failed")
