@@ -149,6 +149,7 @@ class CacheTier:
         breaker_failures: int = BREAKER_FAILURES,
         breaker_open_s: float = BREAKER_OPEN_S,
         memory_entries_max: int = MEMORY_ENTRIES_MAX,
+        observe: Callable[[str, str], None] | None = None,
     ) -> None:
         self.redis = redis
         self.fetcher = fetcher
@@ -166,6 +167,8 @@ class CacheTier:
         self._fetched_at: dict[str, float] = {}
         self._redis_down_until = 0.0
         self.upstream_calls: dict[str, int] = {}  # per source, for health and tests
+        # (source, event): each read's X-Cache result, and "upstream_error"; the app counts them (metrics)
+        self._observe = observe or (lambda _source, _event: None)
 
     # ---- Redis, degrading to memory ----
 
@@ -198,6 +201,19 @@ class CacheTier:
         interval_s: float,
         stale_cap_s: float,
         max_age_s: float | None = None,
+    ) -> Read:
+        result = await self._read(adapter, point, interval_s=interval_s, stale_cap_s=stale_cap_s, max_age_s=max_age_s)
+        self._observe(adapter.name, result.status)
+        return result
+
+    async def _read(
+        self,
+        adapter: Adapter,
+        point: Point | None,
+        *,
+        interval_s: float,
+        stale_cap_s: float,
+        max_age_s: float | None,
     ) -> Read:
         key = adapter.name + (f"@{point.key()}" if point else "")
         refresh_after_s = interval_s if max_age_s is None else min(interval_s, max_age_s)
@@ -311,6 +327,15 @@ class CacheTier:
         pipe.set(self._k("fetched", key), str(entry.fetched_at_unix_s), ex=ttl_s)  # small, for catalogs
         await pipe.execute()
 
+    async def peek(self, adapter: Adapter, point: Point | None = None) -> Entry | None:
+        """The cached value as it is, however old, without fetching (for the operator's views)."""
+        key = adapter.name + (f"@{point.key()}" if point else "")
+        entry = self._memory.get(key)
+        shared = _shared(await self._r(lambda: self.redis.get(self._k("cache", key))))
+        if shared is not None and (entry is None or shared.fetched_at_unix_s > entry.fetched_at_unix_s):
+            return shared
+        return entry
+
     async def fetched_at(self, keys: list[str]) -> dict[str, float]:
         """When each shared fetch was last stored (one round trip, no payloads), for catalog and health."""
         known = {k: self._fetched_at[k] for k in keys if k in self._fetched_at}
@@ -382,6 +407,7 @@ class CacheTier:
 
     async def _failed(self, source: str, key: str, reason: str) -> None:
         log.warning("upstream failed", extra={"source": source, "reason": reason})
+        self._observe(source, "upstream_error")
         now = time.time()
         status = self._status(source)
         status.last_error, status.last_error_at = reason, now

@@ -1,17 +1,40 @@
-"""JSON-lines logging: one object per line with the message and any `extra=` fields.
+"""JSON-lines logging: one object per line with the message, the request's context and any `extra=`.
 
-Fields are whatever callers pass; the gate passes route, payment key and payer, never headers or
-keys, so a log line cannot carry a payment header or a secret.
+Every line logged while a request is handled carries its `request_id` (set by the metrics
+middleware) and, on a paid request, its `payment_key` and `payer` once the gate knows them: a
+context variable, so no call site has to remember. Fields are whatever callers pass; the gate
+passes route, payment key and payer, never headers or keys, so a line cannot carry a payment
+header or a secret.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import secrets
 import sys
 import time
+from contextvars import ContextVar
+from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+_context: ContextVar[dict[str, Any] | None] = ContextVar("worldgate_log_context", default=None)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def bind_request(given: str | None = None) -> str:
+    """Start a request's log context; keeps a caller's id if it is short and plain, else makes one."""
+    request_id = given if given and _REQUEST_ID.match(given) else secrets.token_hex(8)
+    _context.set({"request_id": request_id})
+    return request_id
+
+
+def bind(**fields: Any) -> None:
+    """Add fields to every later line of this request (e.g. the payment key, once known)."""
+    _context.set({**(_context.get() or {}), **fields})
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,6 +44,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **(_context.get() or {}),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
