@@ -7,9 +7,11 @@ kinds, from which the offers are built) runs in the lifespan, never in the first
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,10 +21,13 @@ import httpx
 import redis.asyncio as aioredis
 from solders.keypair import Keypair
 from starlette.applications import Starlette
+from starlette.routing import Route
 
 import ledger
 from adapters import DATA_DIR, Adapter, CacheTier, DataTier, Fetcher, Registry, ReplayServer, Scheduler, Sharing
 from adapters.sources import all_adapters
+from ledger import operator
+from ledger.operator import listening
 from payments import (
     EvmRpc,
     ExactEvmScheme,
@@ -38,8 +43,16 @@ from payments import (
 from payments.facilitator.local import Scheme
 from payments.jsonrpc import JsonRpc
 
+from . import metrics
+from .admin import dashboard
+from .admin.api import AdminApi
+from .admin.auth import AdminAuth
+from .admin.matrix import source_matrix
+from .controls import Controls
 from .gate import PaymentGate, Services
+from .metrics import MetricsEndpoint, RequestMetrics
 from .pricing import Pricing
+from .reconcile import Reconciler, auditors_for, chains_of, every
 from .routes import Api
 from .settings import Settings, SettingsError, load_settings
 
@@ -156,6 +169,12 @@ async def build_facilitator(settings: Settings, pool: Any) -> Facilitator:
     return LocalFacilitator(schemes, rpcs)
 
 
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(
     settings: Settings,
     *,
@@ -170,6 +189,7 @@ def create_app(
             registry = Registry(sharing={k: Sharing(v) for k, v in settings.stream_sharing.items()})
         except ValueError as exc:
             raise SettingsError(f"WORLDGATE_STREAM_SHARING: {exc}") from None
+    base_registry = registry  # the settings' sharing; the operator's changes (in Postgres) apply over it
     adapters = adapters if adapters is not None else all_adapters()
     services = Services(settlement_mode=settings.settlement_mode)
     networks = [chain.network for chain in (settings.evm, settings.svm) if chain is not None]
@@ -179,6 +199,23 @@ def create_app(
         "settlement_mode": settings.settlement_mode,
     }
     api = Api(registry, services, info=info)
+    terms_holder: list[NetworkTerms] = []
+
+    def apply_sharing(overrides: dict[str, str]) -> None:
+        """Swap in the registry view and prices an operator's sharing change implies (all in this worker)."""
+        live = base_registry.with_sharing({k: Sharing(v) for k, v in overrides.items()})
+        pricing = Pricing(live, terms_holder, settings.price_tiers, settings.route_prices)
+        api.registry, services.pricing = live, pricing
+        if services.tier is not None:
+            services.tier.registry = live
+
+    admin_auth = AdminAuth(settings.admin)
+    admin = AdminApi(
+        admin_auth,
+        services,
+        lambda: base_registry,
+        lambda: source_matrix(api.registry, services.pricing, services.tier),
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -192,8 +229,8 @@ def create_app(
             stack.push_async_callback(redis.aclose)
             facilitator = await build_facilitator(settings, pool)
             stack.push_async_callback(facilitator.close)
-            terms = network_terms(settings, await facilitator.supported())
-            services.pricing = Pricing(registry, terms, settings.price_tiers, settings.route_prices)
+            terms_holder[:] = network_terms(settings, await facilitator.supported())
+            services.pricing = Pricing(registry, terms_holder, settings.price_tiers, settings.route_prices)
             replay_url = settings.upstream_replay_url
             if replay_url is None and settings.replay_upstreams:
                 replay = ReplayServer().start()  # serve runs one for all its workers; this is for a bare app
@@ -202,9 +239,8 @@ def create_app(
             http = httpx.AsyncClient(limits=httpx.Limits(max_connections=32))
             stack.push_async_callback(http.aclose)
             fetcher = Fetcher(http, replay_url=replay_url, timeout_s=settings.upstream_timeout_s)
-            tier = DataTier(
-                registry, adapters, CacheTier(redis, fetcher, prefix=settings.cache_prefix), data_dir or DATA_DIR
-            )
+            cache = CacheTier(redis, fetcher, prefix=settings.cache_prefix, observe=metrics.observe_cache)
+            tier = DataTier(registry, adapters, cache, data_dir or DATA_DIR)
             if settings.scheduler:
                 scheduler = Scheduler(tier)
                 scheduler.start()
@@ -216,13 +252,45 @@ def create_app(
                 replay_url,
             )
             api.redis = redis
+            controls = Controls(pool, apply_sharing)
+            await controls.reload()  # bans and sharing are in force before the first request
+            services.banned = controls.is_banned
+            admin.controls = controls
+            controls.start()
+            stack.push_async_callback(controls.stop)
+            await stack.enter_async_context(listening(settings.database_url, controls.changed))
+            auditors, audit_rpcs = auditors_for(chains_of(settings))
+            for rpc in audit_rpcs:
+                stack.push_async_callback(rpc.close)
+            reconciler = Reconciler(pool, auditors, settings.reconcile)
+
+            async def reconcile_now(trigger: str) -> dict[str, Any]:
+                return (await reconciler.run(trigger)).as_dict()
+
+            admin.reconcile = reconcile_now
+            if settings.reconcile.interval_s > 0:
+                scheduled = asyncio.create_task(every(reconciler, settings.reconcile.interval_s), name="reconcile")
+                stack.push_async_callback(_cancel, scheduled)
             try:
                 yield
             finally:
                 services.facilitator = None
 
-    app = Starlette(routes=api.routes(), lifespan=lifespan)
+    async def live_gauges() -> dict[str, Any]:
+        state: dict[str, Any] = await operator.gauges(services.pool) if services.pool is not None else {}
+        if services.tier is not None:
+            now = time.time()
+            sources = sorted(api.registry.by_adapter())
+            state["circuits"] = {
+                s: (await services.tier.cache.source_status(s)).circuit(now) == "open" for s in sources
+            }
+        return state
+
+    scrape = Route("/metrics", MetricsEndpoint(settings.metrics_token, admin_auth.check, live_gauges))
+    routes = [*api.routes(), *admin.routes(), *dashboard.routes(admin_auth), scrape]
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(PaymentGate, services=services, settings=settings)
+    app.add_middleware(RequestMetrics)  # outermost: counts every answer, the gate's too, and binds the request id
     app.state.services = services
     return app
 

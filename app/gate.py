@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +45,8 @@ from payments import (
     v1_as_v2,
 )
 
+from . import metrics
+from .logs import bind
 from .pricing import PaidRoute, Pricing
 from .settings import Settings
 
@@ -68,6 +71,7 @@ class Services:
     facilitator: Facilitator | None = None
     pricing: Pricing | None = None  # built once the facilitator says what it supports
     tier: DataTier | None = None  # built in the lifespan (it needs Redis and an HTTP client)
+    banned: Callable[[str], bool] = lambda _payer: False  # the operator's bans, as this worker last loaded them
     replay_url: str | None = None  # set when upstreams are answered from recordings
     settlement_mode: str = "sync"
 
@@ -174,6 +178,7 @@ class PaymentGate:
             quote = pricing.quote(paid, base_url)
             body = quote.body if scope["method"] == "GET" else b""
             headers = [_JSON, _NO_STORE, _EXPOSE, (b"payment-required", quote.header.encode())]
+            metrics.QUOTES.labels(paid.path).inc()
             await _respond(send, 402, headers, body)
             return
         await self._paid(scope, receive, send, paid, base_url, header, version)
@@ -192,6 +197,7 @@ class PaymentGate:
         quote = self.services.pricing.encode(paid, base_url, refusal.reason, refusal.message)
         headers = [_JSON, _NO_STORE, _EXPOSE, (b"payment-required", quote.header.encode())]
         log.info("payment refused", extra={"route": paid.path, "reason": refusal.reason, "x402_version": version})
+        metrics.REFUSED.labels(refusal.reason).inc()
         await _respond(send, refusal.status, headers, quote.body)
 
     async def _paid(
@@ -206,11 +212,18 @@ class PaymentGate:
         if isinstance(inspection, Refusal):
             await self._refuse(send, paid, base_url, inspection, version)
             return
+        bind(payment_key=inspection.payment_key, payer=inspection.payer)  # on every later log line of this request
+        if self.services.banned(inspection.payer):  # before verification: a banned payer costs us no RPC call
+            log.info("banned payer refused", extra={"route": paid.path})
+            metrics.REFUSED.labels("payer_banned").inc()
+            body = encode_json({"error": "payer_banned", "message": "this payer may not buy here; nothing was charged"})
+            await _respond(send, 403, [_JSON, _NO_STORE], body)
+            return
         pool = self.services.pool
         if pool is None or self.services.facilitator is None:
             await _respond(send, *_unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet"))
             return
-        context = {"route": paid.path, "payment_key": inspection.payment_key, "payer": inspection.payer}
+        context = {"route": paid.path}  # the payment key and payer are bound to every line already
         try:
             payment_id = await claims.claim(pool, self._record(paid, inspection))
         except ledger.LedgerUnavailable:
@@ -311,6 +324,7 @@ class PaymentGate:
             refusal = Refusal(reason, verification.message or "payment refused")
             await self._refuse(attempt.send, attempt.paid, attempt.base_url, refusal, attempt.version)
             return
+        metrics.VERIFIED.labels(attempt.offer.network).inc()
         if not await self._advance(attempt, "verified"):
             await _respond(attempt.send, *_unavailable("ledger_unavailable", _NOT_RECORDED))
             return
@@ -351,6 +365,7 @@ class PaymentGate:
             await claims.record_tx_hash(pool, attempt.payment_id, tx_hash)
 
         network = attempt.offer.network
+        started = time.perf_counter()
         try:
             settlement = await facilitator.settle(attempt.payload, attempt.offer, record_broadcast)
         except ledger.LedgerError as exc:
@@ -364,6 +379,9 @@ class PaymentGate:
             log.exception("settlement raised; outcome unknown", extra=attempt.context)
             message = "internal error during settlement"
             settlement = Settlement(False, network, reason=Reason.SETTLEMENT_PENDING, message=message)
+        metrics.SETTLE_SECONDS.labels(network).observe(time.perf_counter() - started)
+        outcome = "settled" if settlement.success else "pending" if settlement.pending else "failed"
+        metrics.SETTLEMENTS.labels(network, outcome).inc()
         if not settlement.success:
             await self._settle_failed(attempt, settlement)
             return

@@ -65,6 +65,31 @@ class SvmSettings:
     priority_fee_lamports_max: int = 50_000
 
 
+ADMIN_ALGORITHMS = ("HS256", "RS256", "ES256")
+ADMIN_SECRET_BYTES_MIN = 32
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """Who may use /admin: bearer JWTs with a pinned algorithm, a required `exp` and a checked `aud`."""
+
+    algorithm: str = "HS256"
+    secret: str | None = field(default=None, repr=False)  # HS256: the shared secret
+    public_key: str | None = field(default=None, repr=False)  # RS256/ES256: PEM of the key tokens are checked with
+    audience: str = "worldgate-admin"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.secret if self.algorithm == "HS256" else self.public_key)
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    interval_s: float = 300.0  # how often the server reconciles on its own; 0: only on demand
+    grace_s: float = 120.0  # leave payments younger than this to the request that holds them
+    settled_sample: int = 50  # settled payments re-checked against the chain per run (`--all`: every one)
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -94,6 +119,9 @@ class Settings:
     scheduler: bool = True  # keep shared streams warm in the background
     stream_sharing: Mapping[str, str] = field(default_factory=dict)  # stream id → ok | maintenance | not_shared
     cache_prefix: str = "wg:"  # Redis key prefix of the cache tier: deployments sharing one Redis keep apart
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    metrics_token: str | None = field(default=None, repr=False)  # bearer for /metrics; unset: loopback only
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
 
     @property
     def uses_devnet(self) -> bool:
@@ -282,6 +310,67 @@ def _svm(env: Mapping[str, str], config: Mapping[str, Any]) -> SvmSettings | Non
     )
 
 
+def _admin(env: Mapping[str, str], config: Mapping[str, Any]) -> AdminSettings:
+    section = _section(config, "admin")
+    if "jwt_secret" in section:
+        raise SettingsError(
+            "[admin] jwt_secret is not read from the config file: use WORLDGATE_ADMIN_JWT_SECRET or _FILE"
+        )
+    algorithm = str(_pick(env, "WORLDGATE_ADMIN_JWT_ALGORITHM", section, "jwt_algorithm", "HS256")).upper()
+    if algorithm not in ADMIN_ALGORITHMS:
+        raise SettingsError(f"WORLDGATE_ADMIN_JWT_ALGORITHM must be one of {', '.join(ADMIN_ALGORITHMS)}")
+    secret = env.get("WORLDGATE_ADMIN_JWT_SECRET") or None
+    secret_file = _pick(env, "WORLDGATE_ADMIN_JWT_SECRET_FILE", section, "jwt_secret_file")
+    if secret is None and secret_file:
+        secret = _read_key_file(str(secret_file), "WORLDGATE_ADMIN_JWT_SECRET_FILE")
+    public_key = env.get("WORLDGATE_ADMIN_JWT_PUBLIC_KEY") or None
+    key_file = _pick(env, "WORLDGATE_ADMIN_JWT_PUBLIC_KEY_FILE", section, "jwt_public_key_file")
+    if public_key is None and key_file:
+        public_key = _read_key_file(str(key_file), "WORLDGATE_ADMIN_JWT_PUBLIC_KEY_FILE")
+    if algorithm == "HS256" and secret is not None and len(secret.encode()) < ADMIN_SECRET_BYTES_MIN:
+        raise SettingsError(f"WORLDGATE_ADMIN_JWT_SECRET must be at least {ADMIN_SECRET_BYTES_MIN} bytes")
+    if algorithm != "HS256" and secret is not None:
+        raise SettingsError(f"{algorithm} admin tokens are checked with WORLDGATE_ADMIN_JWT_PUBLIC_KEY, not a secret")
+    if algorithm == "HS256" and public_key is not None:
+        raise SettingsError("a public key is for RS256/ES256: set WORLDGATE_ADMIN_JWT_ALGORITHM too")
+    audience = str(_pick(env, "WORLDGATE_ADMIN_JWT_AUDIENCE", section, "jwt_audience", "worldgate-admin"))
+    return AdminSettings(algorithm=algorithm, secret=secret, public_key=public_key, audience=audience)
+
+
+def _metrics_token(env: Mapping[str, str], config: Mapping[str, Any]) -> str | None:
+    section = _section(config, "metrics")
+    if "token" in section:
+        raise SettingsError("[metrics] token is not read from the config file: use WORLDGATE_METRICS_TOKEN or _FILE")
+    token = env.get("WORLDGATE_METRICS_TOKEN") or None
+    token_file = _pick(env, "WORLDGATE_METRICS_TOKEN_FILE", section, "token_file")
+    if token is None and token_file:
+        token = _read_key_file(str(token_file), "WORLDGATE_METRICS_TOKEN_FILE")
+    if token is not None and len(token) < 16:
+        raise SettingsError("WORLDGATE_METRICS_TOKEN must be at least 16 characters")
+    return token
+
+
+def _reconcile(env: Mapping[str, str], config: Mapping[str, Any]) -> ReconcileSettings:
+    section = _section(config, "reconcile")
+    interval = _pick(env, "WORLDGATE_RECONCILE_INTERVAL_S", section, "interval_s", 300)
+    try:
+        interval_s = float(interval)
+    except (TypeError, ValueError):
+        raise SettingsError(f"WORLDGATE_RECONCILE_INTERVAL_S must be a number, not {interval!r}") from None
+    if interval_s < 0:
+        raise SettingsError("WORLDGATE_RECONCILE_INTERVAL_S must be 0 (off) or more")
+    return ReconcileSettings(
+        interval_s=interval_s,
+        grace_s=_float(
+            _pick(env, "WORLDGATE_RECONCILE_GRACE_S", section, "grace_s", 120), "WORLDGATE_RECONCILE_GRACE_S"
+        ),
+        settled_sample=_int(
+            _pick(env, "WORLDGATE_RECONCILE_SETTLED_SAMPLE", section, "settled_sample", 50),
+            "WORLDGATE_RECONCILE_SETTLED_SAMPLE",
+        ),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path | None = None) -> Settings:
     """Settings from `env` (default os.environ) over the TOML file at `config_path` or $WORLDGATE_CONFIG."""
     env = os.environ if env is None else env
@@ -375,6 +464,9 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path 
         scheduler=_bool(_pick(env, "WORLDGATE_SCHEDULER", upstreams, "scheduler", True), "WORLDGATE_SCHEDULER"),
         stream_sharing=sharing,
         cache_prefix=str(_pick(env, "WORLDGATE_CACHE_PREFIX", _section(config, "redis"), "prefix", "wg:")),
+        admin=_admin(env, config),
+        metrics_token=_metrics_token(env, config),
+        reconcile=_reconcile(env, config),
         price_tiers=tiers,
         route_prices=routes,
     )

@@ -18,13 +18,15 @@ import ledger
 from adapters import Adapter, Registry, ReplayServer
 from app.embedded import devnet_settings, solana_devnet_settings
 from app.factory import MIGRATIONS_DIR, create_app
-from app.settings import Settings
+from app.settings import AdminSettings, ReconcileSettings, Settings
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
 from payments.devnet.solana import SolanaDevnetProcess
 
 from .chain import unb64
 from .services import Database, ServerThread, postgres, redis_server
+
+ADMIN_SECRET = "test-admin-secret-" + "0123456789abcdef" * 2  # HS256, at least 32 bytes
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +90,8 @@ def settings(
         upstream_replay_url=replay.url,
         scheduler=False,
         cache_prefix=f"wgtest:{secrets.token_hex(4)}:",  # no cached value from an earlier run leaks in
+        admin=AdminSettings(secret=ADMIN_SECRET),
+        reconcile=ReconcileSettings(interval_s=0),  # tests run reconcile themselves, when they mean to
     )
 
 

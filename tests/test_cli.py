@@ -215,6 +215,44 @@ def test_ledger_report_reads_the_running_ledger(served: tuple[str, Path, subproc
     assert by_network["solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"]["gas_cost_atomic"] == 10_001  # lamports
 
 
+def _worldgate(state_dir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *arguments],
+        cwd=ROOT,
+        env=_clean_env(state_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_ledger_summary_verify_and_reconcile_on_the_running_ledger(
+    served: tuple[str, Path, subprocess.Popen[str]],
+) -> None:
+    url, state_dir, _ = served
+    summary = _worldgate(state_dir, "ledger", "report", "--summary", "--format", "json")
+    assert summary.returncode == 0, summary.stderr
+    figures = json.loads(summary.stdout)
+    settled = figures["payments"]["settled"]  # volcanoes, world, capitals on EVM; capitals on Solana
+    assert (settled["count"], settled["amount_atomic"], settled["amount_usdc"]) == (4, 14_000, "0.014000")
+    evm_only = _worldgate(state_dir, "ledger", "report", "--group-by", "stream", "--network", "eip155:84532")
+    assert evm_only.returncode == 0 and "static.capitals" in evm_only.stdout and "TOTAL" in evm_only.stdout
+
+    verified = _worldgate(state_dir, "ledger", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    reconciled = _worldgate(state_dir, "ledger", "reconcile", "--all", "--format", "json")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    run = json.loads(reconciled.stdout)["run"]
+    assert run["checked"] == 4 and run["errors"] == [] and run["flagged"] == 0  # the chains agree with the books
+
+    token = _worldgate(state_dir, "admin", "token", "--ttl", "10m", "--subject", "cli-test")
+    assert token.returncode == 0, token.stderr
+    whoami = httpx.get(f"{url}/admin/api/whoami", headers={"authorization": f"Bearer {token.stdout.strip()}"})
+    assert whoami.status_code == 200 and whoami.json()["subject"] == "cli-test"  # the server trusts its own secret
+    assert _worldgate(state_dir, "admin", "token", "--ttl", "90d").returncode == 2  # over 30 days: refused
+
+
 def test_sigterm_stops_every_child(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
     _, state_dir, process = served
     children = _children_of(state_dir, process.pid)
