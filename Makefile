@@ -11,7 +11,7 @@ NODE_STAMP := node_modules/.installed
 SVM_CLIENT_VENV ?= .venv-x402-svm
 SVM_CLIENT_STAMP := $(SVM_CLIENT_VENV)/.installed
 
-.PHONY: install serve test bench lint contracts devnet clean
+.PHONY: install serve test bench lint contracts devnet clean browser
 
 install: $(PY_STAMP) $(NODE_STAMP) $(SVM_CLIENT_STAMP)  ## .venv, anvil/solc/x402 TS client from npm, the x402[svm] client venv
 
@@ -36,7 +36,13 @@ $(SVM_CLIENT_STAMP): $(PY_STAMP)
 serve: install  ## the gateway on 127.0.0.1:8402, on embedded Postgres/Redis and the local devnets unless configured
 	$(VENV)/bin/worldgate serve $(SERVE_ARGS)
 
-test: install  ## the whole suite against real Postgres, Redis and anvil
+browser:  ## Debian's Chromium at /usr/bin/chromium, which the dashboard test drives (installed only when absent)
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian's chromium for the dashboard test"; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: install browser  ## the whole suite against real Postgres, Redis and anvil
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install  ## worldgate vs the official x402 middleware, same chain, same run; prints ratios
