@@ -165,7 +165,8 @@ class PaymentGate:
         if paid is None or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)  # free route, or a method the router will refuse
             return
-        problem = paid.check(dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)))
+        query = scope["query_string"]
+        problem = paid.check(dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {})
         if problem is not None:  # a query that cannot be served costs nothing: refused before any quote
             body = encode_json({"error": problem.error, "message": problem.message})
             await _respond(send, problem.status, [_JSON, _NO_STORE], body if scope["method"] == "GET" else b"")
@@ -178,7 +179,7 @@ class PaymentGate:
             quote = pricing.quote(paid, base_url)
             body = quote.body if scope["method"] == "GET" else b""
             headers = [_JSON, _NO_STORE, _EXPOSE, (b"payment-required", quote.header.encode())]
-            metrics.QUOTES.labels(paid.path).inc()
+            metrics.QUOTES(paid.path).inc()
             await _respond(send, 402, headers, body)
             return
         await self._paid(scope, receive, send, paid, base_url, header, version)
@@ -197,7 +198,7 @@ class PaymentGate:
         quote = self.services.pricing.encode(paid, base_url, refusal.reason, refusal.message)
         headers = [_JSON, _NO_STORE, _EXPOSE, (b"payment-required", quote.header.encode())]
         log.info("payment refused", extra={"route": paid.path, "reason": refusal.reason, "x402_version": version})
-        metrics.REFUSED.labels(refusal.reason).inc()
+        metrics.REFUSED(refusal.reason).inc()
         await _respond(send, refusal.status, headers, quote.body)
 
     async def _paid(
@@ -215,7 +216,7 @@ class PaymentGate:
         bind(payment_key=inspection.payment_key, payer=inspection.payer)  # on every later log line of this request
         if self.services.banned(inspection.payer):  # before verification: a banned payer costs us no RPC call
             log.info("banned payer refused", extra={"route": paid.path})
-            metrics.REFUSED.labels("payer_banned").inc()
+            metrics.REFUSED("payer_banned").inc()
             body = encode_json({"error": "payer_banned", "message": "this payer may not buy here; nothing was charged"})
             await _respond(send, 403, [_JSON, _NO_STORE], body)
             return
@@ -324,7 +325,7 @@ class PaymentGate:
             refusal = Refusal(reason, verification.message or "payment refused")
             await self._refuse(attempt.send, attempt.paid, attempt.base_url, refusal, attempt.version)
             return
-        metrics.VERIFIED.labels(attempt.offer.network).inc()
+        metrics.VERIFIED(attempt.offer.network).inc()
         if not await self._advance(attempt, "verified"):
             await _respond(attempt.send, *_unavailable("ledger_unavailable", _NOT_RECORDED))
             return
@@ -379,9 +380,9 @@ class PaymentGate:
             log.exception("settlement raised; outcome unknown", extra=attempt.context)
             message = "internal error during settlement"
             settlement = Settlement(False, network, reason=Reason.SETTLEMENT_PENDING, message=message)
-        metrics.SETTLE_SECONDS.labels(network).observe(time.perf_counter() - started)
+        metrics.SETTLE_SECONDS(network).observe(time.perf_counter() - started)
         outcome = "settled" if settlement.success else "pending" if settlement.pending else "failed"
-        metrics.SETTLEMENTS.labels(network, outcome).inc()
+        metrics.SETTLEMENTS(network, outcome).inc()
         if not settlement.success:
             await self._settle_failed(attempt, settlement)
             return

@@ -9,6 +9,7 @@ header or a secret.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -25,9 +26,14 @@ _context: ContextVar[dict[str, Any] | None] = ContextVar("worldgate_log_context"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
+_PROCESS = secrets.token_hex(4)  # unique per worker process: ids need to be unique, not secret
+_sequence = itertools.count(1)
+
+
 def bind_request(given: str | None = None) -> str:
-    """Start a request's log context; keeps a caller's id if it is short and plain, else makes one."""
-    request_id = given if given and _REQUEST_ID.match(given) else secrets.token_hex(8)
+    """Start a request's log context; keeps a caller's id if it is short and plain, else makes one
+    (process prefix + counter: unique across workers, and cheaper than fresh randomness per request)."""
+    request_id = given if given and _REQUEST_ID.match(given) else f"{_PROCESS}{next(_sequence):08x}"
     _context.set({"request_id": request_id})
     return request_id
 

@@ -28,27 +28,48 @@ from .logs import bind_request
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-REQUESTS = Counter("worldgate_http_requests", "HTTP requests answered", ["route", "method", "status"])
-REQUEST_SECONDS = Histogram(
-    "worldgate_http_request_duration_seconds",
-    "Time to answer, by route",
-    ["route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+
+class _Labelled:
+    """A metric's children by label values, cached: `labels()` takes a lock and validates on every
+    call (about 1 µs), which the 402 path pays per request; label sets here are few and bounded."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
+REQUESTS = _Labelled(Counter("worldgate_http_requests", "HTTP requests answered", ["route", "method", "status"]))
+REQUEST_SECONDS = _Labelled(
+    Histogram(
+        "worldgate_http_request_duration_seconds",
+        "Time to answer, by route",
+        ["route"],
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )
 )
-QUOTES = Counter("worldgate_quotes_issued", "402 quotes sent to callers without a payment", ["route"])
-VERIFIED = Counter("worldgate_payments_verified", "Payments verified (claimed and checked)", ["network"])
-REFUSED = Counter("worldgate_payments_refused", "Payments refused, by reason code", ["reason"])
-SETTLEMENTS = Counter(
-    "worldgate_settlements", "Settlement outcomes, by network", ["network", "outcome"]
-)  # outcome: settled | failed | pending
-SETTLE_SECONDS = Histogram(
-    "worldgate_settle_duration_seconds",
-    "Time from the start of settlement to its outcome",
-    ["network"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
+QUOTES = _Labelled(Counter("worldgate_quotes_issued", "402 quotes sent to callers without a payment", ["route"]))
+VERIFIED = _Labelled(Counter("worldgate_payments_verified", "Payments verified (claimed and checked)", ["network"]))
+REFUSED = _Labelled(Counter("worldgate_payments_refused", "Payments refused, by reason code", ["reason"]))
+# outcome: settled | failed | pending
+SETTLEMENTS = _Labelled(Counter("worldgate_settlements", "Settlement outcomes, by network", ["network", "outcome"]))
+SETTLE_SECONDS = _Labelled(
+    Histogram(
+        "worldgate_settle_duration_seconds",
+        "Time from the start of settlement to its outcome",
+        ["network"],
+        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
+    )
 )
-CACHE_READS = Counter("worldgate_cache_reads", "Data tier reads, by where they were served from", ["source", "result"])
-UPSTREAM_ERRORS = Counter("worldgate_upstream_errors", "Upstream fetches that failed", ["source"])
+CACHE_READS = _Labelled(
+    Counter("worldgate_cache_reads", "Data tier reads, by where they were served from", ["source", "result"])
+)
+UPSTREAM_ERRORS = _Labelled(Counter("worldgate_upstream_errors", "Upstream fetches that failed", ["source"]))
 
 _KNOWN = {
     "/v1/health",
@@ -102,14 +123,14 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
-            REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+            REQUESTS(route, scope["method"], str(status)).inc()
+            REQUEST_SECONDS(route).observe(time.perf_counter() - started)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -211,6 +232,6 @@ class MetricsEndpoint:
 def observe_cache(source: str, event: str) -> None:
     """The cache tier's events (adapters knows nothing of Prometheus; the app translates)."""
     if event == "upstream_error":
-        UPSTREAM_ERRORS.labels(source).inc()
+        UPSTREAM_ERRORS(source).inc()
     else:
-        CACHE_READS.labels(source, event).inc()
+        CACHE_READS(source, event).inc()
