@@ -3,6 +3,8 @@ ledger rows the chain does not show are flagged, abandoned claims expire, and ru
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 
 import ledger
 from app.factory import build_facilitator
-from app.reconcile import Reconciler, auditors_for, chains_of
+from app.reconcile import Reconciler, auditors_for, chains_of, every
 from app.settings import ReconcileSettings, Settings
 from ledger import PaymentRecord, claims
 from payments import Facilitator, PaymentPayload, PaymentRequirements, decode_payment_header, inspect
@@ -223,3 +225,19 @@ async def test_one_run_at_a_time(fresh: FreshDatabase, reconciler: Reconciler) -
     assert free.skipped is None and free.run_id is not None
     [last] = await ledger.audit.last_runs(fresh.pool, 1)
     assert last.id == free.run_id and last.finished_at is not None and last.trigger == "schedule"
+
+
+async def test_the_server_schedule_runs_reconcile_by_itself(fresh: FreshDatabase, reconciler: Reconciler) -> None:
+    abandoned = await claims.claim(fresh.pool, record())
+    task = asyncio.create_task(every(reconciler, 0.05))
+    try:
+        for _ in range(100):
+            if await fresh.pool.fetchval("SELECT state FROM payments WHERE id = $1", abandoned) == "expired":
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert await fresh.pool.fetchval("SELECT state FROM payments WHERE id = $1", abandoned) == "expired"
+    assert {run.trigger for run in await ledger.audit.last_runs(fresh.pool, 5)} == {"schedule"}
