@@ -43,7 +43,7 @@ from payments import (
 from payments.facilitator.local import Scheme
 from payments.jsonrpc import JsonRpc
 
-from . import metrics
+from . import discovery, metrics
 from .admin import dashboard
 from .admin.api import AdminApi
 from .admin.auth import AdminAuth
@@ -287,7 +287,8 @@ def create_app(
         return state
 
     scrape = Route("/metrics", MetricsEndpoint(settings.metrics_token, admin_auth.check, live_gauges))
-    routes = [*api.routes(), *admin.routes(), *dashboard.routes(admin_auth), scrape]
+    found = discovery.routes(services, lambda: api.registry, settings)
+    routes = [*api.routes(), *admin.routes(), *dashboard.routes(admin_auth), *found, scrape]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(PaymentGate, services=services, settings=settings)
     app.add_middleware(RequestMetrics)  # outermost: counts every answer, the gate's too, and binds the request id
