@@ -191,7 +191,12 @@ def create_app(
             raise SettingsError(f"WORLDGATE_STREAM_SHARING: {exc}") from None
     base_registry = registry  # the settings' sharing; the operator's changes (in Postgres) apply over it
     adapters = adapters if adapters is not None else all_adapters()
-    services = Services(settlement_mode=settings.settlement_mode)
+    services = Services(
+        settlement_mode=settings.settlement_mode,
+        idempotency_ttl_s=settings.idempotency_ttl_s,
+        # a retry waits for the first attempt with its payment id at most as long as that one can take
+        settle_wait_s=settings.facilitator_verify_timeout_s + settings.facilitator_settle_timeout_s + 30,
+    )
     networks = [chain.network for chain in (settings.evm, settings.svm) if chain is not None]
     info = {
         "networks": networks,

@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 
 import ledger
-from ledger import audit, locks
+from ledger import audit, idempotency, locks
 from payments import ChainAuditor, EvmAuditor, EvmRpc, SettlementFinding, SvmAuditor, SvmRpc
 from payments.jsonrpc import RpcUnavailable
 
@@ -79,6 +79,7 @@ class Reconciler:
             return await self._run(trigger, all_settled, progress)
 
     async def _run(self, trigger: str, all_settled: bool, progress: Progress | None) -> RunReport:
+        await idempotency.purge_expired(self.pool)  # housekeeping: replayable responses past their time
         run = await audit.start_run(self.pool, trigger)
         report = RunReport(run_id=run.id, trigger=trigger, cursor=0 if all_settled else run.cursor)
         error = None

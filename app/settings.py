@@ -120,6 +120,7 @@ class Settings:
     stream_sharing: Mapping[str, str] = field(default_factory=dict)  # stream id → ok | maintenance | not_shared
     cache_prefix: str = "wg:"  # Redis key prefix of the cache tier: deployments sharing one Redis keep apart
     admin: AdminSettings = field(default_factory=AdminSettings)
+    idempotency_ttl_s: float = 86_400.0  # how long a payment-identifier's delivery stays replayable
     metrics_token: str | None = field(default=None, repr=False)  # bearer for /metrics; unset: loopback only
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
 
@@ -466,6 +467,10 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path 
         cache_prefix=str(_pick(env, "WORLDGATE_CACHE_PREFIX", _section(config, "redis"), "prefix", "wg:")),
         admin=_admin(env, config),
         metrics_token=_metrics_token(env, config),
+        idempotency_ttl_s=_float(
+            _pick(env, "WORLDGATE_IDEMPOTENCY_TTL_S", payments, "idempotency_ttl_s", 86_400),
+            "WORLDGATE_IDEMPOTENCY_TTL_S",
+        ),
         reconcile=_reconcile(env, config),
         price_tiers=tiers,
         route_prices=routes,

@@ -4,7 +4,7 @@ verification of the stored books, and the ledger side of reconciliation (audit).
 Imports nothing of worldgate's; values cross in as `PaymentRecord` and `Posting`, defined here.
 """
 
-from . import audit, claims, journal, locks, reports, verify
+from . import audit, claims, idempotency, journal, locks, operator, reports, verify
 from .claims import PaymentRecord
 from .errors import LedgerError, LedgerIntegrityError, LedgerUnavailable
 from .journal import Posting, settlement_postings
@@ -20,9 +20,11 @@ __all__ = [
     "audit",
     "claims",
     "create_pool",
+    "idempotency",
     "journal",
     "locks",
     "migrate",
+    "operator",
     "reports",
     "settlement_postings",
     "verify",
