@@ -307,19 +307,20 @@ class CacheTier:
                 reason = f"the answer could not be read ({type(exc).__name__})"
                 await self._failed(adapter.name, key, reason)
                 return self._stale_or_fail(adapter.name, entry, stale_cap_s, reason)
+            fetched = Entry({stream: tuple(records.get(stream, ())) for stream in adapter.streams}, started)
+            await self._succeeded(adapter.name)
+            if not any(fetched.records.values()):
+                await self._negative_set(key, "empty", self.negative_empty_s)
+                return Read(fetched, "MISS")
+            self._remember(key, fetched)
+            self._fetched_at[key] = started
+            ttl_s = max(1, int(stale_cap_s))
+            await self._r(lambda: self._store(key, fetched, ttl_s))
+            return Read(fetched, "MISS")
         finally:
+            # Only now: whoever takes the lock next must find what we stored (or our failure marker).
             if locked:
                 await self._r(lambda: self._release(lock_key, token))
-        fetched = Entry({stream: tuple(records.get(stream, ())) for stream in adapter.streams}, started)
-        await self._succeeded(adapter.name)
-        if not any(fetched.records.values()):
-            await self._negative_set(key, "empty", self.negative_empty_s)
-            return Read(fetched, "MISS")
-        self._remember(key, fetched)
-        self._fetched_at[key] = started
-        ttl_s = max(1, int(stale_cap_s))
-        await self._r(lambda: self._store(key, fetched, ttl_s))
-        return Read(fetched, "MISS")
 
     async def _store(self, key: str, entry: Entry, ttl_s: int) -> None:
         pipe = self.redis.pipeline()
