@@ -18,7 +18,7 @@ from typing import Any
 
 from adapters import ReplayServer
 
-from . import embedded
+from . import embedded, paycli
 from .admin.auth import ensure_secret, mint
 from .settings import Settings, SettingsError, load_settings, redact_url
 from .times import parse_when
@@ -253,6 +253,16 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def devnet_state(state_dir: Path) -> dict[str, Any] | None:
+    """What a running `worldgate serve` or `worldgate devnet` wrote to <state_dir>/devnet.json (per chain:
+    network, RPC URL, asset, payTo, devnet payer keys), or None when there is no such file."""
+    described = state_dir.resolve() / "devnet.json"
+    if not described.exists():
+        return None
+    state: dict[str, Any] = json.loads(described.read_text())
+    return state
+
+
 def _audited_chains(settings: Settings) -> list[tuple[str, str]]:
     """The chains reconcile asks: the configured ones, or with none configured the devnets that a
     running `worldgate serve` described in devnet.json."""
@@ -260,10 +270,9 @@ def _audited_chains(settings: Settings) -> list[tuple[str, str]]:
 
     if not settings.uses_devnet:
         return chains_of(settings)
-    described = settings.state_dir.resolve() / "devnet.json"
-    if not described.exists():
+    state = devnet_state(settings.state_dir)
+    if state is None:
         raise SettingsError("no chain is configured and no devnet is running (start `worldgate serve` first)")
-    state = json.loads(described.read_text())
     return [(state[part]["network"], state[part]["rpc_url"]) for part in ("evm", "svm") if part in state]
 
 
@@ -429,6 +438,50 @@ def parser() -> argparse.ArgumentParser:
 
     devnet = add("devnet", "Run the local devnets alone (anvil and Solana, with test USDC) and print devnet.json.")
     devnet.set_defaults(run=cmd_devnet)
+
+    quote = commands.add_parser(
+        "quote",
+        help="Show what a URL costs: its x402 402 quote, one row per network offered.",
+        description="GET the URL and show its 402 quote (the PAYMENT-REQUIRED header, decoded): the resource, then"
+        " per offer the network, the exact price and atomic units, asset, payTo, validity and (Solana) feePayer."
+        " Exit 0 for a quote or a free resource, 2 when the URL is unreachable or answers an error.",
+    )
+    quote.add_argument("url", help="the resource, e.g. http://127.0.0.1:8402/v1/streams/static.capitals")
+    quote.add_argument("--format", default="table", choices=["table", "json"], help="json: the decoded PaymentRequired")
+    quote.set_defaults(run=paycli.cmd_quote)
+
+    pay = commands.add_parser(
+        "pay",
+        help="Pay for a URL in USDC (Base or Solana) and print the receipt and the data.",
+        description="Quote the URL, pick the offer the payer key can pay (or --network), refuse it if the price is"
+        " above --max, sign it and send the paid request; print the HTTP status, the PAYMENT-RESPONSE receipt and"
+        " the body. With --header-only, print only the PAYMENT-SIGNATURE value and send nothing.",
+        epilog=paycli.PAY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pay.add_argument("url", help="the resource, e.g. http://127.0.0.1:8402/v1/streams/static.capitals")
+    pay.add_argument(
+        "--network",
+        help="the offer to pay, by CAIP-2 id (eip155:84532, solana:...); default: the first offer on the key's chain",
+    )
+    pay.add_argument(
+        "--max",
+        type=paycli.parse_cap,
+        default=paycli.DEFAULT_CAP,
+        metavar="DOLLARS",
+        help=f"spend cap in dollars, exact (default {paycli.DEFAULT_CAP}): a higher price is refused, unpaid",
+    )
+    pay.add_argument("--key-file", metavar="PATH", help=f"file holding the payer key (else {paycli.KEY_ENV})")
+    pay.add_argument(
+        "--rpc-url",
+        help=f"Solana RPC for a recent blockhash (else {paycli.RPC_ENV}, else the local devnet in devnet.json)",
+    )
+    pay.add_argument(
+        "--header-only",
+        action="store_true",
+        help="print only the PAYMENT-SIGNATURE value (one line, for curl -H); do not send the paid request",
+    )
+    pay.set_defaults(run=paycli.cmd_pay)
     return top
 
 
