@@ -39,12 +39,11 @@ from payments import (
 
 from . import metrics
 from .logs import bind
-from .pricing import PaidRoute, Pricing
+from .pricing import PAYMENT_IDENTIFIER, PaidRoute, Pricing
 
 log = logging.getLogger("worldgate.checkout")
 _LATEST_VALID_BEFORE = 253402300799  # 9999-12-31: beyond it the ledger stores no expiry
 NOT_RECORDED = "the payment could not be recorded in the ledger; nothing was charged"
-PAYMENT_IDENTIFIER = "payment-identifier"
 REPLAY_WAIT_POLL_S = 0.05
 
 

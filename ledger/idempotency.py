@@ -15,7 +15,10 @@ import asyncpg
 from .errors import translated
 from .sql import queries
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+ID_LENGTH_MIN = 16
+ID_LENGTH_MAX = 128
+ID_PATTERN = "^[A-Za-z0-9_-]+$"
+_ID = re.compile(rf"^[A-Za-z0-9_-]{{{ID_LENGTH_MIN},{ID_LENGTH_MAX}}}$")
 
 
 def valid_id(value: object) -> bool:

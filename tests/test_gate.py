@@ -34,7 +34,8 @@ async def test_quote_explains_itself_and_matches_its_header(
     assert "PAYMENT-REQUIRED" in answer.headers["access-control-expose-headers"]
     required = unb64(answer.headers["payment-required"])
     body = answer.json()
-    assert {k: v for k, v in body.items() if k != "hint"} == required  # the body is the header, plus a hint
+    # the body is the header, plus what only people read (tests/test_discovery.py checks `about`)
+    assert {k: v for k, v in body.items() if k not in ("hint", "about")} == required
     assert "0.001 USDC" in body["hint"]
     assert required["x402Version"] == 2
     assert required["resource"]["url"] == gateway.url + CAPITALS
@@ -57,7 +58,11 @@ async def test_quote_explains_itself_and_matches_its_header(
         "maxTimeoutSeconds": 300,
         "extra": {"feePayer": solana.state["fee_payer"]},
     }
-    assert len(answer.headers["payment-required"]) < 2048  # intermediaries drop larger headers
+    # Intermediaries drop or refuse large headers (nginx's default proxy_buffer_size holds the whole header block
+    # in 4 KB). The x402 `bazaar` extension (query schema and an example answer) cannot fit in 2048 bytes on top of
+    # the offers, so the bound is 4096: measured 2872-3372 bytes for streams and 3492 for /v1/world at
+    # http://127.0.0.1:8402 (tests/test_discovery.py checks every route against this bound).
+    assert len(answer.headers["payment-required"]) < 4096
 
 
 async def test_free_routes_and_unknown_streams(gateway: Gateway) -> None:
