@@ -50,6 +50,7 @@ from .admin.auth import AdminAuth
 from .admin.matrix import source_matrix
 from .controls import Controls
 from .gate import PaymentGate, Services
+from .mcp_server import McpServer
 from .metrics import MetricsEndpoint, RequestMetrics
 from .pricing import Pricing
 from .reconcile import Reconciler, auditors_for, chains_of, every
@@ -204,6 +205,7 @@ def create_app(
         "settlement_mode": settings.settlement_mode,
     }
     api = Api(registry, services, info=info)
+    mcp = McpServer(api, services, settings)  # the tools at /mcp: the same data functions, the same checkout
     terms_holder: list[NetworkTerms] = []
 
     def apply_sharing(overrides: dict[str, str]) -> None:
@@ -276,6 +278,7 @@ def create_app(
             if settings.reconcile.interval_s > 0:
                 scheduled = asyncio.create_task(every(reconciler, settings.reconcile.interval_s), name="reconcile")
                 stack.push_async_callback(_cancel, scheduled)
+            await stack.enter_async_context(mcp.run())  # last in, first out: MCP calls end before the pool closes
             try:
                 yield
             finally:
@@ -293,7 +296,7 @@ def create_app(
 
     scrape = Route("/metrics", MetricsEndpoint(settings.metrics_token, admin_auth.check, live_gauges))
     found = discovery.routes(services, lambda: api.registry, settings)
-    routes = [*api.routes(), *admin.routes(), *dashboard.routes(admin_auth), *found, scrape]
+    routes = [*api.routes(), mcp.route(), *admin.routes(), *dashboard.routes(admin_auth), *found, scrape]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(PaymentGate, services=services, settings=settings)
     app.add_middleware(RequestMetrics)  # outermost: counts every answer, the gate's too, and binds the request id

@@ -1,10 +1,17 @@
-"""HTTP routes: the free catalog, search, attribution and health, and the paid reads behind the gate."""
+"""The API's handlers: the free catalog, search, attribution and health, and the paid reads behind the gate.
+
+Each handler's data logic is a transport-free function returning an `Answer` (status, JSON document,
+headers): the HTTP handlers here send it as a response, and the MCP tools (app/mcp_server.py) return
+the same document as a tool result, so both transports validate, read and shape data the same way.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,10 +37,32 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 NO_STORE = {"cache-control": "no-store"}
 RETRY_LATER = {"cache-control": "no-store", "retry-after": "30"}
+UNKNOWN_STREAM = "no such stream; see GET /v1/streams"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a handler's data logic produced, before any transport: an HTTP status, the JSON document and the
+    headers HTTP sends with it (`x-cache`, cache control). Statuses of 400 and up are errors, not data."""
+
+    status: int
+    document: Any
+    headers: Mapping[str, str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    def response(self) -> Response:
+        return json_response(self.document, self.status, dict(self.headers) if self.headers is not None else None)
+
+
+def problem_answer(problem: Problem) -> Answer:
+    return Answer(problem.status, {"error": problem.error, "message": problem.message}, NO_STORE)
 
 
 def problem_response(problem: Problem) -> Response:
-    return json_response({"error": problem.error, "message": problem.message}, problem.status, NO_STORE)
+    return problem_answer(problem).response()
 
 
 def _iso(unix_s: float | None) -> str | None:
@@ -42,10 +71,10 @@ def _iso(unix_s: float | None) -> str | None:
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _unavailable(stream_id: str, reason: str) -> Response:
+def _unavailable(stream_id: str, reason: str) -> Answer:
     message = "no data to sell; you were not charged"
     body = {"error": "stream_unavailable", "stream": stream_id, "reason": reason, "message": message}
-    return json_response(body, 503, RETRY_LATER)
+    return Answer(503, body, RETRY_LATER)
 
 
 def _freshness_fields(read: StreamRead) -> dict[str, Any]:
@@ -124,34 +153,45 @@ class Api:
         }
 
     async def catalog(self, request: Request) -> Response:
-        category = request.query_params.get("category")
+        return (await self.catalog_answer(request.query_params.get("category"))).response()
+
+    async def catalog_answer(self, category: str | None) -> Answer:
         if category and category not in self.registry.categories():
             known = ", ".join(sorted(self.registry.categories()))
-            return problem_response(Problem(404, "unknown_category", f"no category {category!r}; known: {known}"))
+            return problem_answer(Problem(404, "unknown_category", f"no category {category!r}; known: {known}"))
         fetched = await self._fetched()
         streams = [self._describe(s, fetched) for s in self.registry.all() if not category or s.category == category]
-        return json_response({"count": len(streams), "streams": streams})
+        return Answer(200, {"count": len(streams), "streams": streams})
 
     async def search(self, request: Request) -> Response:
-        query = (request.query_params.get("q") or "").strip().lower()
+        return (await self.search_answer(request.query_params.get("q"))).response()
+
+    async def search_answer(self, q: str | None) -> Answer:
+        query = (q or "").strip().lower()
         if not query or len(query) > 100:
-            return problem_response(Problem(400, "invalid_query", "q must be 1 to 100 characters"))
+            return problem_answer(Problem(400, "invalid_query", "q must be 1 to 100 characters"))
         fetched = await self._fetched()
         hits = [
             self._describe(s, fetched)
             for s in self.registry.all()
             if query in s.id.lower() or query in s.name.lower() or query in s.description.lower()
         ]
-        return json_response({"q": query, "count": len(hits), "streams": hits[:SEARCH_RESULTS_MAX]})
+        return Answer(200, {"q": query, "count": len(hits), "streams": hits[:SEARCH_RESULTS_MAX]})
 
     async def attribution(self, request: Request) -> Response:
+        return self.attribution_answer().response()
+
+    def attribution_answer(self) -> Answer:
         sources = [
             {"stream": s.id, "upstream": s.upstream, "license": s.license, "attribution": s.attribution}
             for s in self.registry.all()
         ]
-        return json_response({"count": len(sources), "sources": sources})
+        return Answer(200, {"count": len(sources), "sources": sources})
 
     async def health(self, request: Request) -> Response:
+        return (await self.health_answer()).response()
+
+    async def health_answer(self) -> Answer:
         checks: dict[str, str] = {}
         try:
             await self.services.pool.fetchval("SELECT 1")
@@ -166,7 +206,8 @@ class Api:
         sources = await self._sources()
         healthy = checks["database"] == "ok"
         visible = self.registry.all()
-        return json_response(
+        return Answer(
+            200 if healthy else 503,
             {
                 "status": "ok" if healthy else "degraded",
                 "version": VERSION,
@@ -179,8 +220,7 @@ class Api:
                 "upstreams": "replay (recorded payloads)" if self.services.replay_url else "live",
                 **self.info,
             },
-            status=200 if healthy else 503,
-            headers=NO_STORE,
+            NO_STORE,
         )
 
     async def _sources(self) -> list[dict[str, Any]]:
@@ -219,15 +259,26 @@ class Api:
         return None
 
     async def stream(self, request: Request) -> Response:
-        stream = self.registry.get(request.path_params["id"])
-        if stream is None:
-            return problem_response(Problem(404, "unknown_stream", "no such stream; see GET /v1/streams"))
+        stream = self.find_stream(request.path_params["id"])
+        if isinstance(stream, Answer):
+            return stream.response()
         refused = self._gated(request)
         if refused is not None:
             return refused
-        query = stream_query(stream, request.query_params)
+        return (await self.stream_answer(stream, request.query_params)).response()
+
+    def find_stream(self, stream_id: str) -> Stream | Answer:
+        """A stream the public may see, or the 404 (an unshared stream does not exist to callers)."""
+        stream = self.registry.get(stream_id)
+        if stream is None:
+            return problem_answer(Problem(404, "unknown_stream", UNKNOWN_STREAM))
+        return stream
+
+    async def stream_answer(self, stream: Stream, params: Mapping[str, str]) -> Answer:
+        """The paid read of one stream (the caller has paid): its query's rules, then the data tier."""
+        query = stream_query(stream, params)
         if isinstance(query, Problem):
-            return problem_response(query)
+            return problem_answer(query)
         tier = self.services.tier
         assert tier is not None
         try:
@@ -235,7 +286,8 @@ class Api:
         except Unavailable as exc:
             return _unavailable(stream.id, exc.reason)
         records = apply_filters(read.records, query.filters)
-        return json_response(
+        return Answer(
+            200,
             {
                 "stream": stream.id,
                 "name": stream.name,
@@ -246,16 +298,20 @@ class Api:
                 "license": stream.license,
                 "attribution": stream.attribution,
             },
-            headers={"x-cache": read.cache},
+            {"x-cache": read.cache},
         )
 
     async def world(self, request: Request) -> Response:
         refused = self._gated(request)
         if refused is not None:
             return refused
-        query = world_query(request.query_params)
+        return (await self.world_answer(request.query_params)).response()
+
+    async def world_answer(self, params: Mapping[str, str]) -> Answer:
+        """The paid picture around a point (the caller has paid): its query's rules, then every part's read."""
+        query = world_query(params)
         if isinstance(query, Problem):
-            return problem_response(query)
+            return problem_answer(query)
         names = ("weather", "air_quality", "earthquakes", "disasters", "natural_events", "iss", "space_weather")
         sections = await asyncio.gather(
             self._section("weather.current", query, "point"),
@@ -269,9 +325,10 @@ class Api:
         picture = dict(zip(names, sections, strict=True))
         if not picture["weather"]["available"]:  # the core of the picture: without it nothing is sold
             return _unavailable("weather.current", picture["weather"]["reason"])
-        return json_response(
+        return Answer(
+            200,
             {"lat": query.point.lat, "lon": query.point.lon, "radius_km": query.radius_km, **picture},
-            headers={"x-cache": ",".join(f"{n}={s.get('cache', 'n/a')}" for n, s in picture.items())},
+            {"x-cache": ",".join(f"{n}={s.get('cache', 'n/a')}" for n, s in picture.items())},
         )
 
     async def _section(self, stream_id: str, query: WorldQuery, shape: str) -> dict[str, Any]:

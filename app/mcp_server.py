@@ -1,0 +1,504 @@
+"""The MCP server at /mcp (streamable HTTP, stateless): the API as six tools, the paid ones sold by the checkout.
+
+Free: `list_streams`, `search_streams`, `attribution`, `health`. Paid: `get_stream` (as GET /v1/streams/{id}, at
+that stream's price) and `get_world_state` (as GET /v1/world). Each tool calls the data function its HTTP
+handler calls (app/routes.py) and returns that document as `structuredContent` and, as JSON text, in
+`content[0]`; a document HTTP would send with a status of 400 or more is a tool error (`isError: true`).
+
+Paid tools speak x402 v2's MCP transport (x402 specs/transports-v2/mcp.md), on the checkout HTTP uses:
+  the arguments' rules first (app/queries.py, as the gate runs them) → a tool error, before any quote
+  no `_meta["x402/payment"]`  → isError, structuredContent = the route's PaymentRequired (the 402's offers,
+                                 resource `mcp://tool/<name>`), content[0].text = the same JSON
+  `_meta["x402/payment"]`     → a PaymentPayload object (not base64): size cap → decode → `accepted` bound to
+                                 one of this route's offers → the checkout (app/checkout.py: inspection, bans,
+                                 payment-identifier, claim, verify, serve, settle, journal)
+  delivered                   → the data, `_meta["x402/payment-response"]` = the SettleResponse
+  refused / not settled       → isError with a fresh PaymentRequired naming the reason (and, unsettled, the
+                                 SettleResponse in `_meta` and in structuredContent, as the spec shows it)
+  no data (e.g. nothing within max_age), banned, busy → isError with the error document; nothing charged
+
+Stateless streamable HTTP: no session lives in a worker, so any uvicorn worker answers any request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from mcp.server import Server, ServerRequestContext
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolRequestParams,
+    CallToolResult,
+    ListToolsResult,
+    PaginatedRequestParams,
+    TextContent,
+    Tool,
+    ToolAnnotations,
+)
+from starlette.routing import Route
+
+from adapters import Stream
+from adapters.filters import LIMIT_DEFAULT, LIMIT_MAX, MAX_AGE_S_MAX, MAX_AGE_S_MIN, RADIUS_KM_MAX
+from payments import PaymentPayload, PaymentRequirements, Reason, Refusal, encode_json, match_offer, to_builtins
+from payments.codec import convert
+
+from . import metrics
+from .checkout import (
+    Banned,
+    Checkout,
+    Delivered,
+    IdConflict,
+    Idempotency,
+    NotServed,
+    Outcome,
+    Refused,
+    Replayed,
+    Served,
+    Services,
+    Unavailable,
+    Unsettled,
+    Verified,
+    payment_identifier,
+)
+from .logs import bind
+from .pricing import PaidRoute
+from .queries import WORLD_RADIUS_KM_DEFAULT, WORLD_RADIUS_KM_MAX, Problem
+from .routes import UNKNOWN_STREAM, VERSION, Answer, Api, problem_answer
+from .settings import Settings
+
+log = logging.getLogger("worldgate.mcp")
+
+MCP_PATH = "/mcp"
+PAYMENT_META_KEY = "x402/payment"  # request `_meta`: the PaymentPayload, a JSON object
+PAYMENT_RESPONSE_META_KEY = "x402/payment-response"  # result `_meta`: the SettleResponse
+CACHE_META_KEY = "worldgate/cache"  # result `_meta`: what HTTP sends as X-Cache
+STREAM_PATH = "/v1/streams/{id}"
+WORLD_PATH = "/v1/world"
+# Extensions of the HTTP 402 that describe the HTTP interface (bazaar's `input` is an HTTP query): not
+# repeated in a tool's PaymentRequired, whose input is the tool's schema.
+HTTP_ONLY_EXTENSIONS = frozenset({"bazaar"})
+INSTRUCTIONS = (
+    "World-state data (weather, air quality, earthquakes, disaster alerts, natural events, the ISS, space "
+    "weather, curated static sets), paid per call in USDC over x402 on Base or Solana. list_streams, "
+    "search_streams, attribution and health are free. get_stream and get_world_state are paid: called without "
+    'payment they answer isError with an x402 PaymentRequired; call again with params._meta["x402/payment"] = '
+    "an x402 v2 PaymentPayload for one of its `accepts`. Nothing is charged unless the data is delivered."
+)
+
+
+# ---- the tools' input schemas (the rules themselves are app/queries.py's, applied to every call) ----
+
+
+def _number(description: str, low: float, high: float, default: float | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number", "minimum": low, "maximum": high, "description": description}
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+_LAT = _number("Latitude in degrees (WGS 84).", -90, 90)
+_LON = _number("Longitude in degrees (WGS 84).", -180, 180)
+_MAX_AGE = _number(
+    "The oldest data you will pay for, in seconds: older cached data is refetched, and if that fails the call "
+    "is an error and nothing is charged.",
+    MAX_AGE_S_MIN,
+    MAX_AGE_S_MAX,
+)
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+WORLD_SCHEMA = _object(
+    {
+        "lat": _LAT,
+        "lon": _LON,
+        "radius_km": _number(
+            "Radius for earthquakes, disaster alerts and natural events, in km (the nearest 20 of each).",
+            0,
+            WORLD_RADIUS_KM_MAX,
+            WORLD_RADIUS_KM_DEFAULT,
+        ),
+        "max_age": _MAX_AGE,
+    },
+    ("lat", "lon"),
+)
+STREAM_SCHEMA = _object(
+    {
+        "id": {"type": "string", "minLength": 1, "description": "The stream's id, e.g. quakes.usgs (list_streams)."},
+        "bbox": {
+            "type": "string",
+            "pattern": r"^-?\d+(\.\d+)?(,-?\d+(\.\d+)?){3}$",
+            "description": "min_lon,min_lat,max_lon,max_lat in degrees. Not with lat/lon/radius_km.",
+        },
+        "lat": {**_LAT, "description": "Latitude in degrees; point streams (weather.current, air.quality) need it."},
+        "lon": {**_LON, "description": "Longitude in degrees; point streams (weather.current, air.quality) need it."},
+        "radius_km": _number("Radius around lat/lon in km (needs lat and lon; not point streams).", 0, RADIUS_KM_MAX),
+        "limit": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": LIMIT_MAX,
+            "default": LIMIT_DEFAULT,
+            "description": "At most this many records, nearest first around a point.",
+        },
+        "max_age": _MAX_AGE,
+    },
+    ("id",),
+)
+CATALOG_SCHEMA = _object(
+    {"category": {"type": "string", "description": "Only this category's streams, e.g. hazards or space."}}
+)
+SEARCH_SCHEMA = _object(
+    {
+        "q": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "description": "Text found in a stream's id, name or description.",
+        }
+    },
+    ("q",),
+)
+NO_ARGUMENTS = _object({})
+
+
+def tool_params(arguments: Mapping[str, Any] | None, schema: Mapping[str, Any]) -> dict[str, str] | Problem:
+    """A tool's arguments as the query parameters the HTTP route reads (strings), so app/queries.py judges
+    them exactly as it judges a query string. Only types are checked here; ranges and combinations are the
+    query rules'. JSON null means absent."""
+    properties: Mapping[str, Any] = schema["properties"]
+    params: dict[str, str] = {}
+    for name, value in (arguments or {}).items():
+        spec = properties.get(name)
+        if spec is None:
+            known = ", ".join(properties) or "no arguments"
+            return Problem(400, "invalid_query", f"unknown argument {name!r}; this tool takes {known}")
+        if value is None:
+            continue
+        kind = spec["type"]
+        if kind == "string":
+            if not isinstance(value, str):
+                return Problem(400, "invalid_query", f"{name} must be a string")
+            params[name] = value
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            return Problem(400, "invalid_query", f"{name} must be {'an integer' if kind == 'integer' else 'a number'}")
+        elif kind == "integer":
+            if isinstance(value, float) and not value.is_integer():
+                return Problem(400, "invalid_query", f"{name} must be an integer")
+            params[name] = str(int(value))
+        else:
+            params[name] = repr(value) if isinstance(value, float) else str(value)
+    return params
+
+
+# ---- tool results ----
+
+
+def tool_result(document: Any, *, error: bool = False, meta: dict[str, Any] | None = None) -> CallToolResult:
+    """`structuredContent` = the document, `content[0].text` = the same document as compact JSON."""
+    return CallToolResult(
+        content=[TextContent(text=encode_json(document).decode())],
+        structured_content=document,
+        is_error=error,
+        _meta=meta or None,
+    )
+
+
+def answer_result(answer: Answer, meta: dict[str, Any] | None = None) -> CallToolResult:
+    """An HTTP handler's answer as a tool result: its document, an error when HTTP's status is one."""
+    extra = dict(meta or {})
+    cache = (answer.headers or {}).get("x-cache")
+    if cache is not None and answer.ok:
+        extra[CACHE_META_KEY] = cache
+    return tool_result(answer.document, error=not answer.ok, meta=extra)
+
+
+def error_result(error: str, message: str, **fields: Any) -> CallToolResult:
+    return tool_result({"error": error, **fields, "message": message}, error=True)
+
+
+ToolCall = Callable[[dict[str, str], Mapping[str, Any]], Awaitable[CallToolResult]]  # (params, request _meta)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    title: str
+    description: str
+    schema: dict[str, Any]
+    call: ToolCall
+    paid: bool = False
+
+
+class McpServer:
+    """The tools over the API's data functions and the services' checkout; `route()` mounts it, `run()` (in the
+    app's lifespan) runs its session manager."""
+
+    def __init__(self, api: Api, services: Services, settings: Settings) -> None:
+        self.api = api  # read live: an operator's sharing change swaps api.registry and services.pricing
+        self.services = services
+        self.checkout = Checkout(services)
+        self.payment_bytes_max = settings.payment_header_bytes_max
+        self.response_bytes_max = settings.response_bytes_max
+        self.tools = {
+            spec.name: spec
+            for spec in (
+                ToolSpec(
+                    "get_world_state",
+                    "The world around a point",
+                    "Paid, like GET /v1/world: weather and air quality at the point, earthquakes, GDACS disaster "
+                    "alerts and EONET natural events within radius_km, the ISS and its distance, the latest Kp "
+                    "index; each part with fetched_at, age_seconds, stale and freshness. Sold only when the "
+                    "weather at the point is available.",
+                    WORLD_SCHEMA,
+                    self._world,
+                    paid=True,
+                ),
+                ToolSpec(
+                    "list_streams",
+                    "Stream catalog",
+                    "Free, like GET /v1/streams: every stream's id, name, description, category, type, interval, "
+                    "price (atomic USDC units, networks), freshness, fetched_at and license.",
+                    CATALOG_SCHEMA,
+                    self._catalog,
+                ),
+                ToolSpec(
+                    "get_stream",
+                    "Read a stream",
+                    "Paid at the stream's price (list_streams), like GET /v1/streams/{id}: its records within "
+                    "bbox or radius_km of lat/lon (point streams are read at lat/lon), with fetched_at, "
+                    "age_seconds, stale and freshness.",
+                    STREAM_SCHEMA,
+                    self._stream,
+                    paid=True,
+                ),
+                ToolSpec(
+                    "search_streams",
+                    "Search streams",
+                    "Free, like GET /v1/streams/search: the streams whose id, name or description contain q.",
+                    SEARCH_SCHEMA,
+                    self._search,
+                ),
+                ToolSpec(
+                    "attribution",
+                    "Attribution",
+                    "Free, like GET /v1/attribution: every stream's upstream, license and attribution.",
+                    NO_ARGUMENTS,
+                    self._attribution,
+                ),
+                ToolSpec(
+                    "health",
+                    "Health",
+                    "Free, like GET /v1/health: version, uptime, database and Redis checks, and per source its "
+                    "last fetch, freshness, last error and circuit.",
+                    NO_ARGUMENTS,
+                    self._health,
+                ),
+            )
+        }
+        self.server: Server[Any] = Server(
+            "worldgate",
+            version=VERSION,
+            title="worldgate",
+            instructions=INSTRUCTIONS,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+        )
+        # JSON answers (no SSE stream to keep open) and no session: every request stands alone.
+        self.session_manager = StreamableHTTPSessionManager(app=self.server, json_response=True, stateless=True)
+
+    def route(self) -> Route:
+        return Route(MCP_PATH, endpoint=StreamableHTTPASGIApp(self.session_manager))
+
+    def run(self) -> AbstractAsyncContextManager[None]:
+        return self.session_manager.run()
+
+    # ---- MCP handlers ----
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListToolsResult:
+        tools = [
+            Tool(
+                name=spec.name,
+                title=spec.title,
+                description=spec.description,
+                input_schema=spec.schema,
+                annotations=ToolAnnotations(
+                    title=spec.title, read_only_hint=True, open_world_hint=True, idempotent_hint=not spec.paid
+                ),
+                _meta={"worldgate/paid": spec.paid},
+            )
+            for spec in self.tools.values()
+        ]
+        return ListToolsResult(tools=tools)
+
+    async def _call_tool(self, ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
+        spec = self.tools.get(params.name)
+        if spec is None:
+            raise MCPError(INVALID_PARAMS, f"unknown tool {params.name!r}; tools/list lists them")
+        bind(mcp_tool=spec.name)  # on every later log line of this call (the request id is bound already)
+        query = tool_params(params.arguments, spec.schema)
+        if isinstance(query, Problem):
+            return answer_result(problem_answer(query))
+        return await spec.call(query, dict(params.meta or {}))
+
+    # ---- free tools ----
+
+    async def _catalog(self, params: dict[str, str], meta: Mapping[str, Any]) -> CallToolResult:
+        return answer_result(await self.api.catalog_answer(params.get("category")))
+
+    async def _search(self, params: dict[str, str], meta: Mapping[str, Any]) -> CallToolResult:
+        return answer_result(await self.api.search_answer(params.get("q")))
+
+    async def _attribution(self, params: dict[str, str], meta: Mapping[str, Any]) -> CallToolResult:
+        return answer_result(self.api.attribution_answer())
+
+    async def _health(self, params: dict[str, str], meta: Mapping[str, Any]) -> CallToolResult:
+        return answer_result(await self.api.health_answer())
+
+    # ---- paid tools ----
+
+    async def _stream(self, params: dict[str, str], meta: Mapping[str, Any]) -> CallToolResult:
+        stream_id = params.pop("id", None)
+        if not stream_id:
+            return answer_result(problem_answer(Problem(400, "invalid_query", "give id: a stream id (list_streams)")))
+        found = self.api.find_stream(stream_id)
+        if isinstance(found, Answer):
+            return answer_result(found)
+        stream: Stream = found
+
+        async def read() -> Answer:
+            return await self.api.stream_answer(stream, params)
+
+        return await self._sell("get_stream", STREAM_PATH.replace("{id}", stream.id), params, meta, read)
+
+    async def _world(self, params: dict[str, str], meta: Mapping[str, Any]) -> CallToolResult:
+        async def read() -> Answer:
+            return await self.api.world_answer(params)
+
+        return await self._sell("get_world_state", WORLD_PATH, params, meta, read)
+
+    async def _sell(
+        self,
+        tool: str,
+        path: str,
+        params: Mapping[str, str],
+        meta: Mapping[str, Any],
+        read: Callable[[], Awaitable[Answer]],
+    ) -> CallToolResult:
+        """One paid call, the HTTP gate's sequence in MCP terms (the module docstring)."""
+        pricing = self.services.pricing
+        if pricing is None:
+            return error_result("service_unavailable", "payments are not ready yet", reason="starting")
+        paid = pricing.lookup(path)
+        if paid is None:  # unshared since the stream was looked up: it does not exist to callers
+            return answer_result(problem_answer(Problem(404, "unknown_stream", UNKNOWN_STREAM)))
+        problem = paid.check(params)
+        if problem is not None:  # a query that cannot be served costs nothing: refused before any quote
+            return answer_result(problem_answer(problem))
+        raw = meta.get(PAYMENT_META_KEY)
+        if raw is None:
+            metrics.QUOTES(paid.path).inc()
+            return self._payment_required(tool, paid, "Payment required", None)
+        bound = self._bind(paid, raw)
+        if isinstance(bound, Refusal):
+            metrics.REFUSED(bound.reason).inc()
+            log.info("payment refused", extra={"route": paid.path, "reason": bound.reason, "transport": "mcp"})
+            return self._payment_required(tool, paid, bound.reason, bound.message)
+        payload, offer = bound
+        payment_id = payment_identifier(payload)
+        if isinstance(payment_id, Refusal):
+            metrics.REFUSED(payment_id.reason).inc()
+            return self._payment_required(tool, paid, payment_id.reason, payment_id.message)
+
+        async def serve(verified: Verified) -> Served:
+            answer = await read()
+            if not answer.ok:
+                return Served(False, answer, f"handler_status_{answer.status}")
+            if len(encode_json(answer.document)) > self.response_bytes_max:
+                return Served(False, Answer(502, {"error": "response_too_large"}), "response_too_large")
+            return Served(True, answer)
+
+        def stored(delivered: Delivered) -> bytes:
+            return self._delivered(delivered).model_dump_json(by_alias=True, exclude_none=True).encode()
+
+        idempotent = Idempotency(payment_id, "mcp", stored) if payment_id else None
+        outcome = await self.checkout.pay(paid, payload, offer, serve, idempotent=idempotent)
+        return self._render(tool, paid, outcome)
+
+    def _bind(self, paid: PaidRoute, raw: Any) -> tuple[PaymentPayload, PaymentRequirements] | Refusal:
+        """Decode `_meta["x402/payment"]` and bind it to one of this route's offers (ours, never the client's copy)."""
+        if not isinstance(raw, dict):
+            return Refusal(Reason.INVALID_PAYLOAD, f"{PAYMENT_META_KEY} must be an x402 v2 PaymentPayload object")
+        if len(encode_json(raw)) > self.payment_bytes_max:
+            too_large = f"{PAYMENT_META_KEY} is over {self.payment_bytes_max} bytes"
+            return Refusal(Reason.PAYMENT_HEADER_TOO_LARGE, too_large)
+        try:
+            payload: PaymentPayload = convert(raw, PaymentPayload)
+        except msgspec.ValidationError as exc:
+            return Refusal(Reason.INVALID_PAYLOAD, f"{PAYMENT_META_KEY} does not fit the x402 v2 payload: {exc}")
+        if payload.x402_version != 2:
+            return Refusal(Reason.INVALID_X402_VERSION, f"x402Version {payload.x402_version}: MCP payments are v2")
+        offer = match_offer(payload.accepted, list(paid.offers))
+        return offer if isinstance(offer, Refusal) else (payload, offer)
+
+    def _required(self, tool: str, paid: PaidRoute, error: str, message: str | None) -> dict[str, Any]:
+        """The route's PaymentRequired, built by Pricing as the 402 is (the same offers), for this tool."""
+        pricing = self.services.pricing
+        assert pricing is not None
+        document: dict[str, Any] = to_builtins(pricing.payment_required(paid, "", error))
+        document["resource"] = {**document["resource"], "url": f"mcp://tool/{tool}"}
+        declared = document.pop("extensions", None) or {}
+        extensions = {k: v for k, v in declared.items() if k not in HTTP_ONLY_EXTENSIONS}
+        if extensions:
+            document["extensions"] = extensions
+        if message:
+            document["message"] = message
+        networks = ", ".join(o.network for o in paid.offers)
+        document["hint"] = (
+            f"This call costs {pricing.display(paid.amount_atomic)} USDC ({paid.amount_atomic} atomic units), "
+            f'payable on {networks}. Call the tool again with params._meta["{PAYMENT_META_KEY}"] = an x402 v2 '
+            "PaymentPayload (a JSON object) for one of `accepts`; an x402 MCP client does this for you."
+        )
+        return document
+
+    def _payment_required(self, tool: str, paid: PaidRoute, error: str, message: str | None) -> CallToolResult:
+        return tool_result(self._required(tool, paid, error, message), error=True)
+
+    def _delivered(self, delivered: Delivered) -> CallToolResult:
+        answer: Answer = delivered.served.result
+        return answer_result(answer, {PAYMENT_RESPONSE_META_KEY: to_builtins(delivered.settlement.response())})
+
+    def _render(self, tool: str, paid: PaidRoute, outcome: Outcome) -> CallToolResult:
+        """The checkout's outcome, as a tool result."""
+        if isinstance(outcome, Delivered):
+            return self._delivered(outcome)
+        if isinstance(outcome, Replayed):
+            return CallToolResult.model_validate_json(outcome.stored)
+        if isinstance(outcome, Refused):
+            return self._payment_required(tool, paid, outcome.refusal.reason, outcome.refusal.message)
+        if isinstance(outcome, NotServed):
+            return answer_result(outcome.served.result)
+        if isinstance(outcome, Unsettled):
+            response = to_builtins(outcome.settlement.response())
+            document = self._required(tool, paid, outcome.reason, outcome.message)
+            document[PAYMENT_RESPONSE_META_KEY] = response
+            return tool_result(document, error=True, meta={PAYMENT_RESPONSE_META_KEY: response})
+        if isinstance(outcome, Banned):
+            return error_result("payer_banned", "this payer may not buy here; nothing was charged")
+        if isinstance(outcome, IdConflict):
+            return error_result("payment_identifier_conflict", outcome.message)
+        assert isinstance(outcome, Unavailable)
+        return error_result("service_unavailable", outcome.message, reason=outcome.reason)

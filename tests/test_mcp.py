@@ -1,0 +1,427 @@
+"""The MCP server at /mcp, driven by the official `mcp` client over streamable HTTP: the six tools, the free
+ones answering like their HTTP routes, and the paid ones sold through x402's MCP transport on the same
+checkout as HTTP (one settlement per payment, nothing charged without data, payment-identifier replays).
+
+Chains are the session devnets; upstreams the replay server's recordings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx2
+import pytest
+from eth_account import Account
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult
+from x402 import x402Client
+from x402.mcp import x402MCPSession
+from x402.mechanisms.evm import EthAccountSigner
+from x402.mechanisms.evm.exact.register import register_exact_evm_client
+
+from adapters import STREAMS, ReplayServer
+from app.logs import JsonFormatter
+from app.settings import Settings
+from payments.devnet.evm import EvmDevnet
+
+from .chain import b64, new_payer, receipt, sign_authorization, unb64, usdc_balance
+from .conftest import Gateway, running_gateway, with_settings
+
+TOOLS = {"get_world_state", "list_streams", "get_stream", "search_streams", "attribution", "health"}
+CAPITALS = "static.capitals"
+QUAKES = "quakes.usgs"
+USGS_HOST = "earthquake.usgs.gov"
+PAYMENT = "x402/payment"
+PAYMENT_RESPONSE = "x402/payment-response"
+FUNDED = 10_000_000  # new_payer's USDC
+
+
+@pytest.fixture(autouse=True)
+def clean_replay(replay: ReplayServer) -> Iterator[None]:
+    replay.reset()
+    yield
+    replay.reset()
+
+
+@asynccontextmanager
+async def connected(gateway: Gateway, *, mode: str = "auto", request_id: str | None = None) -> AsyncIterator[Client]:
+    """The official MCP client on the gateway's /mcp; `auto` negotiates the 2026-07-28 protocol, `legacy` the
+    initialize handshake (2025-11-25). A request id goes out as X-Request-Id on every HTTP request."""
+    headers = {"x-request-id": request_id} if request_id else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60)) as http,
+        Client(streamable_http_client(gateway.url + "/mcp", http_client=http), mode=mode) as client,
+    ):
+        yield client
+
+
+def evm_offer(required: dict[str, Any]) -> dict[str, Any]:
+    [offer] = [o for o in required["accepts"] if o["network"].startswith("eip155:")]
+    return offer
+
+
+def payment(key: str, devnet: EvmDevnet, offer: dict[str, Any], payment_id: str | None = None) -> dict[str, Any]:
+    """A PaymentPayload as the MCP transport carries it: a JSON object, not base64."""
+    document: dict[str, Any] = {
+        "x402Version": 2,
+        "accepted": offer,
+        "payload": sign_authorization(key, devnet, to=offer["payTo"], value=int(offer["amount"])),
+    }
+    if payment_id is not None:
+        document["extensions"] = {"payment-identifier": {"info": {"id": payment_id}}}
+    return document
+
+
+def text_of(result: CallToolResult) -> Any:
+    [content] = result.content
+    assert content.type == "text"
+    return json.loads(content.text)
+
+
+async def quote(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The PaymentRequired an unpaid call answers with."""
+    unpaid = await client.call_tool(tool, arguments)
+    assert unpaid.is_error, unpaid
+    required: dict[str, Any] = unpaid.structured_content
+    assert text_of(unpaid) == required
+    return required
+
+
+async def rows_of(pool: asyncpg.Pool, payer_key: str) -> list[dict[str, Any]]:
+    payer = Account.from_key(payer_key).address.lower()
+    return [dict(r) for r in await pool.fetch("SELECT * FROM payments WHERE payer = $1 ORDER BY id", payer)]
+
+
+# ---- the tools ----
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_six_tools_are_listed_with_typed_bounded_input_schemas(gateway: Gateway, mode: str) -> None:
+    async with connected(gateway, mode=mode) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(listed) == TOOLS
+    for tool in listed.values():
+        assert tool.input_schema["type"] == "object" and tool.description
+        assert tool.annotations is not None and tool.annotations.read_only_hint is True
+    world = listed["get_world_state"].input_schema
+    assert world["required"] == ["lat", "lon"]
+    assert world["properties"]["lat"] == {**world["properties"]["lat"], "type": "number", "minimum": -90, "maximum": 90}
+    assert world["properties"]["radius_km"]["maximum"] == 5000
+    stream = listed["get_stream"].input_schema
+    assert stream["required"] == ["id"] and stream["properties"]["id"]["type"] == "string"
+    assert stream["properties"]["limit"]["type"] == "integer" and stream["properties"]["limit"]["maximum"] == 1000
+    assert stream["properties"]["max_age"]["minimum"] == 1 and stream["properties"]["max_age"]["maximum"] == 2592000
+    assert listed["search_streams"].input_schema["properties"]["q"]["maxLength"] == 100
+    assert listed["health"].input_schema["properties"] == {} and listed["attribution"].input_schema["properties"] == {}
+
+
+async def test_free_tools_answer_what_their_http_routes_answer(gateway: Gateway) -> None:
+    async with connected(gateway) as client:
+        catalog = await client.call_tool("list_streams", {})
+        space = await client.call_tool("list_streams", {"category": "space"})
+        nowhere = await client.call_tool("list_streams", {"category": "nowhere"})
+        health = await client.call_tool("health", {})
+        found = await client.call_tool("search_streams", {"q": "earthquake"})
+        attribution = await client.call_tool("attribution", {})
+
+    assert not catalog.is_error and text_of(catalog) == catalog.structured_content
+    streams = catalog.structured_content["streams"]
+    assert {s["id"] for s in streams} == {s.id for s in STREAMS} and catalog.structured_content["count"] == len(STREAMS)
+    assert all("fetched_at" in s and "freshness" in s for s in streams)
+    http_catalog = (await gateway.get("/v1/streams")).json()
+    assert [s["price"] for s in streams] == [s["price"] for s in http_catalog["streams"]]
+    assert {s["category"] for s in space.structured_content["streams"]} == {"space"}
+    assert nowhere.is_error and nowhere.structured_content["error"] == "unknown_category"
+    assert nowhere.structured_content == (await gateway.get("/v1/streams?category=nowhere")).json()
+
+    assert not health.is_error and text_of(health) == health.structured_content
+    assert health.structured_content["status"] == "ok" and health.structured_content["checks"]["database"] == "ok"
+    assert health.structured_content["upstreams"] == "replay (recorded payloads)"
+    assert QUAKES in {s["id"] for s in found.structured_content["streams"]}
+    assert attribution.structured_content == (await gateway.get("/v1/attribution")).json()
+
+
+async def test_bad_arguments_and_unknown_streams_are_tool_errors_before_any_quote(gateway: Gateway) -> None:
+    async with connected(gateway) as client:
+        unknown = await client.call_tool("get_stream", {"id": "no.such.stream"})
+        bad_lat = await client.call_tool("get_stream", {"id": QUAKES, "lat": 100, "lon": 0})
+        point_without_lat = await client.call_tool("get_stream", {"id": "weather.current"})
+        world_radius = await client.call_tool("get_world_state", {"lat": 1, "lon": 2, "radius_km": 6000})
+        wrong_type = await client.call_tool("get_stream", {"id": QUAKES, "limit": "ten"})
+        stray = await client.call_tool("health", {"verbose": True})
+        short_query = await client.call_tool("search_streams", {"q": " "})
+
+    http_unknown = await gateway.get("/v1/streams/no.such.stream")
+    assert unknown.is_error and unknown.structured_content == http_unknown.json()
+    assert unknown.structured_content == {"error": "unknown_stream", "message": "no such stream; see GET /v1/streams"}
+    assert bad_lat.structured_content == (await gateway.get(f"/v1/streams/{QUAKES}?lat=100&lon=0")).json()
+    assert point_without_lat.structured_content == (await gateway.get("/v1/streams/weather.current")).json()
+    assert world_radius.structured_content == (await gateway.get("/v1/world?lat=1&lon=2&radius_km=6000")).json()
+    for refused in (bad_lat, point_without_lat, world_radius, wrong_type, stray, short_query):
+        assert refused.is_error and refused.structured_content["error"] == "invalid_query", refused
+        assert "accepts" not in refused.structured_content  # refused before any quote
+
+
+async def test_an_unpaid_paid_tool_answers_the_routes_payment_required(gateway: Gateway) -> None:
+    async with connected(gateway) as client:
+        unpaid = await client.call_tool("get_stream", {"id": CAPITALS})
+        world = await quote(client, "get_world_state", {"lat": 48.85, "lon": 2.35})
+
+    assert unpaid.is_error and unpaid.meta is not None and PAYMENT_RESPONSE not in unpaid.meta
+    required = unpaid.structured_content
+    assert text_of(unpaid) == required  # content[0].text is the same JSON
+    http_required = unb64((await gateway.get(f"/v1/streams/{CAPITALS}")).headers["payment-required"])
+    assert required["x402Version"] == 2 and required["error"] == "Payment required"
+    assert required["accepts"] == http_required["accepts"]  # the same offers as the HTTP 402
+    assert {o["network"].split(":")[0] for o in required["accepts"]} == {"eip155", "solana"}
+    assert required["resource"]["url"] == "mcp://tool/get_stream"
+    assert required["resource"]["description"] == http_required["resource"]["description"]
+    http_world = unb64((await gateway.get("/v1/world?lat=48.85&lon=2.35")).headers["payment-required"])
+    assert world["accepts"] == http_world["accepts"] and world["resource"]["url"] == "mcp://tool/get_world_state"
+
+
+# ---- paying ----
+
+
+async def test_a_paid_get_stream_is_served_settled_and_booked_once(
+    gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    key = new_payer(devnet)
+    payer = Account.from_key(key).address
+    pay_to_before = usdc_balance(devnet, devnet.pay_to)
+    async with connected(gateway) as client:
+        offer = evm_offer(await quote(client, "get_stream", {"id": CAPITALS}))
+        paid = payment(key, devnet, offer)
+        served = await client.call_tool("get_stream", {"id": CAPITALS, "limit": 5}, meta={PAYMENT: paid})
+        again = await client.call_tool("get_stream", {"id": CAPITALS, "limit": 5}, meta={PAYMENT: paid})
+
+    assert not served.is_error, served
+    data = served.structured_content
+    assert text_of(served) == data
+    assert data["stream"] == CAPITALS and data["count"] == 5 and len(data["records"]) == 5
+    assert {"fetched_at", "stale", "freshness", "age_seconds"} <= set(data)
+    assert served.meta is not None
+    settled = served.meta[PAYMENT_RESPONSE]
+    assert settled["success"] is True and settled["network"] == devnet.network
+    assert settled["payer"].lower() == payer.lower()
+    mined = receipt(devnet, settled["transaction"])
+    assert mined is not None and int(mined["status"], 16) == 1
+    price = int(offer["amount"])
+    assert price == 1000
+    assert usdc_balance(devnet, payer) == FUNDED - price
+    assert usdc_balance(devnet, devnet.pay_to) == pay_to_before + price
+
+    [row] = await rows_of(pool, key)
+    assert row["state"] == "settled" and row["stream"] == CAPITALS and row["tx_hash"] == settled["transaction"]
+    assert row["resource"] == f"/v1/streams/{CAPITALS}" and int(row["amount_atomic"]) == price
+
+    # The same payment again: refused with a fresh quote, no data, no second transfer.
+    assert again.is_error and again.structured_content["error"] == "payment_already_claimed"
+    assert "already used" in again.structured_content["message"] and "records" not in again.structured_content
+    assert again.structured_content["accepts"] == (await quote_http(gateway, f"/v1/streams/{CAPITALS}"))
+    assert usdc_balance(devnet, payer) == FUNDED - price
+    assert len(await rows_of(pool, key)) == 1
+
+
+async def quote_http(gateway: Gateway, path: str) -> list[dict[str, Any]]:
+    accepts: list[dict[str, Any]] = unb64((await gateway.get(path)).headers["payment-required"])["accepts"]
+    return accepts
+
+
+async def test_a_paid_get_world_state_returns_the_combined_picture(
+    gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    key = new_payer(devnet)
+    arguments = {"lat": 33.9425, "lon": -117.2297, "radius_km": 100}
+    async with connected(gateway) as client:
+        offer = evm_offer(await quote(client, "get_world_state", arguments))
+        served = await client.call_tool("get_world_state", arguments, meta={PAYMENT: payment(key, devnet, offer)})
+
+    assert not served.is_error, served
+    picture = served.structured_content
+    assert picture["lat"] == 33.9425 and picture["radius_km"] == 100
+    parts = ("weather", "air_quality", "earthquakes", "disasters", "natural_events", "iss", "space_weather")
+    assert set(parts) <= set(picture)
+    assert picture["weather"]["available"] is True and picture["weather"]["record"]["stream"] == "weather.current"
+    for name in parts:
+        if picture[name]["available"]:
+            assert {"fetched_at", "stale", "freshness"} <= set(picture[name]), name
+    assert picture["earthquakes"]["count"] >= 1  # the recorded quake 7 km N of Moreno Valley
+    assert served.meta is not None and served.meta[PAYMENT_RESPONSE]["success"] is True
+    assert served.meta["worldgate/cache"].startswith("weather=")
+    assert usdc_balance(devnet, Account.from_key(key).address) == FUNDED - int(offer["amount"]) == FUNDED - 10_000
+    [row] = await rows_of(pool, key)
+    assert row["state"] == "settled" and row["resource"] == "/v1/world" and row["stream"] is None
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    ["garbage", "eyJ4NDAyVmVyc2lvbiI6Mn0=", {"x402Version": 2, "accepted": "nope", "payload": {}}, {"hello": 1}],
+    ids=["text", "base64", "bad-accepted", "not-a-payload"],
+)
+async def test_a_malformed_payment_is_invalid_payload_and_never_reaches_the_ledger(
+    gateway: Gateway, pool: asyncpg.Pool, garbage: Any
+) -> None:
+    before = await pool.fetchval("SELECT count(*) FROM payments")
+    async with connected(gateway) as client:
+        refused = await client.call_tool("get_stream", {"id": CAPITALS}, meta={PAYMENT: garbage})
+    assert refused.is_error and text_of(refused) == refused.structured_content
+    required = refused.structured_content
+    assert required["error"] == "invalid_payload" and required["x402Version"] == 2 and required["message"]
+    assert required["accepts"] == await quote_http(gateway, f"/v1/streams/{CAPITALS}")  # a fresh quote
+    assert await pool.fetchval("SELECT count(*) FROM payments") == before
+
+
+async def test_a_payment_for_another_price_is_refused_unclaimed(
+    gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    key = new_payer(devnet)
+    async with connected(gateway) as client:
+        cheap = evm_offer(await quote(client, "get_stream", {"id": CAPITALS}))
+        refused = await client.call_tool(
+            "get_world_state", {"lat": 1, "lon": 2}, meta={PAYMENT: payment(key, devnet, cheap)}
+        )
+    assert refused.is_error and refused.structured_content["error"] == "offer_mismatch"
+    assert await rows_of(pool, key) == [] and usdc_balance(devnet, Account.from_key(key).address) == FUNDED
+
+
+async def test_a_paid_call_without_data_is_released_and_never_charged(
+    settings: Settings, devnet: EvmDevnet, replay: ReplayServer, pool: asyncpg.Pool
+) -> None:
+    isolated = with_settings(settings, cache_prefix=f"wgtest:{secrets.token_hex(4)}:")
+    with running_gateway(isolated) as gateway:
+        key = new_payer(devnet)
+        payer = Account.from_key(key).address
+        async with connected(gateway) as client:
+            offer = evm_offer(await quote(client, "get_stream", {"id": QUAKES}))
+            first = await client.call_tool("get_stream", {"id": QUAKES}, meta={PAYMENT: payment(key, devnet, offer)})
+            assert not first.is_error, first  # the quakes are cached now
+            replay.fault(USGS_HOST, "status_500")  # nothing fresher can be had
+            await asyncio.sleep(1.2)
+            pay_to_before = usdc_balance(devnet, devnet.pay_to)
+
+            arguments = {"id": QUAKES, "max_age": 1}
+            refused = await client.call_tool("get_stream", arguments, meta={PAYMENT: payment(key, devnet, offer)})
+
+    assert refused.is_error and text_of(refused) == refused.structured_content
+    assert (
+        refused.structured_content["error"] == "stream_unavailable"
+        and "max_age" in refused.structured_content["reason"]
+    )
+    assert "records" not in refused.structured_content
+    assert refused.meta is None or PAYMENT_RESPONSE not in refused.meta
+    assert usdc_balance(devnet, payer) == FUNDED - int(offer["amount"])  # only the first read was charged
+    assert usdc_balance(devnet, devnet.pay_to) == pay_to_before
+    settled, released = await rows_of(pool, key)
+    assert settled["state"] == "settled" and receipt(devnet, settled["tx_hash"]) is not None
+    assert released["state"] == "released" and released["tx_hash"] is None
+    assert released["error_reason"] == "handler_status_503"
+
+
+async def test_a_payment_identifier_retry_replays_the_tool_result_without_a_second_charge(
+    gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    key = new_payer(devnet)
+    payment_id = f"mcp-retry-{secrets.token_hex(12)}"
+    async with connected(gateway) as client:
+        offer = evm_offer(await quote(client, "get_stream", {"id": CAPITALS}))
+        paid = payment(key, devnet, offer, payment_id)
+        first = await client.call_tool("get_stream", {"id": CAPITALS}, meta={PAYMENT: paid})
+        retry = await client.call_tool("get_stream", {"id": CAPITALS}, meta={PAYMENT: paid})
+        # The same id on another payment: a conflict, nothing served.
+        conflict = await client.call_tool(
+            "get_stream", {"id": CAPITALS}, meta={PAYMENT: payment(key, devnet, offer, payment_id)}
+        )
+
+    assert not first.is_error and not retry.is_error
+    assert retry.structured_content == first.structured_content and retry.content == first.content
+    assert retry.meta is not None and first.meta is not None
+    assert retry.meta[PAYMENT_RESPONSE] == first.meta[PAYMENT_RESPONSE]
+    assert conflict.is_error and conflict.structured_content["error"] == "payment_identifier_conflict"
+    assert usdc_balance(devnet, Account.from_key(key).address) == FUNDED - int(offer["amount"])
+    assert [r["state"] for r in await rows_of(pool, key)] == ["settled"]
+
+    # An id first used over HTTP is not replayed to MCP (nor the other way round).
+    http_id = f"http-first-{secrets.token_hex(12)}"
+    document = payment(key, devnet, await gateway.offer(f"/v1/streams/{CAPITALS}"), http_id)
+    over_http = await gateway.get(f"/v1/streams/{CAPITALS}", headers={"PAYMENT-SIGNATURE": b64(document)})
+    assert over_http.status_code == 200
+    async with connected(gateway) as client:
+        crossed = await client.call_tool("get_stream", {"id": CAPITALS}, meta={PAYMENT: document})
+    assert crossed.is_error and crossed.structured_content["error"] == "payment_identifier_conflict"
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("worldgate")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_every_log_line_of_a_paid_tool_call_names_its_request_and_payment(
+    gateway: Gateway, devnet: EvmDevnet, log_lines: io.StringIO, mode: str
+) -> None:
+    key = new_payer(devnet)
+    request_id = f"mcp-trace-{secrets.token_hex(4)}"
+    async with connected(gateway) as client:
+        offer = evm_offer(await quote(client, "get_stream", {"id": CAPITALS}))
+    paid = payment(key, devnet, offer)
+    async with connected(gateway, mode=mode, request_id=request_id) as client:
+        served = await client.call_tool("get_stream", {"id": CAPITALS}, meta={PAYMENT: paid})
+    assert not served.is_error, served
+    mine = [json.loads(line) for line in log_lines.getvalue().splitlines() if f'"{request_id}"' in line]
+    assert mine, "the paid tool call logged nothing under its request id"
+    authorization = paid["payload"]["authorization"]
+    payment_key = f"{devnet.network}:{devnet.asset.lower()}:{authorization['from'].lower()}:{authorization['nonce']}"
+    assert all(line["payment_key"] == payment_key.lower() and line["mcp_tool"] == "get_stream" for line in mine)
+    assert any(line["msg"] == "payment settled" for line in mine)
+    assert paid["payload"]["signature"] not in log_lines.getvalue()
+
+
+# ---- the official x402 MCP client helper ----
+
+
+def _official_helper_mismatch() -> str | None:
+    """Why x402's MCP client helper cannot drive this `mcp` SDK, or None once it can."""
+    reads_camel_case = "result.isError" in inspect.getsource(x402MCPSession.call_tool)
+    if reads_camel_case and "isError" not in CallToolResult.model_fields and not hasattr(CallToolResult, "isError"):
+        return (
+            "x402 2.25.0's x402.mcp is written for mcp 1.x: x402MCPSession reads result.isError / "
+            "result.structuredContent (mcp 2.x's CallToolResult has is_error / structured_content: AttributeError) "
+            "and passes read_timeout_seconds as a timedelta (mcp 2.x takes float seconds: TypeError in its request "
+            "clock); x402MCPClient calls call_tool({name, arguments, _meta}) where mcp 2.x's Client.call_tool takes "
+            "(name: str, arguments, meta=) (ValidationError), and reads result._meta, which mcp 2.x keeps in .meta"
+        )
+    return None
+
+
+@pytest.mark.skipif(_official_helper_mismatch() is not None, reason=str(_official_helper_mismatch()))
+async def test_the_official_x402_mcp_helper_pays_for_a_tool(gateway: Gateway, devnet: EvmDevnet) -> None:
+    key = new_payer(devnet)
+    payer = x402Client()
+    register_exact_evm_client(payer, EthAccountSigner(Account.from_key(key)))
+    async with connected(gateway) as client:
+        result = await x402MCPSession(client.session, payer).call_tool("get_stream", {"id": CAPITALS})
+    assert result.payment_made and not result.is_error
+    assert result.payment_response is not None
+    assert usdc_balance(devnet, Account.from_key(key).address) == FUNDED - 1000
