@@ -6,14 +6,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
-# The official Python x402 client with its Solana extra pins solana<0.40, which cannot share a venv
-# with worldgate's solders 0.29; the Solana interop test runs it from this one.
-SVM_CLIENT_VENV ?= .venv-x402-svm
-SVM_CLIENT_STAMP := $(SVM_CLIENT_VENV)/.installed
+# The official Python x402 clients' venv: x402's Solana extra pins solana<0.40, which cannot share a venv with
+# worldgate's solders 0.29, and its MCP helper (x402.mcp) is written for the mcp 1.x client while worldgate
+# serves mcp 2.x; the Solana interop test and the MCP helper test run them from this one.
+PY_CLIENTS_VENV ?= .venv-x402-svm
+PY_CLIENTS_STAMP := $(PY_CLIENTS_VENV)/.installed
+PY_CLIENTS_REQUIREMENTS := 'x402[svm,evm,mcp,httpx]==2.25.0' 'mcp==1.30.0'
 
 .PHONY: install serve test bench lint contracts devnet clean browser
 
-install: $(PY_STAMP) $(NODE_STAMP) $(SVM_CLIENT_STAMP)  ## .venv, anvil/solc/x402 TS client from npm, the x402[svm] client venv
+install: $(PY_STAMP) $(NODE_STAMP) $(PY_CLIENTS_STAMP)  ## .venv, anvil/solc/x402 TS client from npm, the official Python clients' venv
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "worldgate needs Python 3.11 or newer")'
@@ -27,10 +29,10 @@ $(NODE_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error  # honours package-lock.json; `npm ci` trips on npm 11 optional platform deps
 	touch $@
 
-$(SVM_CLIENT_STAMP): $(PY_STAMP)
-	test -x $(SVM_CLIENT_VENV)/bin/python || $(PYTHON) -m venv $(SVM_CLIENT_VENV)
-	$(VENV)/bin/uv pip install --quiet --python $(SVM_CLIENT_VENV)/bin/python 'x402[svm,httpx]==2.25.0' \
-	  || $(SVM_CLIENT_VENV)/bin/pip install --quiet 'x402[svm,httpx]==2.25.0'
+$(PY_CLIENTS_STAMP): $(PY_STAMP) Makefile  # Makefile: a changed requirement list reinstalls
+	test -x $(PY_CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(PY_CLIENTS_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(PY_CLIENTS_VENV)/bin/python $(PY_CLIENTS_REQUIREMENTS) \
+	  || $(PY_CLIENTS_VENV)/bin/pip install --quiet $(PY_CLIENTS_REQUIREMENTS)
 	touch $@
 
 serve: install  ## the gateway on 127.0.0.1:8402, on embedded Postgres/Redis and the local devnets unless configured
@@ -59,4 +61,4 @@ devnet: install  ## the local chains alone; prints devnet.json
 	$(VENV)/bin/worldgate devnet
 
 clean:
-	rm -rf $(VENV) $(SVM_CLIENT_VENV) node_modules .worldgate .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PY_CLIENTS_VENV) node_modules .worldgate .pytest_cache .ruff_cache

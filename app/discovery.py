@@ -403,7 +403,12 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
             },
             "400": _problem("The query breaks the rules (`invalid_query`); nothing was quoted or charged."),
             "402": quote,
+            "403": _problem("The payer is banned by the operator (`payer_banned`); nothing was claimed or charged."),
             "404": _problem("No such stream (it is no longer shared)."),
+            "409": _problem(
+                "The payment-identifier in the payment was already used by another payment "
+                "(`payment_identifier_conflict`); nothing was charged."
+            ),
             "503": _problem(
                 "No data within max_age, the stream is in maintenance, or payments cannot be recorded; "
                 "nothing was charged."

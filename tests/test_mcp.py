@@ -8,13 +8,15 @@ Chains are the session devnets; upstreams the replay server's recordings.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import io
 import json
 import logging
+import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,10 +26,6 @@ from eth_account import Account
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
-from x402 import x402Client
-from x402.mcp import x402MCPSession
-from x402.mechanisms.evm import EthAccountSigner
-from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
 from adapters import STREAMS, ReplayServer
 from app.logs import JsonFormatter
@@ -44,6 +42,7 @@ USGS_HOST = "earthquake.usgs.gov"
 PAYMENT = "x402/payment"
 PAYMENT_RESPONSE = "x402/payment-response"
 FUNDED = 10_000_000  # new_payer's USDC
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -400,28 +399,46 @@ async def test_every_log_line_of_a_paid_tool_call_names_its_request_and_payment(
 
 # ---- the official x402 MCP client helper ----
 
-
-def _official_helper_mismatch() -> str | None:
-    """Why x402's MCP client helper cannot drive this `mcp` SDK, or None once it can."""
-    reads_camel_case = "result.isError" in inspect.getsource(x402MCPSession.call_tool)
-    if reads_camel_case and "isError" not in CallToolResult.model_fields and not hasattr(CallToolResult, "isError"):
-        return (
-            "x402 2.25.0's x402.mcp is written for mcp 1.x: x402MCPSession reads result.isError / "
-            "result.structuredContent (mcp 2.x's CallToolResult has is_error / structured_content: AttributeError) "
-            "and passes read_timeout_seconds as a timedelta (mcp 2.x takes float seconds: TypeError in its request "
-            "clock); x402MCPClient calls call_tool({name, arguments, _meta}) where mcp 2.x's Client.call_tool takes "
-            "(name: str, arguments, meta=) (ValidationError), and reads result._meta, which mcp 2.x keeps in .meta"
-        )
-    return None
+# x402 2.25.0's x402.mcp is written for the mcp 1.x client API, so it runs from the official clients' venv.
+OFFICIAL_CLIENTS_PYTHON = ROOT / ".venv-x402-svm" / "bin" / "python"
 
 
-@pytest.mark.skipif(_official_helper_mismatch() is not None, reason=str(_official_helper_mismatch()))
-async def test_the_official_x402_mcp_helper_pays_for_a_tool(gateway: Gateway, devnet: EvmDevnet) -> None:
+async def test_the_official_x402_mcp_helper_pays_for_a_tool(
+    gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    if not OFFICIAL_CLIENTS_PYTHON.exists():
+        pytest.skip("the .venv-x402-svm interpreter is not installed here: run `make install`")
     key = new_payer(devnet)
-    payer = x402Client()
-    register_exact_evm_client(payer, EthAccountSigner(Account.from_key(key)))
-    async with connected(gateway) as client:
-        result = await x402MCPSession(client.session, payer).call_tool("get_stream", {"id": CAPITALS})
-    assert result.payment_made and not result.is_error
-    assert result.payment_response is not None
-    assert usdc_balance(devnet, Account.from_key(key).address) == FUNDED - 1000
+    payer = Account.from_key(key).address
+    env = {
+        **os.environ,
+        "MCP_URL": gateway.url + "/mcp",
+        "PAYER_KEY": key,
+        "TOOL": "get_stream",
+        "ARGUMENTS": json.dumps({"id": CAPITALS}),
+    }
+
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(OFFICIAL_CLIENTS_PYTHON), "tests/clients/pay_mcp.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    paid = json.loads(result.stdout.strip().splitlines()[-1])
+    assert paid["paymentMade"] is True and paid["isError"] is False, paid
+    assert paid["protocolVersion"] == "2025-11-25"  # mcp 1.x's initialize handshake, accepted by the mcp 2.x server
+    data = paid["structuredContent"]
+    assert data["stream"] == CAPITALS and data["count"] == len(data["records"]) > 0
+    settled = paid["paymentResponse"]
+    assert settled["success"] is True and settled["network"] == devnet.network
+    assert settled["payer"].lower() == payer.lower()
+    mined = receipt(devnet, settled["transaction"])
+    assert mined is not None and int(mined["status"], 16) == 1
+    assert usdc_balance(devnet, payer) == FUNDED - 1000  # static.capitals' price, paid once
+    [row] = await rows_of(pool, key)
+    assert row["state"] == "settled" and row["tx_hash"] == settled["transaction"] and row["amount_atomic"] == 1000
