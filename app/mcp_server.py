@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -45,7 +45,6 @@ from mcp_types import (
 from starlette.routing import Route
 
 from adapters import Stream
-from adapters.filters import LIMIT_DEFAULT, LIMIT_MAX, MAX_AGE_S_MAX, MAX_AGE_S_MIN, RADIUS_KM_MAX
 from payments import PaymentPayload, PaymentRequirements, Reason, Refusal, encode_json, match_offer, to_builtins
 from payments.codec import convert
 
@@ -68,8 +67,8 @@ from .checkout import (
     payment_identifier,
 )
 from .logs import bind
-from .pricing import PaidRoute
-from .queries import WORLD_RADIUS_KM_DEFAULT, WORLD_RADIUS_KM_MAX, Problem
+from .pricing import STREAM_PARAMS, WORLD_PARAMS, PaidRoute, QueryParam
+from .queries import Problem
 from .routes import UNKNOWN_STREAM, VERSION, Answer, Api, problem_answer
 from .settings import Settings
 
@@ -96,23 +95,6 @@ INSTRUCTIONS = (
 # ---- the tools' input schemas (the rules themselves are app/queries.py's, applied to every call) ----
 
 
-def _number(description: str, low: float, high: float, default: float | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "number", "minimum": low, "maximum": high, "description": description}
-    if default is not None:
-        schema["default"] = default
-    return schema
-
-
-_LAT = _number("Latitude in degrees (WGS 84).", -90, 90)
-_LON = _number("Longitude in degrees (WGS 84).", -180, 180)
-_MAX_AGE = _number(
-    "The oldest data you will pay for, in seconds: older cached data is refetched, and if that fails the call "
-    "is an error and nothing is charged.",
-    MAX_AGE_S_MIN,
-    MAX_AGE_S_MAX,
-)
-
-
 def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
     if required:
@@ -120,41 +102,22 @@ def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
     return schema
 
 
-WORLD_SCHEMA = _object(
-    {
-        "lat": _LAT,
-        "lon": _LON,
-        "radius_km": _number(
-            "Radius for earthquakes, disaster alerts and natural events, in km (the nearest 20 of each).",
-            0,
-            WORLD_RADIUS_KM_MAX,
-            WORLD_RADIUS_KM_DEFAULT,
-        ),
-        "max_age": _MAX_AGE,
-    },
-    ("lat", "lon"),
-)
-STREAM_SCHEMA = _object(
-    {
-        "id": {"type": "string", "minLength": 1, "description": "The stream's id, e.g. quakes.usgs (list_streams)."},
-        "bbox": {
-            "type": "string",
-            "pattern": r"^-?\d+(\.\d+)?(,-?\d+(\.\d+)?){3}$",
-            "description": "min_lon,min_lat,max_lon,max_lat in degrees. Not with lat/lon/radius_km.",
-        },
-        "lat": {**_LAT, "description": "Latitude in degrees; point streams (weather.current, air.quality) need it."},
-        "lon": {**_LON, "description": "Longitude in degrees; point streams (weather.current, air.quality) need it."},
-        "radius_km": _number("Radius around lat/lon in km (needs lat and lon; not point streams).", 0, RADIUS_KM_MAX),
-        "limit": {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": LIMIT_MAX,
-            "default": LIMIT_DEFAULT,
-            "description": "At most this many records, nearest first around a point.",
-        },
-        "max_age": _MAX_AGE,
-    },
-    ("id",),
+def _arguments(params: tuple[QueryParam, ...], path_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A paid tool's input schema: the HTTP route's path parameters (required) and its declared query
+    parameters (app/pricing.py: the ones the 402's bazaar and /openapi.json declare) as tool arguments."""
+    leading = path_params or {}
+    properties = {**leading, **{p.name: p.schema(full=True) for p in params}}
+    return _object(properties, (*leading, *(p.name for p in params if p.required)))
+
+
+_AT_A_POINT = "; point streams (weather.current, air.quality) need it and are read there."
+WORLD_SCHEMA = _arguments(WORLD_PARAMS)
+STREAM_SCHEMA = _arguments(
+    tuple(
+        replace(p, description=p.description[:-1] + _AT_A_POINT) if p.name in ("lat", "lon") else p
+        for p in STREAM_PARAMS
+    ),
+    {"id": {"type": "string", "minLength": 1, "description": "The stream's id, e.g. quakes.usgs (list_streams)."}},
 )
 CATALOG_SCHEMA = _object(
     {"category": {"type": "string", "description": "Only this category's streams, e.g. hazards or space."}}
@@ -196,7 +159,9 @@ def tool_params(arguments: Mapping[str, Any] | None, schema: Mapping[str, Any]) 
         elif kind == "integer":
             if isinstance(value, float) and not value.is_integer():
                 return Problem(400, "invalid_query", f"{name} must be an integer")
-            params[name] = str(int(value))
+            params[name] = str(int(value)) if abs(value) < 10**18 else "1e999"  # str() refuses over 4300 digits
+        elif isinstance(value, int) and abs(value) >= 10**18:  # out of every range; str() refuses over 4300 digits
+            params[name] = "-1e999" if value < 0 else "1e999"
         else:
             params[name] = repr(value) if isinstance(value, float) else str(value)
     return params
@@ -442,7 +407,11 @@ class McpServer:
         """Decode `_meta["x402/payment"]` and bind it to one of this route's offers (ours, never the client's copy)."""
         if not isinstance(raw, dict):
             return Refusal(Reason.INVALID_PAYLOAD, f"{PAYMENT_META_KEY} must be an x402 v2 PaymentPayload object")
-        if len(encode_json(raw)) > self.payment_bytes_max:
+        try:
+            size = len(encode_json(raw))
+        except RecursionError:  # nested deeper than any payment: msgspec cannot even measure it
+            return Refusal(Reason.INVALID_PAYLOAD, f"{PAYMENT_META_KEY} is nested too deeply")
+        if size > self.payment_bytes_max:
             too_large = f"{PAYMENT_META_KEY} is over {self.payment_bytes_max} bytes"
             return Refusal(Reason.PAYMENT_HEADER_TOO_LARGE, too_large)
         try:

@@ -107,6 +107,21 @@ def payment_header(accepted: dict[str, Any], payload: dict[str, Any]) -> str:
     return b64({"x402Version": 2, "accepted": accepted, "payload": payload})
 
 
+def payment_document(
+    key: str, devnet: EvmDevnet, offer: dict[str, Any], payment_id: str | None = None
+) -> dict[str, Any]:
+    """A signed v2 PaymentPayload for `offer` (the JSON object MCP carries; `b64` it for HTTP), with a
+    payment-identifier when `payment_id` is given."""
+    document: dict[str, Any] = {
+        "x402Version": 2,
+        "accepted": offer,
+        "payload": sign_authorization(key, devnet, to=offer["payTo"], value=int(offer["amount"])),
+    }
+    if payment_id is not None:
+        document["extensions"] = {"payment-identifier": {"info": {"id": payment_id}}}
+    return document
+
+
 def pay_for(key: str, devnet: EvmDevnet, accepted: dict[str, Any], **overrides: Any) -> str:
     """Sign a payment that satisfies `accepted` (override any authorization field to break it)."""
     fields: dict[str, Any] = {"to": accepted["payTo"], "value": int(accepted["amount"])}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
@@ -18,6 +20,7 @@ import ledger
 from adapters import Adapter, Registry, ReplayServer
 from app.embedded import devnet_settings, solana_devnet_settings
 from app.factory import MIGRATIONS_DIR, create_app
+from app.logs import JsonFormatter
 from app.settings import AdminSettings, ReconcileSettings, Settings
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
@@ -157,3 +160,20 @@ async def payment_row(pool: asyncpg.Pool, key: str) -> dict[str, Any] | None:
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Every `worldgate` log line written while the test runs, as the JSON the server writes."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("worldgate")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -13,21 +13,14 @@ from eth_account import Account
 from app.settings import Settings
 from payments.devnet.evm import EvmDevnet
 
-from .chain import b64, new_payer, sign_authorization, unb64, usdc_balance
+from .chain import b64, new_payer, payment_document, unb64, usdc_balance
 from .conftest import Gateway, running_gateway, with_settings
 
 CAPITALS = "/v1/streams/static.capitals"
 
 
 def header_with_id(key: str, devnet: EvmDevnet, offer: dict[str, Any], payment_id: str | None) -> str:
-    document: dict[str, Any] = {
-        "x402Version": 2,
-        "accepted": offer,
-        "payload": sign_authorization(key, devnet, to=offer["payTo"], value=int(offer["amount"])),
-    }
-    if payment_id is not None:
-        document["extensions"] = {"payment-identifier": {"info": {"id": payment_id}}}
-    return b64(document)
+    return b64(payment_document(key, devnet, offer, payment_id))
 
 
 async def settled_rows(pool: asyncpg.Pool, payer: str) -> int:

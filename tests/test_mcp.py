@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import os
 import secrets
 import subprocess
@@ -28,11 +27,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
 from adapters import STREAMS, ReplayServer
-from app.logs import JsonFormatter
 from app.settings import Settings
 from payments.devnet.evm import EvmDevnet
 
-from .chain import b64, new_payer, receipt, sign_authorization, unb64, usdc_balance
+from .chain import b64, new_payer, payment_document, receipt, unb64, usdc_balance
 from .conftest import Gateway, running_gateway, with_settings
 
 TOOLS = {"get_world_state", "list_streams", "get_stream", "search_streams", "attribution", "health"}
@@ -71,14 +69,7 @@ def evm_offer(required: dict[str, Any]) -> dict[str, Any]:
 
 def payment(key: str, devnet: EvmDevnet, offer: dict[str, Any], payment_id: str | None = None) -> dict[str, Any]:
     """A PaymentPayload as the MCP transport carries it: a JSON object, not base64."""
-    document: dict[str, Any] = {
-        "x402Version": 2,
-        "accepted": offer,
-        "payload": sign_authorization(key, devnet, to=offer["payTo"], value=int(offer["amount"])),
-    }
-    if payment_id is not None:
-        document["extensions"] = {"payment-identifier": {"info": {"id": payment_id}}}
-    return document
+    return payment_document(key, devnet, offer, payment_id)
 
 
 def text_of(result: CallToolResult) -> Any:
@@ -358,22 +349,6 @@ async def test_a_payment_identifier_retry_replays_the_tool_result_without_a_seco
     async with connected(gateway) as client:
         crossed = await client.call_tool("get_stream", {"id": CAPITALS}, meta={PAYMENT: document})
     assert crossed.is_error and crossed.structured_content["error"] == "payment_identifier_conflict"
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("worldgate")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import secrets
-from collections.abc import Iterator
 
 import asyncpg
-import pytest
 from eth_account import Account
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters import STREAMS
-from app.logs import JsonFormatter
 from app.settings import Settings
 from ledger import PaymentRecord, claims
 from payments.devnet.evm import EvmDevnet
@@ -98,22 +94,6 @@ async def test_who_may_scrape(settings: Settings) -> None:
         assert right.status_code == 200 and "worldgate_http_requests_total" in right.text
         admin = await gateway.get("/metrics", headers={"authorization": f"Bearer {token()}"})
         assert admin.status_code == 200
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("worldgate")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 async def test_every_line_of_a_paid_request_names_it_and_no_line_holds_the_header(
