@@ -55,7 +55,8 @@ def parse(params: Mapping[str, str]) -> Filters:
     limit_raw = params.get("limit")
     limit = LIMIT_DEFAULT
     if limit_raw not in (None, ""):
-        if not str(limit_raw).isdigit() or not 1 <= int(limit_raw) <= LIMIT_MAX:
+        text = str(limit_raw)  # ASCII digits only: "²" is a digit to isdigit() but not to int()
+        if not (text.isascii() and text.isdigit()) or len(text) > 9 or not 1 <= int(text) <= LIMIT_MAX:
             raise FilterError(f"limit must be an integer from 1 to {LIMIT_MAX}")
         limit = int(limit_raw)
     bbox = None

@@ -144,7 +144,7 @@ def decode_payment_header(
         decoded = msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
         return Refusal(Reason.INVALID_PAYLOAD, f"payment header JSON does not fit the x402 v{version} payload: {exc}")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8 inside a string
         return Refusal(Reason.INVALID_PAYLOAD, "payment header is not JSON")
     if decoded.x402_version != version:
         return Refusal(
