@@ -4,10 +4,14 @@ For each payment not final (older than the grace period, so live requests finish
 - `settling` with a transaction hash: ask its network's auditor. Confirmed → book it (settled +
   journal entry, gas included); reverted → failed; succeeded but moved something else → flagged;
   pending → left; unknown to the node → failed once it can no longer land (EVM: its authorization's
-  validBefore has passed and the authorization is unused; Solana: its blockhash has long expired),
-  or flagged if the authorization was used by some other transaction.
-- `settling` without a hash: the hash is written before any broadcast, so nothing left; failed
-  (on EVM, unless the chain shows the authorization used: then flagged).
+  validBefore has passed and the authorization is unused; Solana: its blockhash has long expired);
+  if the authorization was used by some other transaction, that one is looked up and booked (flagged
+  if it cannot be found).
+- `settling` without a hash: with the local facilitator the hash is written before any broadcast, so
+  nothing left: failed. A remote facilitator names its transaction only in its answer, so a lost answer
+  leaves no hash: the chain is searched for the transaction that carried the payment (EVM: the
+  `AuthorizationUsed` log; Solana: the payer's token account history) and it is booked; without one
+  the row fails once the payment can no longer land. Used authorization, no transaction found: flagged.
 - `claimed`/`verified`/`served`: abandoned before settlement began (the response was held back,
   so no data left either) → expired.
 Then settled payments are checked against the chain, each once, resuming at the last run's cursor
@@ -67,10 +71,21 @@ Progress = Callable[[int, int], None]  # (done, total) for a progress bar
 
 
 class Reconciler:
-    def __init__(self, pool: asyncpg.Pool, auditors: Mapping[str, ChainAuditor], settings: ReconcileSettings) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        auditors: Mapping[str, ChainAuditor],
+        settings: ReconcileSettings,
+        *,
+        write_ahead: bool = True,
+    ) -> None:
         self.pool = pool
         self.auditors = dict(auditors)
         self.settings = settings
+        # True with the local facilitator, which records a settlement's hash before broadcasting it, so a
+        # `settling` row without one sent nothing. A remote facilitator names its transaction only in its
+        # answer: a lost answer leaves a row without a hash whose transaction may well have landed.
+        self.write_ahead = write_ahead
 
     async def run(self, trigger: str, *, all_settled: bool = False, progress: Progress | None = None) -> RunReport:
         async with locks.try_advisory_lock(self.pool, LOCK) as held:
@@ -123,14 +138,14 @@ class Reconciler:
         if auditor is None:
             await self._flag(report, payment.id, "settlement_unknown", f"no RPC for {payment.network}")
             return
-        if payment.tx_hash is None:  # crashed before the write-ahead: nothing was broadcast
-            if await auditor.authorization_used(payment.payment_key):
-                await self._flag(report, payment.id, "chain_transfer_not_recorded", "authorization used, no hash kept")
-            elif await audit.resolve_failed(self.pool, payment.id, "never broadcast (reconcile)"):
-                report.resolved += 1
-            return
+        if payment.tx_hash is None:  # no transaction on record: look for one on chain that carried the payment
+            await self._not_found(payment, None, auditor, report)
+        else:
+            await self._judge(payment, payment.tx_hash, auditor, report)
+
+    async def _judge(self, payment: audit.OpenPayment, tx_hash: str, auditor: ChainAuditor, report: RunReport) -> None:
         finding = await auditor.settlement(
-            payment.tx_hash,
+            tx_hash,
             asset=payment.asset,
             pay_to=payment.pay_to,
             payer=payment.payer,
@@ -142,23 +157,45 @@ class Reconciler:
             if await audit.resolve_failed(self.pool, payment.id, f"reverted on chain: {finding.detail}"[:500]):
                 report.resolved += 1
         elif finding.status == "mismatch":
-            await self._flag(report, payment.id, "settlement_mismatch", finding.detail, payment.tx_hash)
+            await self._flag(report, payment.id, "settlement_mismatch", finding.detail, tx_hash)
         elif finding.status == "pending":
             report.left_pending += 1
-        elif await self._can_never_land(payment, auditor, report):
-            if await audit.resolve_failed(self.pool, payment.id, "never landed; it can no longer (reconcile)"):
+        else:
+            await self._not_found(payment, tx_hash, auditor, report)
+
+    async def _not_found(
+        self, payment: audit.OpenPayment, tx_hash: str | None, auditor: ChainAuditor, report: RunReport
+    ) -> None:
+        """The chain knows no transaction of this payment: the one on record was dropped or made up, or there
+        is none on record (nothing was sent, or a remote facilitator's answer naming it was lost)."""
+        used = await auditor.authorization_used(payment.payment_key)
+        if used is not False:  # spent (EVM), or the chain has no such notion (Solana): what carried it?
+            found = await auditor.find_settlement(payment.payment_key, payer=payment.payer, asset=payment.asset)
+            if found is not None and found != tx_hash:
+                await self._judge(payment, found, auditor, report)
+                return
+        unsent = tx_hash is None and self.write_ahead  # our own hash is written before any broadcast
+        if used:
+            detail = (
+                "authorization used, no hash kept"
+                if tx_hash is None
+                else "our transaction is unknown, yet the authorization was used (by another transaction)"
+            )
+            await self._flag(report, payment.id, "chain_transfer_not_recorded", detail, tx_hash)
+        elif unsent or self._expired(payment):
+            reason = "never broadcast (reconcile)" if unsent else "never landed; it can no longer (reconcile)"
+            if await audit.resolve_failed(self.pool, payment.id, reason):
                 report.resolved += 1
         else:
             report.left_pending += 1
 
-    async def _can_never_land(self, payment: audit.OpenPayment, auditor: ChainAuditor, report: RunReport) -> bool:
+    @staticmethod
+    def _expired(payment: audit.OpenPayment) -> bool:
+        """Whether the payment can no longer land: its EVM authorization's validBefore has passed, or its
+        Solana blockhash has surely expired."""
         now = time.time()
         if payment.network.startswith("solana:"):
             return now - payment.updated_at.timestamp() > SOLANA_LANDING_WINDOW_S
-        if await auditor.authorization_used(payment.payment_key):
-            detail = "our transaction is unknown, yet the authorization was used (by another transaction)"
-            await self._flag(report, payment.id, "chain_transfer_not_recorded", detail, payment.tx_hash)
-            return False
         return payment.valid_before is not None and payment.valid_before.timestamp() + EVM_EXPIRY_MARGIN_S < now
 
     async def _book(self, payment: audit.OpenPayment, finding: SettlementFinding, report: RunReport) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,7 +20,10 @@ async def advisory_lock(pool: asyncpg.Pool, name: str) -> AsyncIterator[None]:
             try:
                 yield
             finally:
-                await connection.execute(queries["advisory_unlock"], name)
+                # A lost connection took its session's lock with it: failing here would replace the body's
+                # outcome (a broadcast that went out, say) with a ledger error.
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                    await connection.execute(queries["advisory_unlock"], name)
 
 
 @asynccontextmanager

@@ -42,3 +42,8 @@ class ChainAuditor(Protocol):
         """True/False if the chain says whether this payment's authorization was consumed; None if the
         scheme has no such notion (Solana) or the key cannot be read."""
         ...
+
+    async def find_settlement(self, payment_key: str, *, payer: str, asset: str) -> str | None:
+        """The transaction that settled this payment, found on chain without its hash (a remote facilitator
+        whose answer was lost never named it), or None if the chain shows none."""
+        ...

@@ -4,7 +4,7 @@ Not web3's `AsyncWeb3.eth` nor solana-py's httpx2 client: on anvil, `w3.eth.call
 against 0.34 ms for the same POST sent through this (aiohttp, web3's own transport, without its
 formatter stack), and 500 concurrent calls took 1.45 s against 0.12 s. Every failure is translated
 once, here: a JSON-RPC error answer is `RpcError` (the node answered), anything else (timeout,
-refused connection, HTML, truncated JSON) is `RpcUnavailable`.
+refused connection, HTML, truncated JSON, a 5xx whatever its body says) is `RpcUnavailable`.
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ class JsonRpc:
             raise RpcUnavailable(f"{method}: node answered HTTP {status} with a body that is not JSON") from None
         if not isinstance(answer, dict):
             raise RpcUnavailable(f"{method}: node answered HTTP {status} with JSON that is not an object")
+        if not 200 <= status < 300 and (status >= 500 or "error" not in answer):
+            # A gateway's or an overloaded node's answer (a 503 with a cached "result", say) is not the
+            # node's word, however successful it looks: a forged receipt must never release a body.
+            raise RpcUnavailable(f"{method}: node answered HTTP {status}")
         error = answer.get("error")
         if error is not None:
             if not isinstance(error, dict):

@@ -360,6 +360,19 @@ class SolanaChain:
             )
         return {"context": self._context(), "value": statuses}
 
+    def getSignaturesForAddress(self, params: list[Any]) -> Any:
+        """Landed transactions that name the address, newest first (`limit`, default 1000)."""
+        address = Pubkey.from_string(params[0])
+        config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        found = []
+        for signature, landed in reversed(self.landed.items()):
+            if address in VersionedTransaction.from_bytes(landed.transaction).message.account_keys:
+                found.append({"signature": signature, "slot": landed.slot, "err": landed.err, "memo": None,
+                              "blockTime": None, "confirmationStatus": "finalized"})  # fmt: skip
+                if len(found) >= int(config.get("limit", 1000)):
+                    break
+        return found
+
     def getTransaction(self, params: list[Any]) -> Any:
         landed = self.landed.get(params[0])
         if landed is None:

@@ -12,12 +12,15 @@ from eth_abi import encode as abi_encode
 from eth_utils import to_checksum_address
 
 from ..audit import CONFIRMED, MISMATCH, NOT_FOUND, PENDING, REVERTED, SettlementFinding
+from .eip712 import keccak256
 from .exact import AUTHORIZATION_STATE, ReceiptReading, read_receipt
 from .rpc import EvmRpc, RpcError
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _BYTES32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 TRANSFERS_SHOWN_MAX = 5
+AUTHORIZATION_USED_TOPIC = "0x" + keccak256(b"AuthorizationUsed(address,bytes32)").hex()
+LOG_LOOKBACK_BLOCKS = 100_000  # ~2.3 days of Base blocks: reconcile runs every few minutes
 
 
 class EvmAuditor:
@@ -86,14 +89,50 @@ class EvmAuditor:
             moved,
         )
 
-    async def authorization_used(self, payment_key: str) -> bool | None:
-        """The token's `authorizationState(from, nonce)` for a key `{network}:{asset}:{from}:{nonce}`."""
+    def _key(self, payment_key: str) -> tuple[str, str, str] | None:
+        """(asset, from, nonce) of a key `{network}:{asset}:{from}:{nonce}` on this network."""
         parts = payment_key.rsplit(":", 3)  # from the right: the network itself has a colon (eip155:84532)
         if len(parts) != 4:
             return None
         network, asset, sender, nonce = parts
         if network != self.network or not (_ADDRESS.match(asset) and _ADDRESS.match(sender) and _BYTES32.match(nonce)):
             return None
+        return asset, sender, nonce
+
+    async def find_settlement(self, payment_key: str, *, payer: str, asset: str) -> str | None:
+        """The transaction whose `AuthorizationUsed(from, nonce)` log spent this authorization, searched in
+        the last LOG_LOOKBACK_BLOCKS blocks; None if there is none (or the node will not search)."""
+        key = self._key(payment_key)
+        if key is None:
+            return None
+        token, sender, nonce = key
+        try:
+            latest = int(str(await self._rpc.request("eth_blockNumber", [])), 16)
+            logs = await self._rpc.request(
+                "eth_getLogs",
+                [
+                    {
+                        "address": token,
+                        "topics": [AUTHORIZATION_USED_TOPIC, "0x" + "0" * 24 + sender[2:].lower(), nonce.lower()],
+                        "fromBlock": hex(max(0, latest - LOG_LOOKBACK_BLOCKS)),
+                        "toBlock": "latest",
+                    }
+                ],
+            )
+        except (RpcError, ValueError):  # a node that refuses the range (or answers nonsense) cannot say
+            return None
+        for log in logs if isinstance(logs, list) else []:
+            tx_hash = log.get("transactionHash") if isinstance(log, dict) else None
+            if isinstance(tx_hash, str) and _BYTES32.match(tx_hash) and not log.get("removed"):
+                return tx_hash
+        return None
+
+    async def authorization_used(self, payment_key: str) -> bool | None:
+        """The token's `authorizationState(from, nonce)` for a key `{network}:{asset}:{from}:{nonce}`."""
+        key = self._key(payment_key)
+        if key is None:
+            return None
+        asset, sender, nonce = key
         data = AUTHORIZATION_STATE + abi_encode(["address", "bytes32"], [sender, bytes.fromhex(nonce[2:])])
         try:
             answer = await self._rpc.call(asset, data)

@@ -346,16 +346,15 @@ class ExactEvmScheme:
                 message=f"the node refused the settlement: {(revert_reason(exc) or exc.rpc_message)[:200]}",
             )
         except RpcUnavailable as exc:
-            if broadcast:  # signed and maybe sent: only the chain can say
+            if not broadcast:
                 return Settlement(
-                    False,
-                    self.network,
-                    broadcast[-1],
-                    auth.from_address,
-                    Reason.SETTLEMENT_PENDING,
-                    exc.message,
+                    False, self.network, "", auth.from_address, Reason.UNEXPECTED_SETTLE_ERROR, exc.message
                 )
-            return Settlement(False, self.network, "", auth.from_address, Reason.UNEXPECTED_SETTLE_ERROR, exc.message)
+            # Signed and maybe sent: the answer was lost, not necessarily the transaction. Ask the chain
+            # for its receipt as after any send, so a landed payment is still delivered.
+            tx_hash, lost = broadcast[-1], f"{exc.message}; "
+        else:
+            lost = ""
         receipt = await self._await_receipt(tx_hash)
         if receipt is None:
             return Settlement(
@@ -364,7 +363,7 @@ class ExactEvmScheme:
                 tx_hash,
                 auth.from_address,
                 Reason.SETTLEMENT_PENDING,
-                f"no receipt within {self._receipt_timeout_s:.0f} s",
+                f"{lost}no receipt within {self._receipt_timeout_s:.0f} s",
             )
         reading = read_receipt(receipt, checked.inspection.asset)
         gas_cost = reading.gas_cost_atomic

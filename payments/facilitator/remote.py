@@ -77,7 +77,7 @@ class RemoteFacilitator:
             return response.status_code, None
         try:
             return response.status_code, msgspec.json.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8 in a string
             return response.status_code, None
 
     async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Verification:
@@ -120,8 +120,10 @@ class RemoteFacilitator:
             # /settle could broadcast again or answer for the second attempt only.
             await asyncio.sleep(self._pending_retry_delay_s)
             retry, _ = await self._settle_once(body, requirements)
-            if not (retry.pending and not retry.transaction and result.transaction):
+            if retry.success or (retry.pending and (retry.transaction or not result.transaction)):
                 result = retry  # keep the first answer's hash if the retry knows less
+            # Any other retry answer keeps the first one: a refusal after `settlement_pending` may only mean
+            # that the first attempt spent the authorization, so the outcome stays open for reconciliation.
         return result
 
     async def _settle_once(self, body: bytes, requirements: PaymentRequirements) -> tuple[Settlement, bool]:

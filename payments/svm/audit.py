@@ -7,14 +7,19 @@ payments with. Solana has no authorization to consume apart from the transaction
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+from solders.pubkey import Pubkey
 from solders.signature import Signature
+from solders.transaction import SanitizeError, VersionedTransaction
 
 from ..audit import CONFIRMED, MISMATCH, NOT_FOUND, PENDING, REVERTED, SettlementFinding
 from .exact import LandedTransfer, read_landed
-from .rpc import SvmRpc
+from .programs import associated_token_address
+from .rpc import RpcError, SvmRpc
 
+HISTORY_SEARCHED = 100  # signatures of the payer's token account read back when a settlement has no signature
 LANDED = ("confirmed", "finalized")  # "processed" may still be on a fork that is dropped
 
 
@@ -97,4 +102,36 @@ class SvmAuditor:
 
     async def authorization_used(self, payment_key: str) -> bool | None:
         """None: a Solana payment is its transaction; there is no separate authorization to look up."""
+        return None
+
+    async def find_settlement(self, payment_key: str, *, payer: str, asset: str) -> str | None:
+        """The signature of a landed transaction carrying this payment's message (the key is
+        `{network}:{message hash}`), found in the recent history of the payer's token account: a remote
+        facilitator co-signs and sends it, and its signature is unknown to us until it says it."""
+        network, _, message_hash = payment_key.rpartition(":")
+        if network != self.network:
+            return None
+        try:
+            account = associated_token_address(Pubkey.from_string(payer), Pubkey.from_string(asset))
+        except ValueError:
+            return None
+        try:
+            history = await self._rpc.request(
+                "getSignaturesForAddress", [str(account), {"limit": HISTORY_SEARCHED, "commitment": "confirmed"}]
+            )
+        except RpcError:  # a node without history cannot say
+            return None
+        for entry in history if isinstance(history, list) else []:
+            signature = entry.get("signature") if isinstance(entry, dict) else None
+            if not isinstance(signature, str) or entry.get("err") is not None:
+                continue
+            landed = await self._rpc.transaction(signature)
+            encoded = landed.get("transaction") if landed else None
+            try:
+                raw = base64.b64decode(encoded[0]) if isinstance(encoded, list) and encoded else b""
+                found = str(VersionedTransaction.from_bytes(raw).message.hash())
+            except (ValueError, TypeError, SanitizeError):
+                continue
+            if found == message_hash:
+                return signature
         return None

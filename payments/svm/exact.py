@@ -315,8 +315,8 @@ class ExactSvmScheme:
                 Reason.TRANSACTION_FAILED,
                 f"the node refused it: {exc.rpc_message[:200]}",
             )
-        except RpcUnavailable as exc:
-            return Settlement(False, self.network, signature, payer, Reason.SETTLEMENT_PENDING, exc.message)
+        except RpcUnavailable:
+            pass  # the answer was lost, not necessarily the transaction: ask the chain, as after any send
         return await self._confirm(signature, str(checked.message.recent_blockhash), checked, payer)
 
     def _failed(self, signature: str, payer: str, reason: str, message: str) -> Settlement:
