@@ -119,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import ledger
 
     from .factory import MIGRATIONS_DIR
+    from .limits import CappedHttpToolsProtocol
 
     _exit_on_sigterm()
     settings = _with_admin_secret(_settings(args))
@@ -141,6 +142,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             metrics_dir.mkdir(parents=True)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        # every worker caps request heads at the transport (httptools has no cap of its own)
+        os.environ["WORLDGATE_HEADER_BYTES_MAX"] = str(resolved.limits.header_bytes_max)
         print(_banner(resolved, running), flush=True)
         uvicorn.run(
             "app.factory:app_from_env",
@@ -149,7 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=resolved.port,
             workers=resolved.workers,
             loop="uvloop",
-            http="httptools",
+            http=CappedHttpToolsProtocol,
             log_level="warning",
             access_log=False,
             lifespan="on",
@@ -306,7 +309,7 @@ def cmd_ledger_reconcile(args: argparse.Namespace) -> int:
         pool = await ledger.create_pool(dsn, size_min=1, size_max=4)
         auditors, rpcs = auditors_for(chains)
         try:
-            reconciler = Reconciler(pool, auditors, settings.reconcile)
+            reconciler = Reconciler(pool, auditors, settings.reconcile, write_ahead=not settings.facilitator_url)
             report = await reconciler.run("cli", all_settled=args.all, progress=_ProgressBar("reconcile"))
             flags = await ledger.audit.open_flags(pool, 1000)
         finally:

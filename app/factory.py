@@ -50,6 +50,7 @@ from .admin.auth import AdminAuth
 from .admin.matrix import source_matrix
 from .controls import Controls
 from .gate import PaymentGate, Services
+from .limits import AbuseGuard, Limit, RateLimiter
 from .mcp_server import McpServer
 from .metrics import MetricsEndpoint, RequestMetrics
 from .pricing import Pricing
@@ -216,6 +217,10 @@ def create_app(
         if services.tier is not None:
             services.tier.registry = live
 
+    limiter = RateLimiter(prefix=settings.cache_prefix, sync_interval_s=settings.limits.sync_interval_s)
+    payer_limit = Limit.parse("payer", settings.limits.payer)
+    if payer_limit is not None:
+        services.payer_limited = lambda payer: limiter.hit_shared(payer_limit, payer)
     admin_auth = AdminAuth(settings.admin)
     admin = AdminApi(
         admin_auth,
@@ -259,6 +264,8 @@ def create_app(
                 replay_url,
             )
             api.redis = redis
+            limiter.start(redis)
+            stack.push_async_callback(limiter.stop)
             controls = Controls(pool, apply_sharing)
             await controls.reload()  # bans and sharing are in force before the first request
             services.banned = controls.is_banned
@@ -269,7 +276,7 @@ def create_app(
             auditors, audit_rpcs = auditors_for(chains_of(settings))
             for rpc in audit_rpcs:
                 stack.push_async_callback(rpc.close)
-            reconciler = Reconciler(pool, auditors, settings.reconcile)
+            reconciler = Reconciler(pool, auditors, settings.reconcile, write_ahead=not settings.facilitator_url)
 
             async def reconcile_now(trigger: str) -> dict[str, Any]:
                 return (await reconciler.run(trigger)).as_dict()
@@ -299,8 +306,11 @@ def create_app(
     routes = [*api.routes(), mcp.route(), *admin.routes(), *dashboard.routes(admin_auth), *found, scrape]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(PaymentGate, services=services, settings=settings)
+    # caps and per-address limits before the gate decodes anything; per-payer limits inside the checkout
+    app.add_middleware(AbuseGuard, services=services, limiter=limiter, settings=settings.limits)
     app.add_middleware(RequestMetrics)  # outermost: counts every answer, the gate's too, and binds the request id
     app.state.services = services
+    app.state.limiter = limiter
     return app
 
 

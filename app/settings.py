@@ -7,10 +7,12 @@ or key files, never from the TOML file, which tends to get committed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -90,6 +92,27 @@ class ReconcileSettings:
     settled_sample: int = 50  # settled payments re-checked against the chain per run (`--all`: every one)
 
 
+RATE_LIMIT_OFF = ("off", "none", "0", "false", "")
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Abuse controls (app/limits.py): request size caps and per-client rate limits.
+
+    Rates use slowapi's syntax ("120/minute", "5/second;100/minute"); None turns a limit off.
+    The defaults are for one client at human or agent pace; a load test from one address needs them raised.
+    """
+
+    free: str | None = "120/minute"  # per client IP, free routes
+    quote: str | None = "600/minute"  # per client IP, unpaid requests to paid routes (402 quotes)
+    payer: str | None = "300/minute"  # per payer address, payment attempts (after decoding, before the claim)
+    trusted_proxies: tuple[str, ...] = ()  # peers (IPs or CIDRs) whose X-Forwarded-For is believed
+    sync_interval_s: float = 0.2  # how often each worker adds its counts to the shared ones in Redis
+    headers_max: int = 100  # header fields in one request
+    header_bytes_max: int = 16_384  # the request line and all header fields together (the transport cuts at 2x)
+    body_bytes_max: int = 1_048_576  # request bodies on free routes (paid routes take none)
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -123,21 +146,33 @@ class Settings:
     idempotency_ttl_s: float = 86_400.0  # how long a payment-identifier's delivery stays replayable
     metrics_token: str | None = field(default=None, repr=False)  # bearer for /metrics; unset: loopback only
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def uses_devnet(self) -> bool:
         return self.evm is None and self.svm is None
 
 
+# RPC providers put the API key in the path (Alchemy /v2/<key>, QuickNode /<token>/) or the query (?api-key=)
+_TOKEN_LIKE = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-]{20,}$")
+_SECRET_PARAM = re.compile(r"key|token|secret|auth|pass|sig|credential", re.IGNORECASE)
+
+
 def redact_url(url: str | None) -> str:
-    """A URL with any password replaced, for banners and logs."""
+    """A URL with its password, key-like path segments and secret query values replaced, for banners and logs."""
     if not url:
         return "-"
     parts = urlsplit(url)
+    netloc = parts.netloc
     if parts.password:
         netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    path = "/".join("***" if _TOKEN_LIKE.match(segment) else segment for segment in parts.path.split("/"))
+    query = []
+    for item in parts.query.split("&") if parts.query else []:
+        name, sep, value = item.partition("=")
+        hidden = sep and (_SECRET_PARAM.search(name) or _TOKEN_LIKE.match(value))
+        query.append(f"{name}=***" if hidden else item)
+    return urlunsplit(parts._replace(netloc=netloc, path=path, query="&".join(query)))
 
 
 def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -372,6 +407,78 @@ def _reconcile(env: Mapping[str, str], config: Mapping[str, Any]) -> ReconcileSe
     )
 
 
+def _rate(value: Any, name: str) -> str | None:
+    """A slowapi rate string, or None for off ("off", "none", "0", false or an empty string)."""
+    if value is None or value is False or str(value).strip().lower() in RATE_LIMIT_OFF:
+        return None
+    from limits import parse_many  # slowapi's parser: the syntax its users know
+
+    text = str(value).strip()
+    try:
+        parse_many(text)
+    except ValueError:
+        raise SettingsError(f'{name} {text!r} is not a rate like "120/minute" or "5/second;100/minute"') from None
+    return text
+
+
+def _networks(value: Any, name: str) -> tuple[str, ...]:
+    """IP addresses or CIDRs, as a list (TOML) or comma-separated text (env)."""
+    items = value if isinstance(value, list | tuple) else str(value or "").split(",")
+    found = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not an IP address or CIDR") from None
+    return tuple(found)
+
+
+def _limits(env: Mapping[str, str], config: Mapping[str, Any], payment_header_bytes_max: int) -> LimitSettings:
+    section = _section(config, "limits")
+    default = LimitSettings()
+    header_bytes_max = _int(
+        _pick(env, "WORLDGATE_HEADER_BYTES_MAX", section, "header_bytes_max", default.header_bytes_max),
+        "WORLDGATE_HEADER_BYTES_MAX",
+        4096,
+    )
+    if header_bytes_max <= payment_header_bytes_max:
+        raise SettingsError(
+            f"WORLDGATE_HEADER_BYTES_MAX ({header_bytes_max}) must be more than WORLDGATE_PAYMENT_HEADER_BYTES_MAX"
+            f" ({payment_header_bytes_max}): the payment header travels with the others"
+        )
+    rates = {}
+    for kind in ("free", "quote", "payer"):
+        var = f"WORLDGATE_RATE_LIMIT_{kind.upper()}"
+        # an empty variable turns the limit off here (elsewhere it means unset): "off" says the same plainly
+        raw = env[var] if var in env else section.get(kind, getattr(default, kind))
+        rates[kind] = _rate(raw, var)
+    return LimitSettings(
+        free=rates["free"],
+        quote=rates["quote"],
+        payer=rates["payer"],
+        trusted_proxies=_networks(
+            _pick(env, "WORLDGATE_TRUSTED_PROXIES", section, "trusted_proxies", ()), "WORLDGATE_TRUSTED_PROXIES"
+        ),
+        sync_interval_s=_float(
+            _pick(env, "WORLDGATE_RATE_LIMIT_SYNC_S", section, "sync_interval_s", default.sync_interval_s),
+            "WORLDGATE_RATE_LIMIT_SYNC_S",
+        ),
+        headers_max=_int(
+            _pick(env, "WORLDGATE_HEADERS_MAX", section, "headers_max", default.headers_max),
+            "WORLDGATE_HEADERS_MAX",
+            16,
+        ),
+        header_bytes_max=header_bytes_max,
+        body_bytes_max=_int(
+            _pick(env, "WORLDGATE_BODY_BYTES_MAX", section, "body_bytes_max", default.body_bytes_max),
+            "WORLDGATE_BODY_BYTES_MAX",
+            1024,
+        ),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path | None = None) -> Settings:
     """Settings from `env` (default os.environ) over the TOML file at `config_path` or $WORLDGATE_CONFIG."""
     env = os.environ if env is None else env
@@ -475,6 +582,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: str | Path 
         price_tiers=tiers,
         route_prices=routes,
     )
+    settings = replace(settings, limits=_limits(env, config, settings.payment_header_bytes_max))
     if settings.facilitator_url is None:  # the local facilitator does the chain work itself
         if settings.evm is not None and not settings.evm.rpc_url:
             raise SettingsError(

@@ -744,6 +744,10 @@ def run(args: argparse.Namespace) -> int:
                 "WORLDGATE_EVM_RELAYER_KEY": devnet.relayer_private_key,
                 "WORLDGATE_AUTO_MIGRATE": "0",  # migrated above
                 "WORLDGATE_LOG_LEVEL": "warning",  # no per-request info log; the baseline logs nothing either
+                # one address floods on purpose: the limits stay on (their cost is measured) but out of reach
+                "WORLDGATE_RATE_LIMIT_FREE": "100000000/minute",
+                "WORLDGATE_RATE_LIMIT_QUOTE": "100000000/minute",
+                "WORLDGATE_RATE_LIMIT_PAYER": "100000000/minute",
             }
         )
         # The same uvicorn settings `worldgate serve` uses, one worker.

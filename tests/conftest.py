@@ -21,7 +21,7 @@ from adapters import Adapter, Registry, ReplayServer
 from app.embedded import devnet_settings, solana_devnet_settings
 from app.factory import MIGRATIONS_DIR, create_app
 from app.logs import JsonFormatter
-from app.settings import AdminSettings, ReconcileSettings, Settings
+from app.settings import AdminSettings, LimitSettings, ReconcileSettings, Settings
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
 from payments.devnet.solana import SolanaDevnetProcess
@@ -30,6 +30,8 @@ from .chain import unb64
 from .services import Database, ServerThread, postgres, redis_server
 
 ADMIN_SECRET = "test-admin-secret-" + "0123456789abcdef" * 2  # HS256, at least 32 bytes
+# Every request from 127.0.0.1: the limits stay on (so the whole suite runs through them) but out of reach.
+TEST_LIMITS = LimitSettings(free="100000/minute", quote="100000/minute", payer="100000/minute")
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +97,7 @@ def settings(
         cache_prefix=f"wgtest:{secrets.token_hex(4)}:",  # no cached value from an earlier run leaks in
         admin=AdminSettings(secret=ADMIN_SECRET),
         reconcile=ReconcileSettings(interval_s=0),  # tests run reconcile themselves, when they mean to
+        limits=TEST_LIMITS,
     )
 
 
