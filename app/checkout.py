@@ -13,6 +13,7 @@ Outcome the transport renders in its own terms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,7 @@ from payments import (
     inspect,
 )
 
-from . import metrics
+from . import faultpoints, metrics
 from .logs import bind
 from .pricing import PAYMENT_IDENTIFIER, PaidRoute, Pricing
 
@@ -45,6 +46,10 @@ log = logging.getLogger("worldgate.checkout")
 _LATEST_VALID_BEFORE = 253402300799  # 9999-12-31: beyond it the ledger stores no expiry
 NOT_RECORDED = "the payment could not be recorded in the ledger; nothing was charged"
 REPLAY_WAIT_POLL_S = 0.05
+# A settled payment whose payment id has had no stored delivery this long lost its first attempt (a crash
+# between settlement and response): a retry with the id then gets the data again, without a second charge.
+REDELIVER_AFTER_S = 2.0
+REDELIVERY_LEASE_S = 30.0  # one retry at a time redelivers a sale; a retry that dies frees it after this
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Services:
     pricing: Pricing | None = None  # built once the facilitator says what it supports
     tier: DataTier | None = None  # built in the lifespan (it needs Redis and an HTTP client)
     banned: Callable[[str], bool] = lambda _payer: False  # the operator's bans, as this worker last loaded them
+    payer_limited: Callable[[str], Awaitable[int | None]] | None = None  # seconds to wait, if over its rate limit
     replay_url: str | None = None  # set when upstreams are answered from recordings
     settlement_mode: str = "sync"
     idempotency_ttl_s: float = 86_400.0  # how long a delivered response stays replayable by its payment id
@@ -99,6 +105,11 @@ class Unavailable:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimited(Unavailable):
+    retry_after: int = 1  # 429 with Retry-After (a transport that knows only Unavailable still refuses it)
+
+
+@dataclass(frozen=True, slots=True)
 class NotServed:
     served: Served  # the handler failed or had no data: released, nothing charged
 
@@ -107,6 +118,7 @@ class NotServed:
 class Delivered:
     served: Served
     settlement: Settlement
+    payment_id: int = 0  # the ledger's payment: the transport reports its delivery (`Checkout.delivered`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +200,13 @@ class Checkout:
             log.info("banned payer refused", extra={"route": paid.path})
             metrics.REFUSED("payer_banned").inc()
             return Banned(inspection.payer)
+        limited = self.services.payer_limited
+        wait = await limited(inspection.payer) if limited is not None else None
+        if wait is not None:  # after the ban check, before the claim: nothing is recorded, verified or charged
+            log.info("payer rate limited", extra={"route": paid.path, "retry_after": wait})
+            metrics.REFUSED("rate_limited").inc()
+            message = f"too many payment attempts from this payer; retry after {wait} s (nothing was charged)"
+            return RateLimited("rate_limited", message, wait)
         pool = self.services.pool
         if pool is None or self.services.facilitator is None:
             return Unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet")
@@ -221,7 +240,7 @@ class Checkout:
         if held.conflict:
             return IdConflict(held.conflict)
         if not held.first:
-            return await self._replay(key)
+            return await self._replay(paid, inspection, offer, serve, key)
         outcome = await self._claim_and_sell(paid, payload, offer, inspection, serve)
         with anyio.CancelScope(shield=True):  # the record must land even if the client went away
             try:
@@ -233,14 +252,30 @@ class Checkout:
                 log.error("could not record the payment id's outcome", extra={"detail": str(exc)})
         return outcome
 
-    async def _replay(self, key: Idempotency) -> Outcome:
-        """Another request holds this id: wait for its delivery, then answer with it (no second charge)."""
+    async def _replay(
+        self, paid: PaidRoute, inspection: Inspection, offer: PaymentRequirements, serve: Serve, key: Idempotency
+    ) -> Outcome:
+        """Another request holds this id: wait for its delivery, then answer with it (no second charge).
+        If that attempt died (SIGKILL, power cut) its delivery never comes: a payment settled with nothing
+        stored is served again (`_redeliver`); one closed unsettled by reconciliation frees the id."""
         deadline = time.monotonic() + self.services.settle_wait_s
+        settled_since: float | None = None
         while True:
             try:
                 state = await idempotency.lookup(self.services.pool, key.id)
+                holder = None
+                if state is not None and state.response is None:
+                    holder = await claims.holder(self.services.pool, inspection.payment_key)
             except ledger.LedgerUnavailable:
                 return Unavailable("ledger_unavailable", NOT_RECORDED)
+            if holder is not None and holder.state == "settled":
+                settled_since = settled_since or time.monotonic()
+                if time.monotonic() - settled_since >= REDELIVER_AFTER_S:
+                    return await self._redeliver(paid, inspection, offer, serve, key, holder)
+            elif holder is not None and holder.state in ("failed", "expired"):
+                with contextlib.suppress(ledger.LedgerError):
+                    await idempotency.abandon(self.services.pool, key.id)  # nothing charged: the id is free
+                return self._refused(paid, await self._already_claimed(inspection.payment_key))
             if state is None:
                 return Unavailable(
                     "payment_in_progress", "the first attempt with this payment id did not deliver; retry"
@@ -251,6 +286,40 @@ class Checkout:
             if time.monotonic() > deadline:
                 return Unavailable("payment_in_progress", "the first attempt with this payment id is still running")
             await asyncio.sleep(REPLAY_WAIT_POLL_S)
+
+    async def _redeliver(
+        self,
+        paid: PaidRoute,
+        inspection: Inspection,
+        offer: PaymentRequirements,
+        serve: Serve,
+        key: Idempotency,
+        holder: claims.Holder,
+    ) -> Outcome:
+        """The payer was charged (the claim is settled) but the attempt holding the id never stored its
+        delivery: serve the same resource again under that settlement, store it, answer with it."""
+        pool = self.services.pool
+        try:
+            resource = (await claims.payment(pool, holder.payment_id) or {}).get("resource")
+        except ledger.LedgerUnavailable:
+            return Unavailable("ledger_unavailable", NOT_RECORDED)
+        if resource != paid.path:
+            return IdConflict(f"this payment id paid for {resource}; retry it there")
+        served = await serve(Verified(holder.payment_id, inspection.payer))
+        if not served.ok:
+            return NotServed(served)  # no data right now; the id stays open, so a later retry tries again
+        settlement = Settlement(True, offer.network, transaction=holder.tx_hash or "", payer=inspection.payer)
+        delivered = Delivered(served, settlement, holder.payment_id)
+        with anyio.CancelScope(shield=True):
+            try:
+                await idempotency.complete(pool, key.id, key.encode(delivered))
+            except ledger.LedgerError as exc:
+                log.error("could not record the payment id's outcome", extra={"detail": str(exc)})
+        log.warning(
+            "settled payment redelivered: its first attempt never delivered",
+            extra={"route": paid.path, "payment_id": holder.payment_id, "payment_identifier": key.id},
+        )
+        return delivered
 
     # ---- the sale ----
 
@@ -270,8 +339,9 @@ class Checkout:
             log.error("ledger unavailable: refusing paid request", extra=context)
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         if payment_id is None:
-            return self._refused(paid, await self._already_claimed(inspection.payment_key))
+            return await self._claimed_before(paid, offer, inspection, serve)
         attempt = _Attempt(paid, payload, offer, payment_id, {**context, "payment_id": payment_id})
+        faultpoints.reach("after_claim")
         return await self._claimed(attempt, serve)
 
     def _record(self, paid: PaidRoute, inspection: Inspection) -> PaymentRecord:
@@ -294,6 +364,52 @@ class Checkout:
                 else None
             ),
         )
+
+    async def _claimed_before(
+        self, paid: PaidRoute, offer: PaymentRequirements, inspection: Inspection, serve: Serve
+    ) -> Outcome:
+        """The payment's key is taken. If it bought this resource, settled, and its answer never left (a crash,
+        a lost settlement answer booked later by reconciliation, a client gone after the broadcast), the payer
+        was charged without data: serve it now under that settlement, once, never charging again. Otherwise
+        the payment is spent or in use: refused."""
+        pool = self.services.pool
+        try:
+            holder = await claims.holder(pool, inspection.payment_key)
+            taken = (
+                holder is not None
+                and holder.state == "settled"
+                and holder.route == paid.route
+                and (await claims.payment(pool, holder.payment_id) or {}).get("resource") == paid.path
+                and await claims.take_redelivery(pool, holder.payment_id, REDELIVER_AFTER_S, REDELIVERY_LEASE_S)
+            )
+        except ledger.LedgerUnavailable:
+            return Unavailable("ledger_unavailable", NOT_RECORDED)
+        if not taken or holder is None:
+            return self._refused(paid, await self._already_claimed(inspection.payment_key))
+        served = await serve(Verified(holder.payment_id, inspection.payer))
+        if not served.ok:
+            with anyio.CancelScope(shield=True), contextlib.suppress(ledger.LedgerError):
+                await claims.drop_redelivery(pool, holder.payment_id)  # a later retry may try again
+            return NotServed(served)
+        log.warning(
+            "settled payment redelivered: its first answer never left",
+            extra={"route": paid.path, "payment_id": holder.payment_id, "tx": holder.tx_hash},
+        )
+        metrics.REDELIVERED(paid.path).inc()
+        settlement = Settlement(True, offer.network, transaction=holder.tx_hash or "", payer=inspection.payer)
+        return Delivered(served, settlement, holder.payment_id)
+
+    async def delivered(self, outcome: Delivered) -> None:
+        """The transport handed the sale's answer to its caller: it is never served again. Best effort (a
+        sale left unmarked may be served once more to the same payment; it is never charged again)."""
+        pool = self.services.pool
+        if pool is None or not outcome.payment_id:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await claims.mark_delivered(pool, outcome.payment_id)
+            except ledger.LedgerError as exc:
+                log.error("could not mark a sale delivered", extra={"detail": str(exc)})
 
     async def _already_claimed(self, payment_key: str) -> Refusal:
         try:
@@ -345,6 +461,7 @@ class Checkout:
         metrics.VERIFIED(attempt.offer.network).inc()
         if not await self._advance(attempt, "verified"):
             return Unavailable("ledger_unavailable", NOT_RECORDED)
+        faultpoints.reach("after_verify")
         try:
             served = await serve(Verified(attempt.payment_id, verification.payer or ""))
         except BaseException:
@@ -354,6 +471,7 @@ class Checkout:
         if not served.ok:
             await self._release(attempt, served.reason or "not_served")
             return NotServed(served)
+        faultpoints.reach("after_serve")
         # From here on the payment may be charged: finish it even if the client goes away.
         with anyio.CancelScope(shield=True):
             return await self._settle(attempt, served)
@@ -365,18 +483,25 @@ class Checkout:
             await self._release(attempt, "ledger_unavailable")
             return Unavailable("ledger_unavailable", NOT_RECORDED)
 
+        written: list[str] = []  # hashes on record: from the first one on, a transaction may have left
+
         async def record_broadcast(tx_hash: str) -> None:
             await claims.record_tx_hash(pool, attempt.payment_id, tx_hash)
+            written.append(tx_hash)
 
         network = attempt.offer.network
         started = time.perf_counter()
         try:
             settlement = await facilitator.settle(attempt.payload, attempt.offer, record_broadcast)
         except ledger.LedgerError as exc:
-            # The hash could not be written ahead, so nothing was broadcast.
-            log.error("settlement not started: ledger write failed", extra={**attempt.context, "detail": str(exc)})
-            message = "ledger unavailable; nothing was broadcast"
-            settlement = Settlement(False, network, reason=Reason.UNEXPECTED_SETTLE_ERROR, message=message)
+            if written:  # the ledger failed after a hash was on record: the transaction may be out
+                log.error("ledger failed during settlement", extra={**attempt.context, "detail": str(exc)})
+                message = "ledger unavailable during settlement; outcome unknown"
+                settlement = Settlement(False, network, written[-1], reason=Reason.SETTLEMENT_PENDING, message=message)
+            else:  # the hash could not be written ahead, so nothing was broadcast
+                log.error("settlement not started: ledger write failed", extra={**attempt.context, "detail": str(exc)})
+                message = "ledger unavailable; nothing was broadcast"
+                settlement = Settlement(False, network, reason=Reason.UNEXPECTED_SETTLE_ERROR, message=message)
         except Exception:
             # A bug somewhere under settle: a transaction may or may not have left. Keep the row
             # `settling` (reconciliation asks the chain) and withhold the result.
@@ -388,6 +513,7 @@ class Checkout:
         metrics.SETTLEMENTS(network, outcome).inc()
         if not settlement.success:
             return await self._settle_failed(attempt, settlement)
+        faultpoints.reach("after_broadcast")  # on chain, not yet booked
         postings = ledger.settlement_postings(
             network=network,
             asset=attempt.offer.asset,
@@ -409,7 +535,8 @@ class Checkout:
                 extra={**attempt.context, "tx": settlement.transaction, "detail": str(exc)},
             )
         log.info("payment settled", extra={**attempt.context, "tx": settlement.transaction})
-        return Delivered(served, settlement)
+        faultpoints.reach("after_journal")  # booked, the response not yet sent
+        return Delivered(served, settlement, attempt.payment_id)
 
     async def _settle_failed(self, attempt: _Attempt, settlement: Settlement) -> Unsettled:
         reason = settlement.reason or Reason.UNEXPECTED_SETTLE_ERROR
@@ -417,6 +544,11 @@ class Checkout:
         if settlement.pending:
             message = "settlement outcome unknown; the payment stays open until reconciliation checks the chain"
             log.warning("settlement pending", extra=extra)
+            if settlement.transaction:  # a remote facilitator names its transaction only now: keep it for reconcile
+                try:
+                    await claims.record_tx_hash(self.services.pool, attempt.payment_id, settlement.transaction)
+                except ledger.LedgerError:
+                    log.error("could not record the pending settlement's transaction", extra=extra)
         else:
             message = settlement.message or "settlement failed; you were not charged"
             log.warning("settlement failed", extra=extra)

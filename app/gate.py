@@ -10,6 +10,7 @@ Not BaseHTTPMiddleware: it cut throughput about 3x when measured (anchors.md §4
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -24,6 +25,7 @@ from payments import (
     PaymentPayload,
     PaymentPayloadV1,
     PaymentRequirements,
+    Reason,
     Refusal,
     Settlement,
     decode_payment_header,
@@ -42,6 +44,7 @@ from .checkout import (
     Idempotency,
     NotServed,
     Outcome,
+    RateLimited,
     Refused,
     Replayed,
     Served,
@@ -51,6 +54,7 @@ from .checkout import (
     Verified,
     payment_identifier,
 )
+from .limits import rate_limited_body
 from .pricing import PaidRoute
 from .settings import Settings
 
@@ -61,6 +65,7 @@ log = logging.getLogger("worldgate.gate")
 PAYMENT_SCOPE_KEY = "worldgate_payment"  # set in scope["state"] once a payment is verified and claimed
 _V2_HEADER = b"payment-signature"
 _V1_HEADER = b"x-payment"
+_ONE_HEADER = "send one payment header, once: PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (v1), not both"
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
@@ -103,11 +108,39 @@ class _Buffered:
         return Served(True, self)
 
 
+class _Departure:
+    """Watches the connection while a paid request is verified and served. A client that has gone by the
+    time its data is ready is not sold it: the claim is released and nothing is charged. (Paid routes
+    take no body, so after the request message the next one is the disconnect.)"""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._messages: asyncio.Queue[Message] = asyncio.Queue()
+        self.gone = False
+
+    async def watch(self) -> None:
+        while not self.gone:
+            message = await self._receive()
+            self.gone = message["type"] == "http.disconnect"
+            self._messages.put_nowait(message)
+
+    async def receive(self) -> Message:
+        """The handler's receive: the same messages, read through the watcher."""
+        return await self._messages.get()
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value)
     return None
+
+
+def _has_body(scope: Scope) -> bool:
+    for key, value in scope["headers"]:
+        if (key == b"content-length" and value.strip() != b"0") or key == b"transfer-encoding":
+            return True
+    return False
 
 
 async def _respond(send: Send, status: int, headers: Headers, body: bytes) -> None:
@@ -175,8 +208,17 @@ class PaymentGate:
             await self.app(scope, receive, send)
             return
         paid = pricing.lookup(scope["path"])
-        if paid is None or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)  # free route, or a method the router will refuse
+        if paid is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):  # never quoted, never read for a payment, never settled
+            body = encode_json({"error": "method_not_allowed", "message": "paid routes answer GET and HEAD only"})
+            await _respond(send, 405, [_JSON, _NO_STORE, (b"allow", b"GET, HEAD")], body)
+            return
+        if _has_body(scope):  # a paid GET takes no body: refused before any payment header is read
+            body = encode_json({"error": "body_not_allowed", "message": "paid routes take no request body"})
+            # no `connection: close`: the guard capped the body, and uvicorn discards it unread before the next request
+            await _respond(send, 413, [_JSON, _NO_STORE], body if scope["method"] == "GET" else b"")
             return
         query = scope["query_string"]
         problem = paid.check(dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {})
@@ -215,7 +257,9 @@ class PaymentGate:
     async def _paid(
         self, scope: Scope, receive: Receive, send: Send, paid: PaidRoute, base_url: str, header: bytes, version: int
     ) -> None:
-        bound = self._bind(paid, header, version)
+        # Two payment headers (v2 and v1, or one twice) make it ambiguous which payment is charged: refuse both.
+        sent = sum(1 for key, _ in scope["headers"] if key in (_V2_HEADER, _V1_HEADER))
+        bound = self._bind(paid, header, version) if sent == 1 else Refusal(Reason.INVALID_PAYLOAD, _ONE_HEADER)
         if isinstance(bound, Refusal):
             metrics.REFUSED(bound.reason).inc()
             log.info("payment refused", extra={"route": paid.path, "reason": bound.reason, "x402_version": version})
@@ -228,21 +272,33 @@ class PaymentGate:
             await self._refuse(send, paid, base_url, payment_id)
             return
 
+        departure = _Departure(receive)
+
         async def serve(verified: Verified) -> Served:
             scope.setdefault("state", {})[PAYMENT_SCOPE_KEY] = {
                 "payment_id": verified.payment_id,
                 "payer": verified.payer,
             }
             buffered = _Buffered(self.response_bytes_max)
-            await self.app(scope, receive, buffered.send)
+            if not departure.gone:  # gone during verification: do not even read the data
+                await self.app(scope, departure.receive, buffered.send)
+            if departure.gone:  # checked last: the settlement starts right after this returns
+                return Served(False, buffered, "client_disconnected")
             return buffered.served()
 
         def stored(delivered: Delivered) -> bytes:
             return _stored(_delivery(delivered.served.result, delivered.settlement, version))
 
         idempotent = Idempotency(payment_id, "http", stored) if payment_id else None
-        outcome = await self.checkout.pay(paid, payload, offer, serve, idempotent=idempotent)
+        watcher = asyncio.create_task(departure.watch())
+        try:
+            outcome = await self.checkout.pay(paid, payload, offer, serve, idempotent=idempotent)
+            present = not departure.gone  # at the start of the answer: TCP cannot tell us more
+        finally:
+            watcher.cancel()
         await self._render(send, paid, base_url, version, outcome)
+        if isinstance(outcome, Delivered) and present:
+            await self.checkout.delivered(outcome)  # after the answer: its latency is not the caller's
 
     async def _render(self, send: Send, paid: PaidRoute, base_url: str, version: int, outcome: Outcome) -> None:
         """The checkout's outcome, in HTTP."""
@@ -277,6 +333,9 @@ class PaymentGate:
         elif isinstance(outcome, IdConflict):
             body = encode_json({"error": "payment_identifier_conflict", "message": outcome.message})
             await _respond(send, 409, [_JSON, _NO_STORE], body)
+        elif isinstance(outcome, RateLimited):
+            body = rate_limited_body(outcome.retry_after, outcome.message)
+            await _respond(send, 429, [_JSON, _NO_STORE, (b"retry-after", str(outcome.retry_after).encode())], body)
         else:
             assert isinstance(outcome, Unavailable)
             await _respond(send, *_unavailable(outcome.reason, outcome.message))

@@ -57,6 +57,7 @@ from .checkout import (
     Idempotency,
     NotServed,
     Outcome,
+    RateLimited,
     Refused,
     Replayed,
     Served,
@@ -401,6 +402,8 @@ class McpServer:
 
         idempotent = Idempotency(payment_id, "mcp", stored) if payment_id else None
         outcome = await self.checkout.pay(paid, payload, offer, serve, idempotent=idempotent)
+        if isinstance(outcome, Delivered):  # handed to the MCP session, which sends it
+            await self.checkout.delivered(outcome)
         return self._render(tool, paid, outcome)
 
     def _bind(self, paid: PaidRoute, raw: Any) -> tuple[PaymentPayload, PaymentRequirements] | Refusal:
@@ -453,7 +456,7 @@ class McpServer:
     def _render(self, tool: str, paid: PaidRoute, outcome: Outcome) -> CallToolResult:
         """The checkout's outcome, as a tool result."""
         if isinstance(outcome, Delivered):
-            return self._delivered(outcome)
+            return self._delivered(outcome)  # `_sell` marks it delivered
         if isinstance(outcome, Replayed):
             return CallToolResult.model_validate_json(outcome.stored)
         if isinstance(outcome, Refused):
@@ -469,5 +472,7 @@ class McpServer:
             return error_result("payer_banned", "this payer may not buy here; nothing was charged")
         if isinstance(outcome, IdConflict):
             return error_result("payment_identifier_conflict", outcome.message)
+        if isinstance(outcome, RateLimited):  # the payer's attempts, counted as HTTP counts them
+            return error_result("rate_limited", outcome.message, retry_after=outcome.retry_after)
         assert isinstance(outcome, Unavailable)
         return error_result("service_unavailable", outcome.message, reason=outcome.reason)

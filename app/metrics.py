@@ -56,6 +56,9 @@ REQUEST_SECONDS = _Labelled(
 QUOTES = _Labelled(Counter("worldgate_quotes_issued", "402 quotes sent to callers without a payment", ["route"]))
 VERIFIED = _Labelled(Counter("worldgate_payments_verified", "Payments verified (claimed and checked)", ["network"]))
 REFUSED = _Labelled(Counter("worldgate_payments_refused", "Payments refused, by reason code", ["reason"]))
+REDELIVERED = _Labelled(
+    Counter("worldgate_sales_redelivered", "Settled sales served again: their first answer never left", ["route"])
+)
 # outcome: settled | failed | pending
 SETTLEMENTS = _Labelled(Counter("worldgate_settlements", "Settlement outcomes, by network", ["network", "outcome"]))
 SETTLE_SECONDS = _Labelled(

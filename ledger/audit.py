@@ -140,7 +140,7 @@ async def resolve_settled(
     tx_hash: str,
     postings: Sequence[Posting],
     gas_cost_atomic: int | None = None,
-    memo: str | None = "booked by reconciliation",
+    memo: str | None = claims.RECONCILED_MEMO,
 ) -> int:
     """The chain shows a settling payment's transfer: settle it and post its entry, atomically
     (`claims.settle`). Returns the entry id; raises LedgerIntegrityError if it is no longer settling."""

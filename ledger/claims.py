@@ -148,3 +148,25 @@ async def payment(pool: asyncpg.Pool, payment_id: int) -> dict[str, Any] | None:
         events = await pool.fetch(queries["payment_events"], payment_id)
         lines = await pool.fetch(queries["journal_for_payment"], payment_id)
     return {**dict(row), "events": [dict(e) for e in events], "journal": [dict(line) for line in lines]}
+
+
+async def mark_delivered(pool: asyncpg.Pool, payment_id: int) -> None:
+    """The settled sale's answer was handed to its transport: it is never served again."""
+    with translated():
+        await pool.execute(queries["mark_delivered"], payment_id)
+
+
+RECONCILED_MEMO = "booked by reconciliation"  # the journal memo of a sale reconciliation settled
+
+
+async def take_redelivery(pool: asyncpg.Pool, payment_id: int, settled_for_s: float, lease_s: float) -> bool:
+    """Lease the redelivery of a sale never delivered (one retry at a time): settled `settled_for_s` ago by its
+    own request, or at any time by reconciliation."""
+    with translated():
+        taken = await pool.fetchval(queries["take_redelivery"], payment_id, settled_for_s, lease_s, RECONCILED_MEMO)
+    return taken is not None
+
+
+async def drop_redelivery(pool: asyncpg.Pool, payment_id: int) -> None:
+    with translated():
+        await pool.execute(queries["drop_redelivery"], payment_id)

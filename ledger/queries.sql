@@ -358,3 +358,23 @@ SELECT pg_advisory_lock(hashtextextended($1, 0));
 
 -- name: advisory_unlock
 SELECT pg_advisory_unlock(hashtextextended($1, 0));
+
+-- name: mark_delivered
+-- The answer of a settled sale was handed to its transport.
+UPDATE payments SET delivered_at = now(), redelivery_until = NULL WHERE id = $1 AND delivered_at IS NULL;
+
+-- name: take_redelivery
+-- Lease the redelivery of a sale never delivered: one retry at a time serves it (the lease lapses after $3
+-- seconds if that retry dies). A sale its own request settled must be $2 seconds old (that request may
+-- still be answering); one booked by reconciliation (journal memo $4) has no request left. No row back:
+-- not redeliverable.
+UPDATE payments SET redelivery_until = now() + make_interval(secs => $3)
+WHERE id = $1 AND state = 'settled' AND delivered_at IS NULL
+  AND (settled_at <= now() - make_interval(secs => $2)
+       OR EXISTS (SELECT 1 FROM journal_entries je WHERE je.payment_id = $1 AND je.memo = $4))
+  AND (redelivery_until IS NULL OR redelivery_until < now())
+RETURNING id;
+
+-- name: drop_redelivery
+-- The redelivery could not serve (no data right now): a later retry may try again.
+UPDATE payments SET redelivery_until = NULL WHERE id = $1 AND delivered_at IS NULL;

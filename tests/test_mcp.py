@@ -15,6 +15,7 @@ import secrets
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from payments.devnet.evm import EvmDevnet
 
 from .chain import b64, new_payer, payment_document, receipt, unb64, usdc_balance
 from .conftest import Gateway, running_gateway, with_settings
+from .test_abuse import fresh_window
 
 TOOLS = {"get_world_state", "list_streams", "get_stream", "search_streams", "attribution", "health"}
 CAPITALS = "static.capitals"
@@ -316,6 +318,31 @@ async def test_a_paid_call_without_data_is_released_and_never_charged(
     assert settled["state"] == "settled" and receipt(devnet, settled["tx_hash"]) is not None
     assert released["state"] == "released" and released["tx_hash"] is None
     assert released["error_reason"] == "handler_status_503"
+
+
+async def test_a_payer_over_its_limit_is_told_when_to_retry_and_never_claimed(
+    settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    """The per-payer limit counts MCP payments as it counts HTTP ones (one checkout): over it, a tool error
+    `rate_limited` with `retry_after`, before any claim."""
+    await fresh_window()  # both calls in one clock-aligned window
+    key = new_payer(devnet)
+    limited = with_settings(settings, limits=replace(settings.limits, payer="1/hour"))
+    with running_gateway(limited) as tight:
+        offer = evm_offer(await quote_of(tight))
+        async with connected(tight) as client:
+            first = await client.call_tool("get_stream", {"id": CAPITALS}, meta={PAYMENT: payment(key, devnet, offer)})
+            second = await client.call_tool("get_stream", {"id": CAPITALS}, meta={PAYMENT: payment(key, devnet, offer)})
+    assert not first.is_error, first
+    assert second.is_error and second.structured_content["error"] == "rate_limited", second
+    assert 1 <= second.structured_content["retry_after"] <= 3600
+    assert [r["state"] for r in await rows_of(pool, key)] == ["settled"]  # the second was never claimed
+    assert usdc_balance(devnet, Account.from_key(key).address) == FUNDED - 1000
+
+
+async def quote_of(gateway: Gateway) -> dict[str, Any]:
+    async with connected(gateway) as client:
+        return await quote(client, "get_stream", {"id": CAPITALS})
 
 
 async def test_a_payment_identifier_retry_replays_the_tool_result_without_a_second_charge(
