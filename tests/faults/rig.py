@@ -98,6 +98,18 @@ async def reconcile(pool: asyncpg.Pool, settings: Settings, *, remote: bool = Fa
             await client.close()
 
 
+async def settle_up(
+    pool: asyncpg.Pool, settings: Settings, devnet: EvmDevnet, state: dict[str, Any], sales: Sequence[Sale],
+    *, remote: bool = False,
+) -> None:  # fmt: skip
+    """Reconcile, then read every sale's final ledger state and its debits from the chain."""
+    report = await reconcile(pool, settings, remote=remote)
+    assert report.errors == [], report
+    for sale in sales:
+        sale.after_reconcile = await ledger_state(pool, sale.payer)
+        sale.debits = sale.payer.debited(devnet, state)
+
+
 # ---- payers and what the chain says about them ----
 
 

@@ -51,6 +51,7 @@ from .rig import (  # noqa: F401 - fixtures
     relayer_key,
     row,
     settle_receipt,
+    settle_up,
     sign,
     svm_payer,
 )
@@ -144,12 +145,7 @@ class Rig:
         return Sale(payer, [answer], before_reconcile=await ledger_state(self.db.pool, payer), header=header)
 
     async def settle_up(self, *sales: Sale) -> None:
-        """Reconcile, then read every sale's final ledger state and its debits from the chain."""
-        report = await reconcile(self.db.pool, self.settings)
-        assert report.errors == [], report
-        for sale in sales:
-            sale.after_reconcile = await ledger_state(self.db.pool, sale.payer)
-            sale.debits = sale.payer.debited(self.devnet, self.state)
+        await settle_up(self.db.pool, self.settings, self.devnet, self.state, sales)
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from .rig import (  # noqa: F401 - fixtures
     reconcile,
     row,
     settle_receipt,
+    settle_up,
     sign,
     svm_payer,
 )
@@ -137,11 +138,7 @@ class Remote:
         return Sale(payer, [answer], before_reconcile=await ledger_state(self.db.pool, payer), header=header)
 
     async def settle_up(self, *sales: Sale) -> None:
-        report = await reconcile(self.db.pool, self.settings, remote=True)
-        assert report.errors == [], report
-        for sale in sales:
-            sale.after_reconcile = await ledger_state(self.db.pool, sale.payer)
-            sale.debits = sale.payer.debited(self.devnet, self.state)
+        await settle_up(self.db.pool, self.settings, self.devnet, self.state, sales, remote=True)
 
 
 @pytest.fixture

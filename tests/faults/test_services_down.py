@@ -42,6 +42,7 @@ from .rig import (  # noqa: F401 - fixtures
     reconcile,
     relayer_key,
     row,
+    settle_up,
     sign,
 )
 
@@ -129,11 +130,7 @@ class Shop:
         return Sale(payer, [answer], before_reconcile=await ledger_state(self.db.pool, payer), header=header)
 
     async def settle_up(self, *sales: Sale) -> None:
-        report = await reconcile(self.db.pool, self.settings)
-        assert report.errors == [], report
-        for sale in sales:
-            sale.after_reconcile = await ledger_state(self.db.pool, sale.payer)
-            sale.debits = sale.payer.debited(self.devnet, self.state)
+        await settle_up(self.db.pool, self.settings, self.devnet, self.state, sales)
 
 
 @pytest.fixture
