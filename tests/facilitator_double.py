@@ -4,11 +4,13 @@ own relayer key) behind a switch that can make it answer the ways real facilitat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import msgspec
+from eth_account import Account
 from solders.keypair import Keypair
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,6 +20,10 @@ from starlette.routing import Route
 from payments import EvmRpc, ExactEvmScheme, ExactSvmScheme, LocalFacilitator, Relayer, SvmRpc, encode_json
 from payments.codec import FacilitatorRequest
 from payments.devnet.evm import EvmDevnet
+
+from . import svm
+from .chain import rpc
+from .services import ServerThread
 
 MODES = (
     "ok",
@@ -106,3 +112,18 @@ class FacilitatorDouble:
         self.calls["supported"] += 1
         assert self.facilitator is not None
         return Response(encode_json(await self.facilitator.supported()), media_type="application/json")
+
+
+@contextmanager
+def serving_double(devnet: EvmDevnet, solana_state: dict[str, Any]) -> Iterator[tuple[FacilitatorDouble, str]]:
+    """A double with its own funded relayer and fee payer, served over HTTP on 127.0.0.1: (double, its URL)."""
+    relayer_key = "0x" + os.urandom(32).hex()
+    rpc(devnet, "anvil_setBalance", Account.from_key(relayer_key).address, hex(10**20))
+    fee_payer = Keypair()
+    svm.rpc(solana_state, "requestAirdrop", str(fee_payer.pubkey()), 10**10)
+    facilitator = FacilitatorDouble(devnet, relayer_key, solana_state, fee_payer)
+    server = ServerThread(facilitator.app()).start()
+    try:
+        yield facilitator, server.url
+    finally:
+        server.stop()

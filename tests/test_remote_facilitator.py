@@ -3,40 +3,29 @@ answer (HTML, truncated JSON, success:false, a timeout, a success-looking 503) e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 
 import asyncpg
 import pytest
 from eth_account import Account
-from solders.keypair import Keypair
 
 from app.settings import Settings
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 
 from . import svm
-from .chain import authorization_used, new_payer, pay_for, rpc, unb64, usdc_balance
+from .chain import authorization_used, new_payer, pay_for, unb64, usdc_balance
 from .conftest import Gateway, running_gateway
-from .facilitator_double import FacilitatorDouble
-from .services import ServerThread
+from .facilitator_double import FacilitatorDouble, serving_double
 
 PATH = "/v1/streams/static.volcanoes"
 
 
 @pytest.fixture(scope="module")
 def double(devnet: EvmDevnet, solana: SolanaDevnetProcess) -> Iterator[tuple[FacilitatorDouble, str]]:
-    relayer_key = "0x" + os.urandom(32).hex()
-    rpc(devnet, "anvil_setBalance", Account.from_key(relayer_key).address, hex(10**20))
-    fee_payer = Keypair()
-    svm.rpc(solana.state, "requestAirdrop", str(fee_payer.pubkey()), 10**10)
-    facilitator = FacilitatorDouble(devnet, relayer_key, solana.state, fee_payer)
-    server = ServerThread(facilitator.app()).start()
-    try:
-        yield facilitator, server.url
-    finally:
-        server.stop()
+    with serving_double(devnet, solana.state) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

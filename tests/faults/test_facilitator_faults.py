@@ -10,27 +10,21 @@ URLs beside the facilitator) that every payment is resolved, nobody charged twic
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from eth_account import Account
-from solders.keypair import Keypair
 
 from app import reconcile as reconcile_module
 from app.settings import Settings
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 
-from .. import svm
-from ..chain import rpc
 from ..conftest import Gateway, running_gateway
-from ..facilitator_double import FacilitatorDouble
+from ..facilitator_double import FacilitatorDouble, serving_double
 from ..ledger_helpers import FreshDatabase
-from ..services import ServerThread
 from .proxy import FaultProxy
 from .rig import (  # noqa: F401 - fixtures
     PATH,
@@ -67,16 +61,8 @@ REDELIVERED = (
 
 @pytest.fixture(scope="module")
 def double(devnet: EvmDevnet, solana: SolanaDevnetProcess) -> Iterator[tuple[FacilitatorDouble, str]]:
-    relayer_key = "0x" + os.urandom(32).hex()
-    rpc(devnet, "anvil_setBalance", Account.from_key(relayer_key).address, hex(10**20))
-    fee_payer = Keypair()
-    svm.rpc(solana.state, "requestAirdrop", str(fee_payer.pubkey()), 10**10)
-    facilitator = FacilitatorDouble(devnet, relayer_key, solana.state, fee_payer)
-    server = ServerThread(facilitator.app()).start()
-    try:
-        yield facilitator, server.url
-    finally:
-        server.stop()
+    with serving_double(devnet, solana.state) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
