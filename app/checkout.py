@@ -275,7 +275,7 @@ class Checkout:
             elif holder is not None and holder.state in ("failed", "expired"):
                 with contextlib.suppress(ledger.LedgerError):
                     await idempotency.abandon(self.services.pool, key.id)  # nothing charged: the id is free
-                return self._refused(paid, await self._already_claimed(inspection.payment_key))
+                return self._refused(paid, self._already_claimed(holder))
             if state is None:
                 return Unavailable(
                     "payment_in_progress", "the first attempt with this payment id did not deliver; retry"
@@ -298,28 +298,39 @@ class Checkout:
     ) -> Outcome:
         """The payer was charged (the claim is settled) but the attempt holding the id never stored its
         delivery: serve the same resource again under that settlement, store it, answer with it."""
-        pool = self.services.pool
-        try:
-            resource = (await claims.payment(pool, holder.payment_id) or {}).get("resource")
-        except ledger.LedgerUnavailable:
-            return Unavailable("ledger_unavailable", NOT_RECORDED)
-        if resource != paid.path:
-            return IdConflict(f"this payment id paid for {resource}; retry it there")
-        served = await serve(Verified(holder.payment_id, inspection.payer))
-        if not served.ok:
-            return NotServed(served)  # no data right now; the id stays open, so a later retry tries again
-        settlement = Settlement(True, offer.network, transaction=holder.tx_hash or "", payer=inspection.payer)
-        delivered = Delivered(served, settlement, holder.payment_id)
+        if holder.resource != paid.path:
+            return IdConflict(f"this payment id paid for {holder.resource}; retry it there")
+        delivered = await self._serve_settled(paid, offer, inspection, serve, holder, payment_identifier=key.id)
+        if isinstance(delivered, NotServed):
+            return delivered  # no data right now; the id stays open, so a later retry tries again
         with anyio.CancelScope(shield=True):
             try:
-                await idempotency.complete(pool, key.id, key.encode(delivered))
+                await idempotency.complete(self.services.pool, key.id, key.encode(delivered))
             except ledger.LedgerError as exc:
                 log.error("could not record the payment id's outcome", extra={"detail": str(exc)})
-        log.warning(
-            "settled payment redelivered: its first attempt never delivered",
-            extra={"route": paid.path, "payment_id": holder.payment_id, "payment_identifier": key.id},
-        )
         return delivered
+
+    async def _serve_settled(
+        self,
+        paid: PaidRoute,
+        offer: PaymentRequirements,
+        inspection: Inspection,
+        serve: Serve,
+        holder: claims.Holder,
+        **context: str,
+    ) -> Delivered | NotServed:
+        """Serve a sale that settled but whose answer never left, under its booked settlement: never charged
+        again. The caller has checked it bought this resource."""
+        served = await serve(Verified(holder.payment_id, inspection.payer))
+        if not served.ok:
+            return NotServed(served)
+        log.warning(
+            "settled payment redelivered: its first answer never left",
+            extra={"route": paid.path, "payment_id": holder.payment_id, "tx": holder.tx_hash, **context},
+        )
+        metrics.REDELIVERED(paid.path).inc()
+        settlement = Settlement(True, offer.network, transaction=holder.tx_hash or "", payer=inspection.payer)
+        return Delivered(served, settlement, holder.payment_id)
 
     # ---- the sale ----
 
@@ -378,26 +389,18 @@ class Checkout:
             taken = (
                 holder is not None
                 and holder.state == "settled"
-                and holder.route == paid.route
-                and (await claims.payment(pool, holder.payment_id) or {}).get("resource") == paid.path
+                and holder.resource == paid.path
                 and await claims.take_redelivery(pool, holder.payment_id, REDELIVER_AFTER_S, REDELIVERY_LEASE_S)
             )
         except ledger.LedgerUnavailable:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         if not taken or holder is None:
-            return self._refused(paid, await self._already_claimed(inspection.payment_key))
-        served = await serve(Verified(holder.payment_id, inspection.payer))
-        if not served.ok:
+            return self._refused(paid, self._already_claimed(holder))
+        delivered = await self._serve_settled(paid, offer, inspection, serve, holder)
+        if isinstance(delivered, NotServed):
             with anyio.CancelScope(shield=True), contextlib.suppress(ledger.LedgerError):
                 await claims.drop_redelivery(pool, holder.payment_id)  # a later retry may try again
-            return NotServed(served)
-        log.warning(
-            "settled payment redelivered: its first answer never left",
-            extra={"route": paid.path, "payment_id": holder.payment_id, "tx": holder.tx_hash},
-        )
-        metrics.REDELIVERED(paid.path).inc()
-        settlement = Settlement(True, offer.network, transaction=holder.tx_hash or "", payer=inspection.payer)
-        return Delivered(served, settlement, holder.payment_id)
+        return delivered
 
     async def delivered(self, outcome: Delivered) -> None:
         """The transport handed the sale's answer to its caller: it is never served again. Best effort (a
@@ -411,11 +414,9 @@ class Checkout:
             except ledger.LedgerError as exc:
                 log.error("could not mark a sale delivered", extra={"detail": str(exc)})
 
-    async def _already_claimed(self, payment_key: str) -> Refusal:
-        try:
-            holder = await claims.holder(self.services.pool, payment_key)
-        except ledger.LedgerUnavailable:
-            holder = None
+    @staticmethod
+    def _already_claimed(holder: claims.Holder | None) -> Refusal:
+        """The refusal of a payment whose key another claim holds, saying what became of that claim."""
         state = holder.state if holder else "unknown"
         what = {
             "settled": "was already used: it settled for an earlier request",

@@ -54,6 +54,7 @@ class Holder:
     payment_id: int
     state: str
     route: str
+    resource: str  # the path it bought
     amount_atomic: int
     tx_hash: str | None
 
@@ -84,7 +85,7 @@ async def holder(pool: asyncpg.Pool, payment_key: str) -> Holder | None:
         row = await pool.fetchrow(queries["payment_state_by_key"], payment_key)
     if row is None:
         return None
-    return Holder(row["id"], row["state"], row["route"], row["amount_atomic"], row["tx_hash"])
+    return Holder(row["id"], row["state"], row["route"], row["resource"], row["amount_atomic"], row["tx_hash"])
 
 
 async def advance(

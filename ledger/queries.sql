@@ -13,7 +13,7 @@ ON CONFLICT (payment_key) DO UPDATE
 RETURNING id;
 
 -- name: payment_state_by_key
-SELECT id, state, route, amount_atomic, tx_hash FROM payments WHERE payment_key = $1;
+SELECT id, state, route, resource, amount_atomic, tx_hash FROM payments WHERE payment_key = $1;
 
 -- name: advance_payment
 -- Move a payment along one edge of the state machine; no row back if it was not in the expected state.
