@@ -189,9 +189,16 @@ class Checkout:
         offer: PaymentRequirements,
         serve: Serve,
         *,
-        idempotent: Idempotency | None = None,
+        transport: str,
+        store: Callable[[Delivered], bytes],
     ) -> Outcome:
-        """Run one bound payment through to its outcome (see the module docstring)."""
+        """Run one bound payment through to its outcome (see the module docstring). `transport` names the
+        caller ("http", "mcp") and `store` encodes a delivery in its terms, replayed to payment-identifier
+        retries on the same transport."""
+        payment_id = payment_identifier(payload)
+        if isinstance(payment_id, Refusal):
+            return self._refused(paid, payment_id)
+        idempotent = Idempotency(payment_id, transport, store) if payment_id else None
         inspection = inspect(payload, offer, int(time.time()))
         if isinstance(inspection, Refusal):
             return self._refused(paid, inspection)

@@ -41,7 +41,6 @@ from .checkout import (
     Checkout,
     Delivered,
     IdConflict,
-    Idempotency,
     NotServed,
     Outcome,
     RateLimited,
@@ -52,7 +51,6 @@ from .checkout import (
     Unavailable,
     Unsettled,
     Verified,
-    payment_identifier,
 )
 from .limits import rate_limited_body
 from .pricing import PaidRoute
@@ -266,12 +264,6 @@ class PaymentGate:
             await self._refuse(send, paid, base_url, bound)
             return
         payload, offer = bound
-        payment_id = payment_identifier(payload)
-        if isinstance(payment_id, Refusal):
-            metrics.REFUSED(payment_id.reason).inc()
-            await self._refuse(send, paid, base_url, payment_id)
-            return
-
         departure = _Departure(receive)
 
         async def serve(verified: Verified) -> Served:
@@ -289,10 +281,9 @@ class PaymentGate:
         def stored(delivered: Delivered) -> bytes:
             return _stored(_delivery(delivered.served.result, delivered.settlement, version))
 
-        idempotent = Idempotency(payment_id, "http", stored) if payment_id else None
         watcher = asyncio.create_task(departure.watch())
         try:
-            outcome = await self.checkout.pay(paid, payload, offer, serve, idempotent=idempotent)
+            outcome = await self.checkout.pay(paid, payload, offer, serve, transport="http", store=stored)
             present = not departure.gone  # at the start of the answer: TCP cannot tell us more
         finally:
             watcher.cancel()

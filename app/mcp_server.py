@@ -54,7 +54,6 @@ from .checkout import (
     Checkout,
     Delivered,
     IdConflict,
-    Idempotency,
     NotServed,
     Outcome,
     RateLimited,
@@ -65,7 +64,6 @@ from .checkout import (
     Unavailable,
     Unsettled,
     Verified,
-    payment_identifier,
 )
 from .logs import bind
 from .pricing import STREAM_PARAMS, WORLD_PARAMS, PaidRoute, QueryParam
@@ -384,10 +382,6 @@ class McpServer:
             log.info("payment refused", extra={"route": paid.path, "reason": bound.reason, "transport": "mcp"})
             return self._payment_required(tool, paid, bound.reason, bound.message)
         payload, offer = bound
-        payment_id = payment_identifier(payload)
-        if isinstance(payment_id, Refusal):
-            metrics.REFUSED(payment_id.reason).inc()
-            return self._payment_required(tool, paid, payment_id.reason, payment_id.message)
 
         async def serve(verified: Verified) -> Served:
             answer = await read()
@@ -400,8 +394,7 @@ class McpServer:
         def stored(delivered: Delivered) -> bytes:
             return self._delivered(delivered).model_dump_json(by_alias=True, exclude_none=True).encode()
 
-        idempotent = Idempotency(payment_id, "mcp", stored) if payment_id else None
-        outcome = await self.checkout.pay(paid, payload, offer, serve, idempotent=idempotent)
+        outcome = await self.checkout.pay(paid, payload, offer, serve, transport="mcp", store=stored)
         if isinstance(outcome, Delivered):  # handed to the MCP session, which sends it
             await self.checkout.delivered(outcome)
         return self._render(tool, paid, outcome)
