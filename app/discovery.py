@@ -26,6 +26,7 @@ from adapters import Registry
 from payments import encode_json, to_builtins
 
 from .gate import Services
+from .mcp_server import MCP_PATH
 from .pricing import (
     ASSET_SYMBOL,
     HOW_TO_PAY_README,
@@ -40,7 +41,6 @@ from .settings import Settings
 WELL_KNOWN_PATH = "/.well-known/x402"
 OPENAPI_PATH = "/openapi.json"
 LLMS_PATH = "/llms.txt"
-MCP_PATH = "/mcp"
 DOCUMENTS_MAX = 64  # distinct (document, base URL) pairs kept encoded
 _CACHE_CONTROL = "public, max-age=60"
 _JSON = "application/json"

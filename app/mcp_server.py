@@ -66,7 +66,7 @@ from .checkout import (
     Verified,
 )
 from .logs import bind
-from .pricing import STREAM_PARAMS, WORLD_PARAMS, PaidRoute, QueryParam
+from .pricing import STREAM_PARAMS, STREAM_PREFIX, WORLD_PARAMS, WORLD_PATH, PaidRoute, QueryParam
 from .queries import Problem
 from .routes import UNKNOWN_STREAM, VERSION, Answer, Api, problem_answer
 from .settings import Settings
@@ -77,8 +77,6 @@ MCP_PATH = "/mcp"
 PAYMENT_META_KEY = "x402/payment"  # request `_meta`: the PaymentPayload, a JSON object
 PAYMENT_RESPONSE_META_KEY = "x402/payment-response"  # result `_meta`: the SettleResponse
 CACHE_META_KEY = "worldgate/cache"  # result `_meta`: what HTTP sends as X-Cache
-STREAM_PATH = "/v1/streams/{id}"
-WORLD_PATH = "/v1/world"
 # Extensions of the HTTP 402 that describe the HTTP interface (bazaar's `input` is an HTTP query): not
 # repeated in a tool's PaymentRequired, whose input is the tool's schema.
 HTTP_ONLY_EXTENSIONS = frozenset({"bazaar"})
@@ -346,7 +344,7 @@ class McpServer:
         async def read() -> Answer:
             return await self.api.stream_answer(stream, params)
 
-        return await self._sell("get_stream", STREAM_PATH.replace("{id}", stream.id), params, meta, read)
+        return await self._sell("get_stream", STREAM_PREFIX + stream.id, params, meta, read)
 
     async def _world(self, params: dict[str, str], meta: Mapping[str, Any]) -> CallToolResult:
         async def read() -> Answer:
