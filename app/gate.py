@@ -14,7 +14,6 @@ import asyncio
 import base64
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -53,7 +52,7 @@ from .checkout import (
     Verified,
 )
 from .limits import rate_limited_body
-from .pricing import PaidRoute
+from .pricing import PaidRoute, public_base_url
 from .settings import Settings
 
 __all__ = ["PAYMENT_SCOPE_KEY", "PaymentGate", "Services"]
@@ -64,7 +63,6 @@ PAYMENT_SCOPE_KEY = "worldgate_payment"  # set in scope["state"] once a payment 
 _V2_HEADER = b"payment-signature"
 _V1_HEADER = b"x-payment"
 _ONE_HEADER = "send one payment header, once: PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (v1), not both"
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
 _EXPOSE = (b"access-control-expose-headers", EXPOSE_HEADERS.encode())
@@ -224,7 +222,7 @@ class PaymentGate:
             body = encode_json({"error": problem.error, "message": problem.message})
             await _respond(send, problem.status, [_JSON, _NO_STORE], body if scope["method"] == "GET" else b"")
             return
-        base_url = self._base_url(scope)
+        base_url = public_base_url(scope, self.public_url)
         header, version = _header(scope, _V2_HEADER), 2
         if header is None:
             header, version = _header(scope, _V1_HEADER), 1
@@ -236,15 +234,6 @@ class PaymentGate:
             await _respond(send, 402, headers, body)
             return
         await self._paid(scope, receive, send, paid, base_url, header, version)
-
-    def _base_url(self, scope: Scope) -> str:
-        if self.public_url:
-            return self.public_url
-        host = (_header(scope, b"host") or b"").decode("latin-1")
-        if not host or len(host) > 255 or not _HOST.match(host):
-            server = scope.get("server") or ("localhost", None)
-            host = f"{server[0]}:{server[1]}" if server[1] else str(server[0])
-        return f"{scope.get('scheme', 'http')}://{host}"
 
     async def _refuse(self, send: Send, paid: PaidRoute, base_url: str, refusal: Refusal) -> None:
         assert self.services.pricing is not None
