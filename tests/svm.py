@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
+from solders.message import Message, MessageV0
+from solders.null_signer import NullSigner
 from solders.pubkey import Pubkey
+from solders.transaction import Transaction, VersionedTransaction
 
 from payments.codec import PaymentRequirements, convert
 from payments.svm import programs
@@ -76,3 +80,46 @@ def pay(
     signers = [payer] if signers is None else signers  # [] when the payer is not a required signer
     transaction = sign_partially(fee_payer, signers, instructions, recent or blockhash(state))
     return header(offer, encode_transaction(transaction))
+
+
+# ---- building blocks for hostile transactions (tests/test_solana.py, tests/faults/test_hostile_inputs.py) ----
+
+BASIC_PRICE = 1000  # atomic USDC of the basic tier, the price of the routes these tests pay
+
+
+def instructions_with(payer: Keypair, offer: dict[str, Any], **changes: Any) -> list[Instruction]:
+    """The reference layout with one part swapped: limit, price, transfer or memo (None drops it)."""
+    requirements = convert(offer, PaymentRequirements)
+    limit, price, transfer_ix, memo = payment_instructions(payer.pubkey(), requirements, decimals=6)
+    parts = {"limit": limit, "price": price, "transfer": transfer_ix, "memo": memo, **changes}
+    return [parts[k] for k in ("limit", "price", "transfer", "memo") if parts[k] is not None] + changes.get("extra", [])
+
+
+def transfer_ix(offer: dict[str, Any], *, source: Pubkey, authority: Pubkey, destination: Pubkey | None = None,
+              amount: int = BASIC_PRICE, mint: Pubkey | None = None) -> Instruction:  # fmt: skip
+    mint = mint or Pubkey.from_string(offer["asset"])
+    pay_to_ata = programs.associated_token_address(Pubkey.from_string(offer["payTo"]), mint)
+    return programs.transfer_checked(source, mint, destination or pay_to_ata, authority, amount, 6)
+
+
+def ata(owner: Pubkey, offer: dict[str, Any]) -> Pubkey:
+    return programs.associated_token_address(owner, Pubkey.from_string(offer["asset"]))
+
+
+def legacy_header(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> str:
+    fee_payer = Pubkey.from_string(offer["extra"]["feePayer"])
+    message = Message.new_with_blockhash(instructions_with(payer, offer), fee_payer, blockhash(state))
+    legacy = Transaction.new_unsigned(message)
+    legacy.partial_sign([payer], blockhash(state))
+    return header(offer, encode_transaction(VersionedTransaction.from_legacy(legacy)))
+
+
+def lookup_table_header(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> str:
+    fee_payer = Pubkey.from_string(offer["extra"]["feePayer"])
+    table = AddressLookupTableAccount(Pubkey.new_unique(), [Pubkey.from_string(offer["asset"])])
+    message = MessageV0.try_compile(fee_payer, instructions_with(payer, offer), [table], blockhash(state))
+    return header(offer, encode_transaction(VersionedTransaction(message, [NullSigner(fee_payer), payer])))
+
+
+def fee_payer_key(offer: dict[str, Any]) -> Pubkey:
+    return Pubkey.from_string(offer["extra"]["feePayer"])

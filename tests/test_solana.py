@@ -17,46 +17,24 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
-from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
-from solders.transaction import Transaction, VersionedTransaction
+from solders.transaction import VersionedTransaction
 
 from app.settings import Settings
-from payments.codec import PaymentRequirements, convert
 from payments.devnet.solana import SolanaDevnetProcess
 from payments.svm import programs
-from payments.svm.client import encode_transaction, payment_instructions
 
 from . import svm
 from .chain import unb64
 from .conftest import Gateway, running_gateway
+from .svm import ata, fee_payer_key, instructions_with, legacy_header, lookup_table_header, transfer_ix
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPITALS = "/v1/streams/static.capitals"
 PRICE = 1000
-
-
-def _instructions(payer: Keypair, offer: dict[str, Any], **changes: Any) -> list[Instruction]:
-    """The reference layout with one part swapped: limit, price, transfer or memo (None drops it)."""
-    requirements = convert(offer, PaymentRequirements)
-    limit, price, transfer_ix, memo = payment_instructions(payer.pubkey(), requirements, decimals=6)
-    parts = {"limit": limit, "price": price, "transfer": transfer_ix, "memo": memo, **changes}
-    return [parts[k] for k in ("limit", "price", "transfer", "memo") if parts[k] is not None] + changes.get("extra", [])
-
-
-def _transfer(offer: dict[str, Any], *, source: Pubkey, authority: Pubkey, destination: Pubkey | None = None,
-              amount: int = PRICE, mint: Pubkey | None = None) -> Instruction:  # fmt: skip
-    mint = mint or Pubkey.from_string(offer["asset"])
-    pay_to_ata = programs.associated_token_address(Pubkey.from_string(offer["payTo"]), mint)
-    return programs.transfer_checked(source, mint, destination or pay_to_ata, authority, amount, 6)
-
-
-def _ata(owner: Pubkey, offer: dict[str, Any]) -> Pubkey:
-    return programs.associated_token_address(owner, Pubkey.from_string(offer["asset"]))
 
 
 def _tampered(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> str:
@@ -74,82 +52,60 @@ def _expired(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> st
     return header
 
 
-def _legacy(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> str:
-    fee_payer = Pubkey.from_string(offer["extra"]["feePayer"])
-    message = Message.new_with_blockhash(_instructions(payer, offer), fee_payer, svm.blockhash(state))
-    legacy = Transaction.new_unsigned(message)
-    legacy.partial_sign([payer], svm.blockhash(state))
-    return svm.header(offer, encode_transaction(VersionedTransaction.from_legacy(legacy)))
-
-
-def _lookup_table(payer: Keypair, state: dict[str, Any], offer: dict[str, Any]) -> str:
-    from solders.message import MessageV0
-    from solders.null_signer import NullSigner
-
-    fee_payer = Pubkey.from_string(offer["extra"]["feePayer"])
-    table = AddressLookupTableAccount(Pubkey.new_unique(), [Pubkey.from_string(offer["asset"])])
-    message = MessageV0.try_compile(fee_payer, _instructions(payer, offer), [table], svm.blockhash(state))
-    return svm.header(offer, encode_transaction(VersionedTransaction(message, [NullSigner(fee_payer), payer])))
-
-
-def _fee_payer(offer: dict[str, Any]) -> Pubkey:
-    return Pubkey.from_string(offer["extra"]["feePayer"])
-
-
 Case = Callable[[Keypair, dict[str, Any], dict[str, Any]], str]
 CASES: dict[str, tuple[Case, str]] = {
     "an extra System transfer from the fee payer": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, extra=[
-            transfer(TransferParams(from_pubkey=_fee_payer(o), to_pubkey=Pubkey.new_unique(), lamports=10**9))])),
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, extra=[
+            transfer(TransferParams(from_pubkey=fee_payer_key(o), to_pubkey=Pubkey.new_unique(), lamports=10**9))])),
         "invalid_exact_svm_payload_transaction_fee_payer_included_in_instruction_accounts"),
     "an extra instruction that is not a memo": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, extra=[
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, extra=[
             transfer(TransferParams(from_pubkey=p.pubkey(), to_pubkey=Pubkey.new_unique(), lamports=1))])),
         "invalid_exact_svm_payload_unknown_fifth_instruction"),
     "the fee payer as transfer authority": (
-        lambda p, s, o: svm.pay(p, s, o, signers=[], instructions=_instructions(p, o, transfer=_transfer(
-            o, source=_ata(_fee_payer(o), o), authority=_fee_payer(o)))),
+        lambda p, s, o: svm.pay(p, s, o, signers=[], instructions=instructions_with(p, o, transfer=transfer_ix(
+            o, source=ata(fee_payer_key(o), o), authority=fee_payer_key(o)))),
         "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds"),
     "the fee payer as transfer source": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
-            o, source=_fee_payer(o), authority=p.pubkey()))),
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, transfer=transfer_ix(
+            o, source=fee_payer_key(o), authority=p.pubkey()))),
         "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds"),
     "the fee payer among the memo's accounts": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, memo=Instruction(
-            programs.MEMO_PROGRAM, b"0123456789abcdef", [AccountMeta(_fee_payer(o), False, False)]))),
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, memo=Instruction(
+            programs.MEMO_PROGRAM, b"0123456789abcdef", [AccountMeta(fee_payer_key(o), False, False)]))),
         "invalid_exact_svm_payload_transaction_fee_payer_included_in_instruction_accounts"),
     "a compute price above 5 lamports per unit": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(
             p, o, price=programs.compute_unit_price(5_000_001))),
         "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high"),
     "a compute limit above the cap": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(
             p, o, limit=programs.compute_unit_limit(1_400_000))),
         "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high"),
     "a priority fee above the cap": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, limit=programs.compute_unit_limit(200_000),
-                                                                   price=programs.compute_unit_price(5_000_000))),
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(
+            p, o, limit=programs.compute_unit_limit(200_000), price=programs.compute_unit_price(5_000_000))),
         "invalid_exact_svm_payload_priority_fee_too_high"),
     "a transfer to payTo's wallet, not its token account": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
-            o, source=_ata(p.pubkey(), o), authority=p.pubkey(), destination=Pubkey.from_string(o["payTo"])))),
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, transfer=transfer_ix(
+            o, source=ata(p.pubkey(), o), authority=p.pubkey(), destination=Pubkey.from_string(o["payTo"])))),
         "invalid_exact_svm_payload_recipient_mismatch"),
     "another mint": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
-            o, source=_ata(p.pubkey(), o), authority=p.pubkey(), mint=Pubkey.new_unique()))),
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, transfer=transfer_ix(
+            o, source=ata(p.pubkey(), o), authority=p.pubkey(), mint=Pubkey.new_unique()))),
         "invalid_exact_svm_payload_mint_mismatch"),
     "one unit short": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
-            o, source=_ata(p.pubkey(), o), authority=p.pubkey(), amount=PRICE - 1))),
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, transfer=transfer_ix(
+            o, source=ata(p.pubkey(), o), authority=p.pubkey(), amount=PRICE - 1))),
         "invalid_exact_svm_payload_amount_mismatch"),
     "one unit over": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, transfer=_transfer(
-            o, source=_ata(p.pubkey(), o), authority=p.pubkey(), amount=PRICE + 1))),
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, transfer=transfer_ix(
+            o, source=ata(p.pubkey(), o), authority=p.pubkey(), amount=PRICE + 1))),
         "invalid_exact_svm_payload_amount_mismatch"),
-    "no memo": (lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, memo=None)),
+    "no memo": (lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, memo=None)),
                 "invalid_exact_svm_payload_memo_count"),
     "two memos": (
-        lambda p, s, o: svm.pay(p, s, o, instructions=_instructions(p, o, extra=[programs.memo(b"second")])),
+        lambda p, s, o: svm.pay(p, s, o, instructions=instructions_with(p, o, extra=[programs.memo(b"second")])),
         "invalid_exact_svm_payload_memo_count"),
     "a tampered client signature": (_tampered, "invalid_exact_svm_payload_signature_invalid"),
     "the client as fee payer": (
@@ -158,8 +114,8 @@ CASES: dict[str, tuple[Case, str]] = {
     "garbage base64": (
         lambda p, s, o: svm.header(o, "bm90IGEgdHJhbnNhY3Rpb24=!!"),
         "invalid_exact_svm_payload_transaction_could_not_be_decoded"),
-    "a legacy transaction": (_legacy, "invalid_exact_svm_payload_transaction_not_v0"),
-    "an address lookup table": (_lookup_table, "invalid_exact_svm_payload_address_lookup_tables"),
+    "a legacy transaction": (legacy_header, "invalid_exact_svm_payload_transaction_not_v0"),
+    "an address lookup table": (lookup_table_header, "invalid_exact_svm_payload_address_lookup_tables"),
 }  # fmt: skip
 
 

@@ -75,7 +75,7 @@ from payments.svm import programs
 from .. import svm
 from ..chain import b64, new_payer, sign_authorization, unb64, usdc_balance
 from ..conftest import ADMIN_SECRET, Gateway
-from ..test_solana import _ata, _fee_payer, _instructions, _legacy, _lookup_table, _transfer
+from ..svm import ata, fee_payer_key, instructions_with, legacy_header, lookup_table_header, transfer_ix
 from .report import FaultRow, record
 from .test_decoder_properties import headers as header_values
 from .test_decoder_properties import json_values, near_valid_documents, query_texts
@@ -165,9 +165,9 @@ def _svm_transaction(
 ) -> str:
     """The reference client's transaction (compute limit, price, TransferChecked, memo) with `knobs` applied."""
     if knobs.get("legacy"):
-        return str(unb64(_legacy(payer, state, offer))["payload"]["transaction"])
+        return str(unb64(legacy_header(payer, state, offer))["payload"]["transaction"])
     if knobs.get("lookup_table"):
-        return str(unb64(_lookup_table(payer, state, offer))["payload"]["transaction"])
+        return str(unb64(lookup_table_header(payer, state, offer))["payload"]["transaction"])
     parts: dict[str, Any] = {}
     signers = [payer]
     fee_payer = None
@@ -181,12 +181,12 @@ def _svm_transaction(
     if "amount" in knobs:
         transfer_changes["amount"] = int(knobs["amount"])
     if knobs.get("authority") == "fee-payer":
-        transfer_changes.update(source=_ata(_fee_payer(offer), offer), authority=_fee_payer(offer))
+        transfer_changes.update(source=ata(fee_payer_key(offer), offer), authority=fee_payer_key(offer))
         signers = []
     if transfer_changes:
-        transfer_changes.setdefault("source", _ata(payer.pubkey(), offer))
+        transfer_changes.setdefault("source", ata(payer.pubkey(), offer))
         transfer_changes.setdefault("authority", payer.pubkey())
-        parts["transfer"] = _transfer(offer, **transfer_changes)
+        parts["transfer"] = transfer_ix(offer, **transfer_changes)
     if "memos" in knobs:
         memos = [programs.memo(text.encode()) for text in knobs["memos"]]
         parts["memo"] = memos[0] if memos else None
@@ -201,7 +201,7 @@ def _svm_transaction(
         signers = [payer, *extras]
     if knobs.get("fee_payer") == "payer":
         fee_payer, signers = payer.pubkey(), []
-    instructions = _instructions(payer, offer, **parts)
+    instructions = instructions_with(payer, offer, **parts)
     header = svm.pay(
         payer, state, offer, instructions=instructions, fee_payer=fee_payer, signers=signers, recent=recent
     )
