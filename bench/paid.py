@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the suite's service helpers (tests/services.py) are shared with the bench
 
 import ledger  # noqa: E402
-from app.factory import MIGRATIONS_DIR  # noqa: E402
+from app.wiring import MIGRATIONS_DIR  # noqa: E402
 from payments.codec import PaymentRequirements, convert  # noqa: E402
 from payments.devnet.anvil import Anvil  # noqa: E402
 from payments.devnet.evm import EvmDevnet, Rpc, calldata, mint, provision  # noqa: E402
@@ -752,7 +752,7 @@ def run(args: argparse.Namespace) -> int:
         )
         # The same uvicorn settings `worldgate serve` uses, one worker.
         worldgate_cmd = [
-            PYTHON, "-m", "uvicorn", "app.factory:app_from_env", "--factory",
+            PYTHON, "-m", "uvicorn", "app.wiring:app_from_env", "--factory",
             "--host", "127.0.0.1", "--port", str(worldgate_port), "--workers", "1",
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
             "--lifespan", "on",

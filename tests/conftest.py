@@ -18,10 +18,10 @@ import pytest
 
 import ledger
 from adapters import Adapter, Registry, ReplayServer
-from app.embedded import devnet_settings, solana_devnet_settings
-from app.factory import MIGRATIONS_DIR, create_app
-from app.logs import JsonFormatter
-from app.settings import AdminSettings, LimitSettings, ReconcileSettings, Settings
+from app.runtime.embedded import devnet_settings, solana_devnet_settings
+from app.runtime.logs import JsonFormatter
+from app.runtime.settings import AdminSettings, LimitSettings, ReconcileSettings, Settings
+from app.wiring import MIGRATIONS_DIR, create_app
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
 from payments.devnet.solana import SolanaDevnetProcess

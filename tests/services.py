@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import uvicorn
 
-from app import embedded
+from app.runtime import embedded
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 

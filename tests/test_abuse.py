@@ -24,9 +24,9 @@ import pytest
 import redis.asyncio as aioredis
 from eth_account import Account
 
-from app.factory import create_app
-from app.limits import CappedHttpToolsProtocol, ClientAddress, Limit, RateLimiter
-from app.settings import LimitSettings, Settings, SettingsError, load_settings
+from app.edge.abuse import CappedHttpToolsProtocol, ClientAddress, Limit, RateLimiter
+from app.runtime.settings import LimitSettings, Settings, SettingsError, load_settings
+from app.wiring import create_app
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 

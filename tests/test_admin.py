@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from eth_account import Account
 
-from app.admin.auth import COOKIE, mint
-from app.settings import AdminSettings, Settings
+from app.edge.admin.auth import COOKIE, mint
+from app.runtime.settings import AdminSettings, Settings
 from payments.devnet.evm import EvmDevnet
 
 from .chain import new_payer, pay_for, usdc_balance

@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 import ledger
-from app.admin import dashboard
-from app.admin.auth import COOKIE, mint
-from app.factory import MIGRATIONS_DIR
-from app.settings import AdminSettings, Settings
+from app.edge.admin import dashboard
+from app.edge.admin.auth import COOKIE, mint
+from app.runtime.settings import AdminSettings, Settings
+from app.wiring import MIGRATIONS_DIR
 from ledger import PaymentRecord, claims
 
 from .conftest import ADMIN_SECRET, Gateway, running_gateway, with_settings

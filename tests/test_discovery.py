@@ -26,10 +26,10 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 from x402.extensions.payment_identifier import is_payment_identifier_required, validate_payment_identifier
 
 from adapters import STREAMS, Registry, Sharing
-from app.discovery import Documents
-from app.gate import Services
-from app.pricing import EXTENSIONS, Pricing, QueryParam
-from app.settings import DEFAULT_PRICE_TIERS, Settings
+from app.edge.discovery import Documents
+from app.edge.gate import Services
+from app.runtime.settings import DEFAULT_PRICE_TIERS, Settings
+from app.usecases.pricing import EXTENSIONS, Pricing, QueryParam
 from payments import NetworkTerms
 
 from .chain import unb64

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from eth_account import Account
 
-from app.settings import Settings
+from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 
 from .chain import new_payer, pay_for, usdc_balance

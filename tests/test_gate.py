@@ -12,9 +12,9 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from adapters import STREAMS, Registry
-from app.gate import Services
-from app.routes import Api
-from app.settings import Settings
+from app.edge.gate import Services
+from app.edge.routes import Api
+from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet, deploy, mint
 from payments.devnet.solana import SolanaDevnetProcess
 

@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 from eth_account import Account
 
-from app.settings import Settings
+from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 
 from .chain import b64, new_payer, payment_document, unb64, usdc_balance

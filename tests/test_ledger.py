@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 import ledger
-from app.factory import MIGRATIONS_DIR
+from app.wiring import MIGRATIONS_DIR
 from ledger import LedgerError, LedgerIntegrityError, Posting, claims, reports
 
 from .ledger_helpers import fresh_pool_fixture, record, settle_new  # noqa: F401  (the fresh_pool fixture)

@@ -28,7 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
 from adapters import STREAMS, ReplayServer
-from app.settings import Settings
+from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 
 from .chain import b64, new_payer, payment_document, receipt, unb64, usdc_balance

@@ -11,7 +11,7 @@ from eth_account import Account
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters import STREAMS
-from app.settings import Settings
+from app.runtime.settings import Settings
 from ledger import PaymentRecord, claims
 from payments.devnet.evm import EvmDevnet
 

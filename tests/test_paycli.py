@@ -20,7 +20,7 @@ import pytest
 from eth_account import Account
 from solders.keypair import Keypair
 
-from app import paycli
+from app.cli import pay as paycli
 from payments.codec import PaymentRequirements, convert
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess

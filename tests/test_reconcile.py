@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 
 import ledger
-from app.factory import build_facilitator
-from app.reconcile import Reconciler, auditors_for, chains_of, every
-from app.settings import ReconcileSettings, Settings
+from app.runtime.settings import ReconcileSettings, Settings
+from app.usecases.reconcile import Reconciler, auditors_for, chains_of, every
+from app.wiring import build_facilitator
 from ledger import PaymentRecord, claims
 from payments import Facilitator, PaymentPayload, PaymentRequirements, decode_payment_header, inspect
 from payments.codec import convert

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from eth_account import Account
 
-from app.settings import Settings
+from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 

@@ -29,9 +29,9 @@ from eth_account import Account
 from solders.keypair import Keypair
 from solders.transaction import VersionedTransaction
 
-from app.factory import create_app, solana_keypair
-from app.logs import JsonFormatter
-from app.settings import Settings, SettingsError, load_settings, redact_url
+from app.runtime.logs import JsonFormatter
+from app.runtime.settings import Settings, SettingsError, load_settings, redact_url
+from app.wiring import create_app, solana_keypair
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 
@@ -103,7 +103,7 @@ class Transcript:
 
 @pytest.fixture
 def logs() -> Iterator[io.StringIO]:
-    """Every log record of the run, at DEBUG, in the JSON-lines format the server writes (app/logs.py).
+    """Every log record of the run, at DEBUG, in the JSON-lines format the server writes (app/runtime/logs.py).
     uvicorn's own loggers do not propagate: `capfd` takes what they write to stderr."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

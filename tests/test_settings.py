@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from adapters import Registry
-from app.factory import create_app
-from app.pricing import Pricing, PricingError
-from app.settings import SettingsError, load_settings, redact_url
+from app.runtime.settings import SettingsError, load_settings, redact_url
+from app.usecases.pricing import Pricing, PricingError
+from app.wiring import create_app
 from payments import NetworkTerms
 
 REAL_CHAIN = {

@@ -23,7 +23,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from app.settings import Settings
+from app.runtime.settings import Settings
 from payments.devnet.solana import SolanaDevnetProcess
 from payments.svm import programs
 

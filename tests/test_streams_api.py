@@ -29,7 +29,7 @@ from adapters import STREAMS, CacheTier, Fetcher, Record, Registry, ReplayServer
 from adapters.sources import all_adapters
 from adapters.upstream.base import Point, UpstreamRequest, load_json
 from adapters.upstream.iss import IssPosition
-from app.settings import Settings
+from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 
 from .chain import new_payer, pay_for, receipt, unb64, usdc_balance

@@ -1,6 +1,6 @@
 """The fault suite's shared parts: gateways as real OS processes, and docs/reliability.md written from the rows.
 
-Gateways here are separate OS processes (uvicorn over `app.factory:app_from_env`, the factory `worldgate
+Gateways here are separate OS processes (uvicorn over `app.wiring:app_from_env`, the factory `worldgate
 serve` runs in each worker; forked from a fork server that imported the app once, so a restart costs about
 a second), pointed at the session's Postgres, Redis, anvil, Solana devnet and replay server, so a test can
 SIGKILL one and start another on the same state (`gateway_process`, `gateway_env`).
@@ -30,9 +30,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.admin.auth import mint
-from app.embedded import export_env
-from app.settings import SETTLEMENT_MODES, Settings
+from app.edge.admin.auth import mint
+from app.runtime.embedded import export_env
+from app.runtime.settings import SETTLEMENT_MODES, Settings
 from payments.devnet.process import die_with_parent
 
 from ..conftest import ADMIN_SECRET
@@ -86,8 +86,8 @@ def gateway_env(settings: Settings, **extra: str) -> dict[str, str]:
 _FORK_SERVER = """
 import json, os, signal, sys
 import uvicorn
-import app.factory
-from app import faultpoints
+import app.wiring
+from app.runtime import faultpoints
 from payments.devnet.process import die_with_parent
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the gateways; the tests poll their pids
 print("ready", flush=True)
@@ -107,7 +107,7 @@ for line in sys.stdin:
             os.environ.update(order["env"])
             faultpoints.arm(os.environ.get(faultpoints.VARIABLE))
             uvicorn.run(
-                "app.factory:app_from_env", factory=True, host="127.0.0.1", port=order["port"], http="httptools",
+                "app.wiring:app_from_env", factory=True, host="127.0.0.1", port=order["port"], http="httptools",
                 loop="uvloop", lifespan="on", log_level="warning", access_log=False,
             )
         finally:

@@ -19,8 +19,8 @@ import pytest
 from eth_account import Account
 from solders.keypair import Keypair
 
-from app.reconcile import Reconciler, RunReport, auditors_for, chains_of
-from app.settings import ReconcileSettings, Settings
+from app.runtime.settings import ReconcileSettings, Settings
+from app.usecases.reconcile import Reconciler, RunReport, auditors_for, chains_of
 from payments.devnet.evm import EvmDevnet
 
 from .. import svm

@@ -9,7 +9,7 @@ charged ⇒ failed or released, nobody charged twice.
 When a transaction lands but every answer about it is lost for the whole wait (receipt or status polling
 broken throughout), the payer is charged and got a 402 `settlement_pending` naming the transaction;
 reconcile books the sale, and the payer's retry with the same payment gets the data under that settlement
-(app/checkout.py `_claimed_before`), never charged again.
+(app/usecases/checkout.py `_claimed_before`), never charged again.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import pytest
 from eth_account import Account
 from solders.keypair import Keypair
 
-from app import reconcile as reconcile_module
-from app.settings import Settings
+from app.runtime.settings import Settings
+from app.usecases import reconcile as reconcile_module
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 from payments.evm.exact import TRANSFER_TOPIC

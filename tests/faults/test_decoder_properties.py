@@ -7,13 +7,13 @@ or a valid parse, and never raise. The decoders, in the order a request meets th
 - the gate's and the MCP server's binding (`PaymentGate._bind`, `McpServer._bind`): size cap, base64, JSON,
   the v1/v2 wire models, x402Version, `accepted` matched to the route's offers (`payments/codec.py`,
   `payments/offers.py`, `payments/schemes.py`);
-- the payment-identifier extension (`app/checkout.py`);
+- the payment-identifier extension (`app/usecases/checkout.py`);
 - EVM `exact` inspection (`payments/evm/exact.py`, `payments/evm/eip712.py`): authorization fields,
   signature parsing and recovery;
 - SVM `exact` inspection (`payments/svm/exact.py`): transaction decoding and its layout checks, on random
   bytes, on byte-mutated reference transactions and on transactions compiled from random instructions;
-- the query rules (`adapters/filters.py`, `app/queries.py`) and the MCP tools' argument mapping
-  (`app/mcp_server.py: tool_params`).
+- the query rules (`adapters/filters.py`, `app/usecases/queries.py`) and the MCP tools' argument mapping
+  (`app/mcp/server.py: tool_params`).
 
 Runs are reproducible (`derandomize=True`) and write no example database (`database=None`). The HTTP-level
 counterpart (fewer examples, against the running gateway) is in test_hostile_inputs.py.
@@ -40,10 +40,10 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from adapters import STREAMS, FilterError, parse_filters, parse_max_age
-from app.checkout import payment_identifier
-from app.gate import PaymentGate
-from app.mcp_server import STREAM_SCHEMA, WORLD_SCHEMA, McpServer, tool_params
-from app.queries import Problem, StreamQuery, WorldQuery, stream_query, world_query
+from app.edge.gate import PaymentGate
+from app.mcp.server import STREAM_SCHEMA, WORLD_SCHEMA, McpServer, tool_params
+from app.usecases.checkout import payment_identifier
+from app.usecases.queries import Problem, StreamQuery, WorldQuery, stream_query, world_query
 from payments import NetworkTerms, PaymentPayload, PaymentPayloadV1, Refusal, build_offer, inspect
 from payments.codec import decode_payment_header
 from payments.errors import Reason

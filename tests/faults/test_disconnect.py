@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 from solders.keypair import Keypair
 
-from app.checkout import REDELIVER_AFTER_S
-from app.settings import Settings
+from app.runtime.settings import Settings
+from app.usecases.checkout import REDELIVER_AFTER_S
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from app import reconcile as reconcile_module
-from app.settings import Settings
+from app.runtime.settings import Settings
+from app.usecases import reconcile as reconcile_module
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 

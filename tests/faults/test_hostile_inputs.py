@@ -63,8 +63,8 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 
-from app.mcp_server import PAYMENT_META_KEY as PAYMENT
-from app.settings import Settings
+from app.mcp.server import PAYMENT_META_KEY as PAYMENT
+from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 from payments.evm.eip712 import SECP256K1_N

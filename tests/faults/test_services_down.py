@@ -20,7 +20,7 @@ import httpx
 import pytest
 from solders.keypair import Keypair
 
-from app.settings import Settings
+from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 

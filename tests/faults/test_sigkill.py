@@ -2,7 +2,7 @@
 and Solana, then a new process starts on the same Postgres, Redis and chains, reconciles, and the payer
 retries with the same payment.
 
-The kill steps, in the order a request passes them (app/faultpoints.py; the gateway kills itself there):
+The kill steps, in the order a request passes them (app/runtime/faultpoints.py; the gateway kills itself there):
 after_claim, after_verify, after_serve, after_broadcast (on chain, not yet booked), after_record (killed
 from outside while the booking transaction has the settled row written and is blocked before its journal
 entry, by a lock this test holds on journal_entries, at a random moment 0-250 ms into that wait),
@@ -13,7 +13,7 @@ with WORLDGATE_FAULT_SEED=<seed>); every step is drawn on both chains at least o
 After each kill: every claim is resolved (settled if the transfer landed, expired/failed if not), 0
 settlements missing from the ledger, each payer debited at most once, and the retry gets the designed
 answer: a payment that settled is served again under its settlement, without a second charge, with or
-without a payment-identifier (app/checkout.py `_redeliver`, `_claimed_before`: its answer never left),
+without a payment-identifier (app/usecases/checkout.py `_redeliver`, `_claimed_before`: its answer never left),
 and one that did not settle is refused as expired (`payment_already_claimed`; nothing was charged).
 """
 
@@ -33,9 +33,9 @@ import httpx
 from solders.keypair import Keypair
 
 import ledger
-from app import faultpoints
-from app.checkout import REDELIVER_AFTER_S
-from app.settings import Settings
+from app.runtime import faultpoints
+from app.runtime.settings import Settings
+from app.usecases.checkout import REDELIVER_AFTER_S
 from ledger import audit
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess

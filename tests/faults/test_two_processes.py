@@ -14,7 +14,7 @@ import httpx
 from solders.keypair import Keypair
 
 import ledger
-from app.settings import Settings
+from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana import SolanaDevnetProcess
 

@@ -25,6 +25,9 @@ import anyio
 
 import ledger
 from adapters import DataTier
+from app.runtime import faultpoints, metrics
+from app.runtime.logs import bind
+from app.usecases.pricing import PAYMENT_IDENTIFIER, PaidRoute, Pricing
 from ledger import PaymentRecord, claims, idempotency
 from payments import (
     Facilitator,
@@ -37,10 +40,6 @@ from payments import (
     Settlement,
     inspect,
 )
-
-from . import faultpoints, metrics
-from .logs import bind
-from .pricing import PAYMENT_IDENTIFIER, PaidRoute, Pricing
 
 log = logging.getLogger("worldgate.checkout")
 _LATEST_VALID_BEFORE = 253402300799  # 9999-12-31: beyond it the ledger stores no expiry

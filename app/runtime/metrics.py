@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .logs import bind_request
+from app.runtime.logs import bind_request
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -37,12 +37,11 @@ from typing import Any
 import asyncpg
 
 import ledger
+from app.runtime.settings import ReconcileSettings, Settings
+from app.usecases.pricing import revenue_account
 from ledger import audit, idempotency, locks
 from payments import ChainAuditor, EvmAuditor, EvmRpc, SettlementFinding, SvmAuditor, SvmRpc
 from payments.jsonrpc import RpcUnavailable
-
-from .pricing import revenue_account
-from .settings import ReconcileSettings, Settings
 
 log = logging.getLogger("worldgate.reconcile")
 LOCK = "worldgate:reconcile"

@@ -6,11 +6,11 @@ handler calls (app/routes.py) and returns that document as `structuredContent` a
 `content[0]`; a document HTTP would send with a status of 400 or more is a tool error (`isError: true`).
 
 Paid tools speak x402 v2's MCP transport (x402 specs/transports-v2/mcp.md), on the checkout HTTP uses:
-  the arguments' rules first (app/queries.py, as the gate runs them) → a tool error, before any quote
+  the arguments' rules first (app/usecases/queries.py, as the gate runs them) → a tool error, before any quote
   no `_meta["x402/payment"]`  → isError, structuredContent = the route's PaymentRequired (the 402's offers,
                                  resource `mcp://tool/<name>`), content[0].text = the same JSON
   `_meta["x402/payment"]`     → a PaymentPayload object (not base64): size cap → decode → `accepted` bound to
-                                 one of this route's offers → the checkout (app/checkout.py: inspection, bans,
+                                 one of this route's offers → the checkout (app/usecases/checkout.py: inspection, bans,
                                  payment-identifier, claim, verify, serve, settle, journal)
   delivered                   → the data, `_meta["x402/payment-response"]` = the SettleResponse
   refused / not settled       → isError with a fresh PaymentRequired naming the reason (and, unsettled, the
@@ -45,11 +45,11 @@ from mcp_types import (
 from starlette.routing import Route
 
 from adapters import Stream
-from payments import PaymentPayload, PaymentRequirements, Reason, Refusal, encode_json, match_offer, to_builtins
-from payments.codec import convert
-
-from . import metrics
-from .checkout import (
+from app.edge.routes import UNKNOWN_STREAM, VERSION, Answer, Api, problem_answer
+from app.runtime import metrics
+from app.runtime.logs import bind
+from app.runtime.settings import Settings
+from app.usecases.checkout import (
     Banned,
     Checkout,
     Delivered,
@@ -65,11 +65,10 @@ from .checkout import (
     Unsettled,
     Verified,
 )
-from .logs import bind
-from .pricing import STREAM_PARAMS, STREAM_PREFIX, WORLD_PARAMS, WORLD_PATH, PaidRoute, QueryParam
-from .queries import Problem
-from .routes import UNKNOWN_STREAM, VERSION, Answer, Api, problem_answer
-from .settings import Settings
+from app.usecases.pricing import STREAM_PARAMS, STREAM_PREFIX, WORLD_PARAMS, WORLD_PATH, PaidRoute, QueryParam
+from app.usecases.queries import Problem
+from payments import PaymentPayload, PaymentRequirements, Reason, Refusal, encode_json, match_offer, to_builtins
+from payments.codec import convert
 
 log = logging.getLogger("worldgate.mcp")
 
@@ -89,7 +88,7 @@ INSTRUCTIONS = (
 )
 
 
-# ---- the tools' input schemas (the rules themselves are app/queries.py's, applied to every call) ----
+# ---- the tools' input schemas (the rules themselves are app/usecases/queries.py's, applied to every call) ----
 
 
 def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -134,7 +133,7 @@ NO_ARGUMENTS = _object({})
 
 
 def tool_params(arguments: Mapping[str, Any] | None, schema: Mapping[str, Any]) -> dict[str, str] | Problem:
-    """A tool's arguments as the query parameters the HTTP route reads (strings), so app/queries.py judges
+    """A tool's arguments as the query parameters the HTTP route reads (strings), so app/usecases/queries.py judges
     them exactly as it judges a query string. Only types are checked here; ranges and combinations are the
     query rules'. JSON null means absent."""
     properties: Mapping[str, Any] = schema["properties"]

@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .settings import LimitSettings
+from app.runtime.settings import LimitSettings
 
 __all__ = [
     "AbuseGuard",

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from adapters import ReplayServer
-
-from . import embedded, paycli
-from .admin.auth import ensure_secret, mint
-from .settings import Settings, SettingsError, load_settings, redact_url
-from .times import parse_when
+from app.cli import pay as paycli
+from app.edge.admin.auth import ensure_secret, mint
+from app.runtime import embedded
+from app.runtime.devnet_file import devnet_state
+from app.runtime.settings import Settings, SettingsError, load_settings, redact_url
+from app.runtime.times import parse_when
 
 VERSION = "0.1.0"
 
@@ -117,9 +118,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     import ledger
-
-    from .factory import MIGRATIONS_DIR
-    from .limits import CappedHttpToolsProtocol
+    from app.edge.abuse import CappedHttpToolsProtocol
+    from app.wiring import MIGRATIONS_DIR
 
     _exit_on_sigterm()
     settings = _with_admin_secret(_settings(args))
@@ -146,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["WORLDGATE_HEADER_BYTES_MAX"] = str(resolved.limits.header_bytes_max)
         print(_banner(resolved, running), flush=True)
         uvicorn.run(
-            "app.factory:app_from_env",
+            "app.wiring:app_from_env",
             factory=True,
             host=resolved.host,
             port=resolved.port,
@@ -166,8 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     import ledger
-
-    from .factory import MIGRATIONS_DIR
+    from app.wiring import MIGRATIONS_DIR
 
     running = embedded.start(_settings(args), chain=False, redis=False)
     try:
@@ -256,20 +255,10 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def devnet_state(state_dir: Path) -> dict[str, Any] | None:
-    """What a running `worldgate serve` or `worldgate devnet` wrote to <state_dir>/devnet.json (per chain:
-    network, RPC URL, asset, payTo, devnet payer keys), or None when there is no such file."""
-    described = state_dir.resolve() / "devnet.json"
-    if not described.exists():
-        return None
-    state: dict[str, Any] = json.loads(described.read_text())
-    return state
-
-
 def _audited_chains(settings: Settings) -> list[tuple[str, str]]:
     """The chains reconcile asks: the configured ones, or with none configured the devnets that a
     running `worldgate serve` described in devnet.json."""
-    from .reconcile import chains_of
+    from app.usecases.reconcile import chains_of
 
     if not settings.uses_devnet:
         return chains_of(settings)
@@ -299,8 +288,7 @@ class _ProgressBar:
 
 def cmd_ledger_reconcile(args: argparse.Namespace) -> int:
     import ledger
-
-    from .reconcile import Reconciler, auditors_for
+    from app.usecases.reconcile import Reconciler, auditors_for
 
     settings = _settings(args)
     chains = _audited_chains(settings)

@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 from starlette.requests import Request
 
-from ..settings import AdminSettings
+from app.runtime.settings import AdminSettings
 
 ISSUER = "worldgate"
 COOKIE = "wg_admin"

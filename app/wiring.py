@@ -26,6 +26,21 @@ from starlette.routing import Route
 import ledger
 from adapters import DATA_DIR, Adapter, CacheTier, DataTier, Fetcher, Registry, ReplayServer, Scheduler, Sharing
 from adapters.sources import all_adapters
+from app.edge import discovery
+from app.edge.abuse import AbuseGuard, Limit, RateLimiter
+from app.edge.admin import dashboard
+from app.edge.admin.api import AdminApi
+from app.edge.admin.auth import AdminAuth
+from app.edge.admin.matrix import source_matrix
+from app.edge.gate import PaymentGate, Services
+from app.edge.routes import Api
+from app.mcp.server import McpServer
+from app.runtime import metrics
+from app.runtime.metrics import MetricsEndpoint, RequestMetrics
+from app.runtime.settings import Settings, SettingsError, load_settings
+from app.usecases.controls import Controls
+from app.usecases.pricing import Pricing
+from app.usecases.reconcile import Reconciler, auditors_for, chains_of, every
 from ledger import operator
 from ledger.operator import listening
 from payments import (
@@ -42,21 +57,6 @@ from payments import (
 )
 from payments.facilitator.local import Scheme
 from payments.jsonrpc import JsonRpc
-
-from . import discovery, metrics
-from .admin import dashboard
-from .admin.api import AdminApi
-from .admin.auth import AdminAuth
-from .admin.matrix import source_matrix
-from .controls import Controls
-from .gate import PaymentGate, Services
-from .limits import AbuseGuard, Limit, RateLimiter
-from .mcp_server import McpServer
-from .metrics import MetricsEndpoint, RequestMetrics
-from .pricing import Pricing
-from .reconcile import Reconciler, auditors_for, chains_of, every
-from .routes import Api
-from .settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("worldgate")
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
@@ -316,7 +316,7 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """uvicorn's factory: settings from the environment, which `worldgate serve` has resolved."""
-    from .logs import configure_logging
+    from app.runtime.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_level)

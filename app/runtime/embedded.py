@@ -26,12 +26,11 @@ from typing import Any
 
 import redis as redis_sync
 
+from app.runtime.settings import EvmSettings, Settings, SvmSettings
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
 from payments.devnet.process import die_with_parent, stop_child
 from payments.devnet.solana import SolanaDevnetProcess
-
-from .settings import EvmSettings, Settings, SvmSettings
 
 log = logging.getLogger("worldgate.embedded")
 DEVNET_CHAIN_ID = 84532  # Base Sepolia

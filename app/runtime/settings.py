@@ -97,7 +97,7 @@ RATE_LIMIT_OFF = ("off", "none", "0", "false", "")
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """Abuse controls (app/limits.py): request size caps and per-client rate limits.
+    """Abuse controls (app/edge/abuse.py): request size caps and per-client rate limits.
 
     Rates use slowapi's syntax ("120/minute", "5/second;100/minute"); None turns a limit off.
     The defaults are for one client at human or agent pace; a load test from one address needs them raised.

@@ -18,13 +18,12 @@ from starlette.routing import Route
 
 import ledger
 from adapters import Registry, Stream
+from app.edge.admin.auth import Admin, AdminAuth, AuthFailure
+from app.edge.gate import Services
+from app.runtime.times import parse_when
+from app.usecases.controls import Controls, normalize_payer
 from ledger import operator
 from payments import encode_json
-
-from ..controls import Controls, normalize_payer
-from ..gate import Services
-from ..times import parse_when
-from .auth import Admin, AdminAuth, AuthFailure
 
 log = logging.getLogger("worldgate.admin")
 PAYMENT_STATES = ("claimed", "verified", "served", "settling", "settled", "failed", "expired", "released")

@@ -24,14 +24,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .auth import COOKIE, AdminAuth, AuthFailure, same_origin
+from app.edge.admin.auth import COOKIE, AdminAuth, AuthFailure, same_origin
 
 log = logging.getLogger("worldgate.admin")
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 TEMPLATES_DIR = HERE / "templates"
-REPO_ROOT = HERE.parents[1]
+REPO_ROOT = HERE.parents[2]
 VENDOR_DIR = REPO_ROOT / "node_modules" / "uplot" / "dist"
 
 COOKIE_PATH = "/admin"

@@ -1,7 +1,7 @@
 """The API's handlers: the free catalog, search, attribution and health, and the paid reads behind the gate.
 
 Each handler's data logic is a transport-free function returning an `Answer` (status, JSON document,
-headers): the HTTP handlers here send it as a response, and the MCP tools (app/mcp_server.py) return
+headers): the HTTP handlers here send it as a response, and the MCP tools (app/mcp/server.py) return
 the same document as a tool result, so both transports validate, read and shape data the same way.
 """
 
@@ -20,10 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters import Registry, Stream, StreamRead, Unavailable, apply_filters, distance_km, freshness
+from app.edge.gate import PAYMENT_SCOPE_KEY, Services
+from app.usecases.queries import Problem, WorldQuery, stream_query, world_query
 from payments import encode_json
-
-from .gate import PAYMENT_SCOPE_KEY, Services
-from .queries import Problem, WorldQuery, stream_query, world_query
 
 log = logging.getLogger("worldgate.routes")
 VERSION = "0.1.0"

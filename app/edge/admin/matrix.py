@@ -7,9 +7,8 @@ import time
 from typing import Any
 
 from adapters import DataTier, Registry, StreamType, Unavailable, freshness
-
-from ..pricing import Pricing
-from .api import stream_row
+from app.edge.admin.api import stream_row
+from app.usecases.pricing import Pricing
 
 
 async def source_matrix(registry: Registry, pricing: Pricing | None, tier: DataTier | None) -> list[dict[str, Any]]:

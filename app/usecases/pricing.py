@@ -21,6 +21,7 @@ from starlette.types import Scope
 
 from adapters import Registry, Sharing, Stream
 from adapters.filters import LIMIT_DEFAULT, LIMIT_MAX, MAX_AGE_S_MAX, MAX_AGE_S_MIN, RADIUS_KM_MAX
+from app.usecases.queries import WORLD_RADIUS_KM_DEFAULT, WORLD_RADIUS_KM_MAX, Problem, stream_query, world_query
 from ledger import idempotency
 from payments import (
     NetworkTerms,
@@ -36,8 +37,6 @@ from payments import (
     to_display,
 )
 from payments.networks import BASE_MAINNET, BASE_SEPOLIA, SOLANA_DEVNET, SOLANA_MAINNET
-
-from .queries import WORLD_RADIUS_KM_DEFAULT, WORLD_RADIUS_KM_MAX, Problem, stream_query, world_query
 
 STREAM_ROUTE = "GET /v1/streams/{id}"
 STREAM_PREFIX = "/v1/streams/"
@@ -95,7 +94,7 @@ def _compact(value: float | int) -> float | int:
 @dataclass(frozen=True)
 class QueryParam:
     """One query parameter of a paid route: what its 402 (`bazaar`), /openapi.json and /llms.txt declare.
-    The rules themselves are in app/queries.py and adapters/filters.py; these values are read from there."""
+    The rules themselves are in app/usecases/queries.py and adapters/filters.py; these values are read from there."""
 
     name: str
     type: str  # JSON Schema type of the value: "number", "integer" or "string"
@@ -366,7 +365,7 @@ _PAYMENT_IDENTIFIER_DECLARATION = {
 
 def payment_identifier_declaration(paid: PaidRoute) -> dict[str, Any]:
     """The x402 `payment-identifier` declaration: a client may add an id that makes its retries idempotent
-    (app/checkout.py replays the stored answer to the same payment, 409s another)."""
+    (app/usecases/checkout.py replays the stored answer to the same payment, 409s another)."""
     return _PAYMENT_IDENTIFIER_DECLARATION
 
 

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
+from app.runtime.devnet_file import devnet_state
 from payments.codec import (
     PAYMENT_REQUIRED_HEADER,
     PAYMENT_RESPONSE_HEADER,
@@ -395,7 +396,6 @@ def check_offer(offer: PaymentRequirements, cap: Decimal) -> None:
 
 def devnet_rpc_url(network: str, env: Mapping[str, str]) -> str | None:
     """The local devnet's Solana RPC URL from <WORLDGATE_STATE_DIR>/devnet.json, if it runs `network`."""
-    from .cli import devnet_state  # app.cli imports this module; imported here to keep the import one-way
 
     state_dir = Path(env.get("WORLDGATE_STATE_DIR") or ".worldgate")
     try:

@@ -23,11 +23,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from adapters import Registry
-from payments import encode_json, to_builtins
-
-from .gate import Services
-from .mcp_server import MCP_PATH
-from .pricing import (
+from app.edge.gate import Services
+from app.edge.routes import SEARCH_RESULTS_MAX, VERSION
+from app.mcp.server import MCP_PATH
+from app.runtime.settings import Settings
+from app.usecases.pricing import (
     ASSET_SYMBOL,
     HOW_TO_PAY_README,
     PaidRoute,
@@ -35,8 +35,7 @@ from .pricing import (
     network_name,
     public_base_url,
 )
-from .routes import SEARCH_RESULTS_MAX, VERSION
-from .settings import Settings
+from payments import encode_json, to_builtins
 
 WELL_KNOWN_PATH = "/.well-known/x402"
 OPENAPI_PATH = "/openapi.json"
