@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 import ledger
-from app.factory import MIGRATIONS_DIR
+from app.wiring import MIGRATIONS_DIR
 from ledger import PaymentRecord, claims
 
 from .services import Database
