@@ -62,6 +62,11 @@ def xff(address: str) -> dict[str, str]:
     return {"x-forwarded-for": address}
 
 
+def elsewhere() -> dict[str, str]:
+    """A new client address each call: what the per-payer limit does, apart from any per-address limit."""
+    return xff(f"198.18.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}")
+
+
 def status_500(*answers: httpx.Response | int) -> int:
     return sum(1 for a in answers if (a if isinstance(a, int) else a.status_code) >= 500)
 
@@ -138,25 +143,30 @@ async def test_quotes_and_free_routes_are_limited_per_client_address(
     free_over = await tight.get("/v1/streams", headers=xff(client))
     assert_rate_limited(free_over)
 
-    # Out of quotes is not out of payments: a client holding an offer can still pay (the payer limit rules that).
+    # A payment header buys no exemption: from the address that spent its quota, a genuine payment is refused
+    # before anything is decoded (nothing recorded, nothing charged); the same payment from another address pays.
     key = new_payer(devnet)
-    offer = await gateway.offer(CAPITALS)  # the same offer, from the suite's gateway
-    paid = await tight.get(CAPITALS, headers={**xff(client), "PAYMENT-SIGNATURE": pay_for(key, devnet, offer)})
-    assert paid.status_code == 200, paid.text
     payer = Account.from_key(key).address.lower()
+    offer = await gateway.offer(CAPITALS)  # the same offer, from the suite's gateway
+    payment = pay_for(key, devnet, offer)
+    refused = await tight.get(CAPITALS, headers={**xff(client), "PAYMENT-SIGNATURE": payment})
+    assert_rate_limited(refused)
+    assert await claims_of(pool, payer) == {}
+    paid = await tight.get(CAPITALS, headers={**xff("198.51.100.77"), "PAYMENT-SIGNATURE": payment})
+    assert paid.status_code == 200, paid.text
     settled = (await claims_of(pool, payer)).get("settled", 0)
     charged = (10_000_000 - usdc_balance(devnet, payer)) // PRICE
     assert settled == charged == 1
 
-    answers = [*quotes, over, head, spoofed, *free, free_over, paid]
+    answers = [*quotes, over, head, spoofed, *free, free_over, refused, paid]
     record(
         FaultRow(
             section="Abuse",
             fault="quote flood from one address (limit 3/hour; free routes 4/hour)",
             action="3 quotes, then a 4th GET, a HEAD and a GET with a spoofed X-Forwarded-For hop; 5 catalog reads;"
-            " then one paid GET from the same address",
+            " then one paid GET from the same address, and the same payment from another",
             outcome=f"402 x3 then 429 (Retry-After {retry} s, JSON body) x3; catalog 200 x4 then 429; a neighbour"
-            " address still quoted; the paid GET was served (quotes and payments count apart)",
+            " address still quoted; the paid GET from the spent address 429 (nothing recorded), from another served",
             requests=len(answers) + 1,
             served=1,
             settled=settled,
@@ -177,21 +187,21 @@ async def test_a_payer_over_its_limit_is_refused_before_any_claim(
     payer = Account.from_key(key).address.lower()
     offer = await gateway.offer(CAPITALS)
     headers = [pay_for(key, devnet, offer) for _ in range(5)]
-    first = [await tight.get(CAPITALS, headers={"PAYMENT-SIGNATURE": h}) for h in headers[:2]]
+    first = [await tight.get(CAPITALS, headers={**elsewhere(), "PAYMENT-SIGNATURE": h}) for h in headers[:2]]
     assert [a.status_code for a in first] == [200, 200], [a.text for a in first]
-    third = await tight.get(CAPITALS, headers={"PAYMENT-SIGNATURE": headers[2]})
+    third = await tight.get(CAPITALS, headers={**elsewhere(), "PAYMENT-SIGNATURE": headers[2]})
     retry = assert_rate_limited(third)
     assert "payer" in third.json()["message"] and "payment-response" not in third.headers
     # Counted in Redis at once: a second gateway (another worker or replica) refuses this payer too.
     with running_gateway(tight_settings) as replica:
-        fourth = await replica.get(CAPITALS, headers={"PAYMENT-SIGNATURE": headers[3]})
+        fourth = await replica.get(CAPITALS, headers={**elsewhere(), "PAYMENT-SIGNATURE": headers[3]})
     assert_rate_limited(fourth)
     # A ban is checked before the rate limit: the banned payer is told so, not told to wait.
     banned = await admin_call(tight, "POST", "/admin/api/bans", json={"payer": payer, "reason": "abuse test"})
     assert banned.status_code == 201
     try:
         deadline = time.monotonic() + 5
-        while (fifth := await tight.get(CAPITALS, headers={"PAYMENT-SIGNATURE": headers[4]})).status_code == 429:
+        while (fifth := await tight.get(CAPITALS, headers={**elsewhere(), "PAYMENT-SIGNATURE": headers[4]})).status_code == 429:
             assert time.monotonic() < deadline, "the ban never reached the gateway"
             await asyncio.sleep(0.05)
         assert fifth.status_code == 403 and fifth.json()["error"] == "payer_banned"
@@ -206,7 +216,7 @@ async def test_a_payer_over_its_limit_is_refused_before_any_claim(
     assert states == {"settled": 2} and charged == 2
 
     other = new_payer(devnet)  # another payer is not held back by this one
-    assert (await tight.get(CAPITALS, headers={"PAYMENT-SIGNATURE": pay_for(other, devnet, offer)})).status_code == 200
+    assert (await tight.get(CAPITALS, headers={**elsewhere(), "PAYMENT-SIGNATURE": pay_for(other, devnet, offer)})).status_code == 200
     record(
         FaultRow(
             section="Abuse",

@@ -2,10 +2,12 @@
 
 `AbuseGuard` (outside the gate) refuses, before anything is decoded: too many header fields or too
 many header bytes (431), a declared or streamed body over the cap (413); then it counts the request
-against its client's address: free routes under the `free` limit, unpaid requests to paid routes
-(the 402 quotes, a paid HEAD included) under the `quote` limit (429 with Retry-After). Payment
-attempts are counted per payer by the checkout (`Services.payer_limited`, wired to `hit_shared`),
-after the ban check and before the claim, so a refused attempt is never claimed, verified or charged.
+against its client's address: every request to a paid route (quotes and payment attempts alike)
+under the `quote` limit, health and metrics under their own `ops` limit, everything else under
+`free` (429 with Retry-After). Payment attempts are also counted per payer by the checkout
+(`Services.payer_limited`, wired to `hit_shared`), once their signature is known to be the payer's
+and before the claim, so a refused attempt is never claimed, verified or charged, and a forger
+cannot spend a real payer's quota.
 
 Counting (`RateLimiter`): slowapi's rate syntax and limit items (the `limits` package it is built
 on), in fixed windows aligned to the clock. slowapi's own `Limiter` is not used: its middleware is a
@@ -66,7 +68,7 @@ CLIENTS_CACHED_MAX = 65_536  # resolved client addresses kept per worker
 DRAIN_BYTES_MAX = 65_536  # a refused body up to this size is read and discarded, not answered with a reset
 KEYS_MAX = 200_000  # counters held per worker; beyond this, counters already in Redis are dropped first
 _GC_EVERY_S = 5.0
-_PAYMENT_HEADERS = (b"payment-signature", b"x-payment")
+OPS_PATHS = frozenset({"/v1/health", "/metrics"})  # polled by probes and scrapers: their own limit
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -365,6 +367,7 @@ class AbuseGuard:
         self.client = ClientAddress(settings.trusted_proxies)
         self.free = Limit.parse("free", settings.free)
         self.quote = Limit.parse("quote", settings.quote)
+        self.ops = Limit.parse("ops", settings.ops)
         self.headers_max = settings.headers_max
         self.header_bytes_max = settings.header_bytes_max
         self.body_bytes_max = settings.body_bytes_max
@@ -381,15 +384,12 @@ class AbuseGuard:
             return
         size = len(scope.get("raw_path") or b"") + len(scope["query_string"])  # the request line counts too
         length = chunked = None
-        paying = False
         for name, value in headers:
             size += len(name) + len(value) + 4
             if name == b"content-length":
                 length = value
             elif name == b"transfer-encoding":
                 chunked = value
-            elif name in _PAYMENT_HEADERS:
-                paying = True
         if size > self.header_bytes_max:
             message = f"the request line and headers are over {self.header_bytes_max} bytes"
             await _refuse(send, 431, "headers_too_large", message, head=head)
@@ -402,11 +402,13 @@ class AbuseGuard:
             return
         pricing = self.services.pricing
         paid = pricing is not None and pricing.lookup(scope["path"]) is not None
-        limit = (self.quote if not paying or head else None) if paid else self.free
+        # A payment header buys no exemption: until the checkout has checked its signature it is just a
+        # request to a paid route, and a flood of forged ones must spend its sender's quota, not the payer's.
+        limit = self.quote if paid else self.ops if scope["path"] in OPS_PATHS else self.free
         if limit is not None:
             wait = self.limiter.hit(limit, self.client(scope))
             if wait is not None:
-                what = "quotes" if paid else "requests"
+                what = "requests to paid routes" if paid else "requests"
                 message = f"too many {what} from this address ({limit.text}); retry after {wait} s"
                 retry = [(b"retry-after", str(wait).encode())]
                 await _answer(send, 429, rate_limited_body(wait, message), head=head, extra=retry)

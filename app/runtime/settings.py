@@ -104,7 +104,8 @@ class LimitSettings:
     """
 
     free: str | None = "120/minute"  # per client IP, free routes
-    quote: str | None = "600/minute"  # per client IP, unpaid requests to paid routes (402 quotes)
+    quote: str | None = "600/minute"  # per client IP, every request to a paid route (quotes and payment attempts)
+    ops: str | None = "1200/minute"  # per client IP, /v1/health and /metrics (probes and scrapers, not users)
     payer: str | None = "300/minute"  # per payer address, payment attempts (after decoding, before the claim)
     trusted_proxies: tuple[str, ...] = ()  # peers (IPs or CIDRs) whose X-Forwarded-For is believed
     sync_interval_s: float = 0.2  # how often each worker adds its counts to the shared ones in Redis
@@ -449,7 +450,7 @@ def _limits(env: Mapping[str, str], config: Mapping[str, Any], payment_header_by
             f" ({payment_header_bytes_max}): the payment header travels with the others"
         )
     rates = {}
-    for kind in ("free", "quote", "payer"):
+    for kind in ("free", "quote", "payer", "ops"):
         var = f"WORLDGATE_RATE_LIMIT_{kind.upper()}"
         # an empty variable turns the limit off here (elsewhere it means unset): "off" says the same plainly
         raw = env[var] if var in env else section.get(kind, getattr(default, kind))
@@ -458,6 +459,7 @@ def _limits(env: Mapping[str, str], config: Mapping[str, Any], payment_header_by
         free=rates["free"],
         quote=rates["quote"],
         payer=rates["payer"],
+        ops=rates["ops"],
         trusted_proxies=_networks(
             _pick(env, "WORLDGATE_TRUSTED_PROXIES", section, "trusted_proxies", ()), "WORLDGATE_TRUSTED_PROXIES"
         ),
