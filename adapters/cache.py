@@ -3,8 +3,9 @@
 - A value is an `Entry`: the records of every stream one fetch feeds, and when they were fetched.
 - Fresh (younger than the stream's interval, or the caller's max_age) → served from memory (HIT) or
   Redis (REDIS-HIT); otherwise fetched (MISS).
-- Concurrent misses of one key make one upstream call: in a process through a shared future, across
-  processes through a Redis lock capped at 30 s, so a hung fetch cannot hold the slot (DEDUP).
+- Concurrent misses of one key make one upstream call: in a process through a single-flight task that a
+  caller hanging up does not cancel, across processes through a Redis lock (redis-py's) capped at 30 s, so
+  a hung fetch cannot hold the slot (DEDUP).
 - A failed fetch is negatively cached for 30 s and an empty result for 120 s (NEG), so an outage or an
   empty feed does not turn into a request storm; the last good value is served (STALE) as long as it
   is younger than the stream's stale cap, else the read fails with `Unavailable`.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -27,10 +27,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
+from redis.asyncio.lock import Lock
 
 from .errors import ParseError, UpstreamError
+from .expiring_lru import ExpiringLRU
 from .fetcher import Fetcher
 from .records import Record
+from .singleflight import SingleFlight
 from .upstream.base import Adapter, Point
 
 log = logging.getLogger("worldgate.cache")
@@ -42,6 +45,10 @@ NEGATIVE_ERROR_S = 30.0
 BREAKER_FAILURES = 2
 BREAKER_OPEN_S = 300.0
 MEMORY_ENTRIES_MAX = 1024
+# Per-key markers (negative entries, fetch times) get one entry per 0.1-degree point ever asked for, so they
+# are capped too: 4096 entries of ~100 bytes is well under a megabyte yet far beyond the points that are hot
+# at once. An entry dropped early costs a Redis read (Redis keeps the same markers), not an upstream call.
+KEY_MARKERS_MAX = 4096
 REDIS_RETRY_S = 5.0  # after a Redis error, run from memory this long before trying Redis again
 DEDUP_POLL_S = 0.05
 
@@ -161,10 +168,10 @@ class CacheTier:
         self.breaker_open_s = breaker_open_s
         self._memory: OrderedDict[str, Entry] = OrderedDict()
         self._memory_max = memory_entries_max
-        self._negative: dict[str, _Negative] = {}
-        self._sources: dict[str, SourceStatus] = {}
-        self._inflight: dict[str, asyncio.Future[Read]] = {}
-        self._fetched_at: dict[str, float] = {}
+        self._negative: ExpiringLRU[_Negative] = ExpiringLRU(KEY_MARKERS_MAX)
+        self._sources: dict[str, SourceStatus] = {}  # one per source: bounded by the registry
+        self._inflight: SingleFlight[Read] = SingleFlight()
+        self._fetched_at: ExpiringLRU[float] = ExpiringLRU(KEY_MARKERS_MAX)
         self._redis_down_until = 0.0
         self.upstream_calls: dict[str, int] = {}  # per source, for health and tests
         # (source, event): each read's X-Cache result, and "upstream_error"; the app counts them (metrics)
@@ -230,31 +237,20 @@ class CacheTier:
             if entry.age_s() <= refresh_after_s:
                 return Read(entry, "REDIS-HIT")
         negative = await self._negative_get(key)
-        if negative is not None and negative.kind == "empty":
+        if negative is not None:
+            return self._negative_read(adapter, entry, stale_cap_s, negative)
+        if await self._circuit_open(adapter.name):
+            return self._stale_or_fail(adapter.name, entry, stale_cap_s, "its circuit is open")
+        result, led = await self._inflight.run(
+            key, lambda: self._fetch(adapter, point, key, entry, stale_cap_s, refresh_after_s)
+        )
+        return result if led or result.status not in ("MISS", "DEDUP") else Read(result.entry, "DEDUP")
+
+    def _negative_read(self, adapter: Adapter, entry: Entry | None, stale_cap_s: float, negative: _Negative) -> Read:
+        if negative.kind == "empty":
             return Read(Entry.empty(adapter.streams, negative.at), "NEG")
-        if negative is not None or await self._circuit_open(adapter.name):
-            if negative is None:
-                reason = "its circuit is open"
-            else:
-                reason = f"it failed {time.time() - negative.at:.0f} s ago ({negative.reason or 'no reason kept'})"
-            return self._stale_or_fail(adapter.name, entry, stale_cap_s, reason)
-        inflight = self._inflight.get(key)
-        if inflight is not None:
-            shared_read = await asyncio.shield(inflight)
-            return Read(shared_read.entry, "DEDUP" if shared_read.status in ("MISS", "DEDUP") else shared_read.status)
-        future: asyncio.Future[Read] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # no "never retrieved" noise
-        self._inflight[key] = future
-        try:
-            result = await self._fetch(adapter, point, key, entry, stale_cap_s, refresh_after_s)
-        except BaseException as exc:
-            future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            del self._inflight[key]
+        reason = f"it failed {time.time() - negative.at:.0f} s ago ({negative.reason or 'no reason kept'})"
+        return self._stale_or_fail(adapter.name, entry, stale_cap_s, reason)
 
     def _stale_or_fail(self, source: str, entry: Entry | None, stale_cap_s: float, reason: str) -> Read:
         if entry is not None and entry.age_s() <= stale_cap_s:
@@ -278,49 +274,84 @@ class CacheTier:
         stale_cap_s: float,
         refresh_after_s: float,
     ) -> Read:
-        token = secrets.token_hex(8)
-        lock_key = self._k("lock", key)
-        locked = await self._r(lambda: self.redis.set(lock_key, token, nx=True, px=int(self.fetch_cap_s * 1000)))
-        if locked is False or (locked is None and self.redis_ok):
-            other = await self._await_other(key, started=time.time())
-            if other is not None:
-                return other
-        if locked:
-            # Another process may have fetched and let go of the lock between our read and our lock.
-            shared = _shared(await self._r(lambda: self.redis.get(self._k("cache", key))))
-            if shared is not None and shared.age_s() <= refresh_after_s:
-                await self._r(lambda: self._release(lock_key, token))
-                self._remember(key, shared)
-                return Read(shared, "DEDUP")
+        # The lock expires after the fetch cap, so a hung or dead holder cannot keep the key; waiting for it
+        # is capped alike, and a wait that runs out just means fetching without it (no error, no lost value).
+        lock: Lock | None = None
+        if self.redis_ok:
+            lock = self.redis.lock(
+                self._k("lock", key),
+                timeout=self.fetch_cap_s,
+                sleep=DEDUP_POLL_S,
+                blocking_timeout=self.fetch_cap_s,
+                thread_local=False,  # one lock object per fetch, used by one task
+            )
+        locked = lock is not None and bool(await self._r(lambda: lock.acquire(blocking=False)))
         try:
-            started = time.time()
-            self.upstream_calls[adapter.name] = self.upstream_calls.get(adapter.name, 0) + 1
-            try:
-                body = await asyncio.wait_for(self.fetcher.get(adapter.name, adapter.request(point)), self.fetch_cap_s)
-                records = adapter.parse(body, point)
-            except (UpstreamError, ParseError, TimeoutError) as exc:
-                reason = _reason(exc, self.fetch_cap_s)
-                await self._failed(adapter.name, key, reason)
-                return self._stale_or_fail(adapter.name, entry, stale_cap_s, reason)
-            except Exception as exc:  # an adapter bug on odd input: a failed fetch, never a 500
-                log.exception("adapter crashed on an upstream answer", extra={"source": adapter.name})
-                reason = f"the answer could not be read ({type(exc).__name__})"
-                await self._failed(adapter.name, key, reason)
-                return self._stale_or_fail(adapter.name, entry, stale_cap_s, reason)
-            fetched = Entry({stream: tuple(records.get(stream, ())) for stream in adapter.streams}, started)
-            await self._succeeded(adapter.name)
-            if not any(fetched.records.values()):
-                await self._negative_set(key, "empty", self.negative_empty_s)
-                return Read(fetched, "MISS")
-            self._remember(key, fetched)
-            self._fetched_at[key] = started
-            ttl_s = max(1, int(stale_cap_s))
-            await self._r(lambda: self._store(key, fetched, ttl_s))
-            return Read(fetched, "MISS")
+            since: float | None = None  # a value stored by another process counts if fetched since then
+            if lock is not None and not locked and self.redis_ok:
+                # Another process is fetching this key: once it lets go, use what it stored (or its failure marker).
+                waited_from = time.time()
+                locked = bool(await self._r(lambda: lock.acquire(blocking=True)))
+                since = waited_from - self.fetch_cap_s  # its fetch, however long it took
+            elif locked:
+                # Another process may have fetched and let go of the lock between our read and our lock.
+                since = time.time() - refresh_after_s
+            other = None if since is None else await self._left_by_other(adapter, key, entry, stale_cap_s, since)
+            return other if other is not None else await self._upstream(adapter, point, key, entry, stale_cap_s)
         finally:
             # Only now: whoever takes the lock next must find what we stored (or our failure marker).
             if locked:
-                await self._r(lambda: self._release(lock_key, token))
+                await self._unlock(lock)
+
+    async def _upstream(
+        self, adapter: Adapter, point: Point | None, key: str, entry: Entry | None, stale_cap_s: float
+    ) -> Read:
+        started = time.time()
+        self.upstream_calls[adapter.name] = self.upstream_calls.get(adapter.name, 0) + 1
+        try:
+            body = await asyncio.wait_for(self.fetcher.get(adapter.name, adapter.request(point)), self.fetch_cap_s)
+            records = adapter.parse(body, point)
+        except (UpstreamError, ParseError, TimeoutError) as exc:
+            reason = _reason(exc, self.fetch_cap_s)
+            await self._failed(adapter.name, key, reason)
+            return self._stale_or_fail(adapter.name, entry, stale_cap_s, reason)
+        except Exception as exc:  # an adapter bug on odd input: a failed fetch, never a 500
+            log.exception("adapter crashed on an upstream answer", extra={"source": adapter.name})
+            reason = f"the answer could not be read ({type(exc).__name__})"
+            await self._failed(adapter.name, key, reason)
+            return self._stale_or_fail(adapter.name, entry, stale_cap_s, reason)
+        fetched = Entry({stream: tuple(records.get(stream, ())) for stream in adapter.streams}, started)
+        await self._succeeded(adapter.name)
+        if not any(fetched.records.values()):
+            await self._negative_set(key, "empty", self.negative_empty_s)
+            return Read(fetched, "MISS")
+        self._remember(key, fetched)
+        ttl_s = max(1, int(stale_cap_s))
+        self._fetched_at.put(key, started, ttl_s)  # as long as the shared copy lives
+        await self._r(lambda: self._store(key, fetched, ttl_s))
+        return Read(fetched, "MISS")
+
+    async def _left_by_other(
+        self, adapter: Adapter, key: str, entry: Entry | None, stale_cap_s: float, since: float
+    ) -> Read | None:
+        """What another process left in Redis for this key: its value if fetched since `since`, else its empty
+        or failure marker (one failed upstream call per outage, not one per process); None if neither."""
+        shared = _shared(await self._r(lambda: self.redis.get(self._k("cache", key))))
+        if shared is not None and shared.fetched_at_unix_s >= since:
+            self._remember(key, shared)
+            return Read(shared, "DEDUP")
+        negative = await self._negative_get(key)
+        return None if negative is None else self._negative_read(adapter, entry, stale_cap_s, negative)
+
+    async def _unlock(self, lock: Lock) -> None:
+        async def release() -> None:
+            try:
+                await lock.release()  # only our own: after the cap it may belong to someone else
+            except redis_errors.LockError:
+                # It expired first (a fetch at its cap): what we stored stays stored, and Redis is not down.
+                log.info("fetch lock expired before its release", extra={"lock": lock.name})
+
+        await self._r(release)
 
     async def _store(self, key: str, entry: Entry, ttl_s: int) -> None:
         pipe = self.redis.pipeline()
@@ -339,39 +370,19 @@ class CacheTier:
 
     async def fetched_at(self, keys: list[str]) -> dict[str, float]:
         """When each shared fetch was last stored (one round trip, no payloads), for catalog and health."""
-        known = {k: self._fetched_at[k] for k in keys if k in self._fetched_at}
+        known = {k: at for k in keys if (at := self._fetched_at.get(k)) is not None}
         shared = await self._r(lambda: self.redis.mget([self._k("fetched", k) for k in keys])) if keys else None
         for key, raw in zip(keys, shared or [], strict=False):
             if raw is not None:
                 known[key] = max(known.get(key, 0.0), float(raw))
         return known
 
-    async def _release(self, lock_key: str, token: str) -> None:
-        # Release only our own lock: after the cap it may belong to someone else.
-        script = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-        await self.redis.eval(script, 1, lock_key, token)
-
-    async def _await_other(self, key: str, started: float) -> Read | None:
-        """Another process holds the fetch lock: wait (up to the cap) for what it stores."""
-        deadline = time.monotonic() + self.fetch_cap_s
-        while time.monotonic() < deadline:
-            await asyncio.sleep(DEDUP_POLL_S)
-            shared = _shared(await self._r(lambda: self.redis.get(self._k("cache", key))))
-            if shared is not None and shared.fetched_at_unix_s >= started - self.fetch_cap_s:
-                self._remember(key, shared)
-                return Read(shared, "DEDUP")
-            if await self._negative_get(key) is not None:
-                return None  # it failed or came back empty: let the caller's own path decide
-            if not await self._r(lambda: self.redis.exists(self._k("lock", key))):
-                return None  # released (or expired) without a value
-        return None
-
     # ---- negative cache ----
 
     async def _negative_get(self, key: str) -> _Negative | None:
         now = time.time()
-        local = self._negative.get(key)
-        if local is not None and local.until > now:
+        local = self._negative.get(key)  # None once its time is up
+        if local is not None:
             return local
         raw = await self._r(lambda: self.redis.get(self._k("neg", key)))
         if raw:
@@ -387,7 +398,7 @@ class CacheTier:
 
     async def _negative_set(self, key: str, kind: str, ttl_s: float, reason: str = "") -> None:
         now = time.time()
-        self._negative[key] = _Negative(kind, now + ttl_s, now, reason)
+        self._negative.put(key, _Negative(kind, now + ttl_s, now, reason), ttl_s)
         value = f"{kind}:{now}:{reason}"
         await self._r(lambda: self.redis.set(self._k("neg", key), value, px=int(ttl_s * 1000)))
 
