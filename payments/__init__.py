@@ -34,7 +34,7 @@ from .facilitator.remote import RemoteFacilitator
 from .money import PriceError, to_atomic, to_display
 from .offers import NetworkTerms, build_offer, match_offer
 from .outcomes import Inspection, Settlement, Verification
-from .schemes import inspect, v1_as_v2
+from .schemes import authenticate, inspect, v1_as_v2
 from .svm.audit import SvmAuditor
 from .svm.exact import ExactSvmScheme
 from .svm.rpc import SvmRpc
@@ -74,6 +74,7 @@ __all__ = [
     "SvmAuditor",
     "SvmRpc",
     "Verification",
+    "authenticate",
     "build_offer",
     "decode_payment_header",
     "encode_header",

@@ -1,6 +1,7 @@
 """Dispatch to a scheme's local inspection by network family, and v1 payloads into v2 form.
 
-`inspect` is what the gate runs before claiming a payment: pure, no I/O, microseconds.
+`inspect` is what the gate runs before claiming a payment: pure, no I/O, microseconds. `authenticate`
+runs right after it, before anything is recorded under the payer it names.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from .codec import PaymentPayload, PaymentPayloadV1, PaymentRequirements
 from .errors import Reason, Refusal
 from .evm import exact as evm_exact
+from .facilitator import Facilitator
 from .networks import caip2
 from .outcomes import Inspection
 from .svm import exact as svm_exact
@@ -25,6 +27,20 @@ def inspect(
     if family == "solana" and requirements.scheme == svm_exact.SCHEME:
         return svm_exact.inspect(payload, requirements)
     return Refusal(Reason.UNSUPPORTED_SCHEME, f"no {requirements.scheme} scheme for {requirements.network}")
+
+
+async def authenticate(
+    facilitator: Facilitator, payload: PaymentPayload, requirements: PaymentRequirements, inspection: Inspection
+) -> Refusal | None:
+    """Whether the signature speaks for `inspection.payer`, before a rate limit or a claim is keyed on it.
+
+    None at once, without touching the facilitator, when `inspect` verified the signer (EOA, Solana), so a
+    facilitator (or a wrapper of one) is asked only for the rest: EVM signatures that did not recover to
+    `from` (`Facilitator.authenticate`). Raises PaymentError when the chain or facilitator cannot answer.
+    """
+    if inspection.signer_verified:
+        return None
+    return await facilitator.authenticate(payload, requirements, inspection)
 
 
 def v1_as_v2(payload: PaymentPayloadV1, offers: list[PaymentRequirements]) -> PaymentPayload | Refusal:

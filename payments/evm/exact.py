@@ -23,6 +23,7 @@ from ..codec import PaymentPayload, PaymentRequirements, SupportedKind
 from ..errors import Reason, Refusal
 from ..networks import evm_chain_id
 from ..outcomes import Inspection, OnBroadcast, Settlement, Verification
+from .codes import CodeCache
 from .eip712 import (
     domain_separator,
     keccak256,
@@ -217,6 +218,7 @@ class ExactEvmScheme:
         *,
         receipt_timeout_s: float = RECEIPT_TIMEOUT_S_DEFAULT,
         clock: Callable[[], float] = time.time,
+        codes: CodeCache | None = None,
     ) -> None:
         self.network = network
         self._rpc = rpc
@@ -224,6 +226,7 @@ class ExactEvmScheme:
         self._receipt_timeout_s = receipt_timeout_s
         self._clock = clock
         self._assets_with_code: set[str] = set()
+        self._codes = CodeCache(rpc) if codes is None else codes  # which payers are contracts: see `authenticate`
 
     def supported_kind(self) -> SupportedKind:
         return SupportedKind(x402_version=2, scheme=SCHEME, network=self.network)
@@ -232,6 +235,23 @@ class ExactEvmScheme:
     def signer(self) -> str | None:
         return self._relayer.address if self._relayer else None
 
+    # ---- authenticate ----
+
+    async def authenticate(
+        self, payload: PaymentPayload, requirements: PaymentRequirements, inspection: Inspection
+    ) -> Refusal | None:
+        """Whether the signature speaks for `from`: run after `inspect`, before anything is recorded for the payer.
+
+        None with no I/O if `inspection.signer_verified` (ECDSA recovered to `from`). Else one `eth_getCode(from)`,
+        remembered per address (`CodeCache`): no code is a forgery; code is an EIP-1271 wallet, whose simulated
+        `isValidSignature` must answer the magic value. Refusals are `Reason.EVM_SIGNATURE`. A node that cannot
+        answer raises PaymentError (as `verify` does): nothing is known, nothing is charged.
+        """
+        if inspection.signer_verified:
+            return None
+        checked = _check(payload, requirements, int(self._clock()))
+        return checked if isinstance(checked, Refusal) else await self._signature_refusal(checked)
+
     # ---- verify ----
 
     async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Verification:
@@ -239,8 +259,9 @@ class ExactEvmScheme:
         if isinstance(checked, Refusal):
             return Verification(False, reason=checked.reason, message=checked.message)
         payer = checked.inspection.payer
-        if not checked.inspection.signer_verified and not await self._contract_signature_valid(checked):
-            return Verification(False, payer, Reason.EVM_SIGNATURE, "signature is not by `from` (ECDSA or EIP-1271)")
+        refused = await self._signature_refusal(checked)
+        if refused is not None:
+            return Verification(False, payer, refused.reason, refused.message)
         if not await self._has_code(checked.inspection.asset):
             return Verification(False, payer, Reason.ASSET_NOT_DEPLOYED, "the asset has no contract code")
         try:
@@ -254,16 +275,20 @@ class ExactEvmScheme:
             return Verification(False, payer, reason, message)
         return Verification(True, payer)
 
-    async def _contract_signature_valid(self, checked: _Checked) -> bool:
+    async def _signature_refusal(self, checked: _Checked) -> Refusal | None:
+        if checked.inspection.signer_verified:
+            return None
         payer = checked.inspection.payer
-        if not await self._rpc.get_code(payer):
-            return False
+        if not await self._codes.has_code(payer):
+            return Refusal(Reason.EVM_SIGNATURE, "the signature is not by `from`, which has no contract code")
         call = IS_VALID_SIGNATURE + abi_encode(["bytes32", "bytes"], [checked.digest, checked.authorization.signature])
         try:
             answer = await self._rpc.call(payer, call)
-        except RpcError:
-            return False
-        return answer[:4] == ERC1271_MAGIC
+        except RpcError:  # a revert is a refusal; an unreachable node (RpcUnavailable) raises
+            answer = b""
+        if answer[:4] != ERC1271_MAGIC:
+            return Refusal(Reason.EVM_SIGNATURE, "the contract wallet at `from` refuses the signature (EIP-1271)")
+        return None
 
     async def _has_code(self, asset: str) -> bool:
         if asset in self._assets_with_code:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..codec import PaymentPayload, PaymentRequirements, SupportedKind, SupportedResponse
-from ..errors import Reason
+from ..errors import Reason, Refusal
 from ..jsonrpc import JsonRpc
-from ..outcomes import OnBroadcast, Settlement, Verification
+from ..outcomes import Inspection, OnBroadcast, Settlement, Verification
 
 
 class Scheme(Protocol):
@@ -21,6 +21,10 @@ class Scheme(Protocol):
 
     def supported_kind(self) -> SupportedKind: ...
 
+    async def authenticate(
+        self, payload: PaymentPayload, requirements: PaymentRequirements, inspection: Inspection
+    ) -> Refusal | None: ...
+
     async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Verification: ...
 
     async def settle(
@@ -32,6 +36,18 @@ class LocalFacilitator:
     def __init__(self, schemes: list[Scheme], rpcs: list[JsonRpc] | None = None) -> None:
         self._schemes = {(s.scheme, s.network): s for s in schemes}
         self._rpcs = rpcs or []
+
+    async def authenticate(
+        self, payload: PaymentPayload, requirements: PaymentRequirements, inspection: Inspection
+    ) -> Refusal | None:
+        """The scheme's own check (EVM: getCode, then EIP-1271); no I/O when `inspection.signer_verified`.
+        Raises PaymentError when the chain cannot answer."""
+        if inspection.signer_verified:
+            return None
+        scheme = self._schemes.get((requirements.scheme, requirements.network))
+        if scheme is None:
+            return Refusal(Reason.UNSUPPORTED_SCHEME, f"no {requirements.scheme} on {requirements.network}")
+        return await scheme.authenticate(payload, requirements, inspection)
 
     async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Verification:
         scheme = self._schemes.get((requirements.scheme, requirements.network))

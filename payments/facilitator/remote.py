@@ -29,8 +29,8 @@ from ..codec import (
     SupportedResponse,
     encode_json,
 )
-from ..errors import PaymentError, Reason
-from ..outcomes import OnBroadcast, Settlement, Verification
+from ..errors import PaymentError, Reason, Refusal
+from ..outcomes import Inspection, OnBroadcast, Settlement, Verification
 
 VERIFY_TIMEOUT_S_DEFAULT = 10.0
 SETTLE_TIMEOUT_S_DEFAULT = 60.0  # Base confirmation can take 10-30 s under load (x402 issue #1062)
@@ -79,6 +79,27 @@ class RemoteFacilitator:
             return response.status_code, msgspec.json.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8 in a string
             return response.status_code, None
+
+    async def authenticate(
+        self, payload: PaymentPayload, requirements: PaymentRequirements, inspection: Inspection
+    ) -> Refusal | None:
+        """No I/O when `inspection.signer_verified`. Otherwise (an EVM signature that did not recover to `from`:
+        a contract wallet or a forgery) we have no chain to ask, so the facilitator's `/verify` decides, and any
+        refusal it gives is returned with its reason. Costs: a contract-wallet payment is verified twice (here,
+        and again once claimed); and one whose authorization is already spent is refused here, so it cannot
+        reach the claim to be redelivered a settled sale whose answer was lost. Letting spent nonces through
+        would let a forger use them, since they are public on chain. An unreachable or unreadable /verify
+        raises PaymentError, as `verify` does: unavailable, nothing charged.
+        """
+        if inspection.signer_verified:
+            return None
+        verification = await self.verify(payload, requirements)
+        if verification.valid:
+            return None
+        return Refusal(
+            verification.reason or Reason.UNEXPECTED_VERIFY_ERROR,
+            verification.message or "the facilitator refused the payment",
+        )
 
     async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Verification:
         try:

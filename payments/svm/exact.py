@@ -10,6 +10,7 @@ top of the spec's 5 lamports/CU price cap, the compute-unit limit, the number of
 total priority fee are capped, so a payment cannot make the fee payer spend more than a bounded
 amount. A memo is required (it makes identical payments distinct) and must equal `extra.memo`
 when the offer sets one. Address lookup tables are refused: the fee payer could hide in one.
+Each rule is a validator in `validators`; `_check` runs them in order.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import math
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,36 +30,17 @@ from solders.transaction import SanitizeError, VersionedTransaction
 from ..codec import PaymentPayload, PaymentRequirements, SupportedKind
 from ..errors import Reason, Refusal
 from ..outcomes import Inspection, OnBroadcast, Settlement, Verification
-from . import programs
+from . import programs, validators
 from .rpc import RpcError, RpcUnavailable, SvmRpc
+from .validators import Transfer
 
-SCHEME = "exact"
+SCHEME = validators.SCHEME
 SCHEME_ID = "v2-solana-exact"
 TRANSACTION_BYTES_MAX = 1232  # Solana's packet limit
-INSTRUCTIONS_MIN, INSTRUCTIONS_MAX = 3, 6
-SIGNERS_MAX = 3  # fee payer + token owner (+ one more, e.g. a wallet's co-signer); each costs 5000 lamports
-COMPUTE_PRICE_MICROLAMPORTS_MAX = 5_000_000  # the spec's cap: 5 lamports per compute unit
-COMPUTE_UNITS_MAX_DEFAULT = 200_000  # reference clients ask for 20,000
-PRIORITY_FEE_LAMPORTS_MAX_DEFAULT = 50_000  # reference clients pay about 1
-MEMO_BYTES_MAX = 256
+COMPUTE_UNITS_MAX_DEFAULT = validators.COMPUTE_UNITS_MAX_DEFAULT
+PRIORITY_FEE_LAMPORTS_MAX_DEFAULT = validators.PRIORITY_FEE_LAMPORTS_MAX_DEFAULT
 CONFIRM_TIMEOUT_S_DEFAULT = 60.0  # about a blockhash's lifetime (150 blocks of 400-600 ms)
 CONFIRM_POLL_S_MAX = 0.5
-_UNKNOWN_OPTIONAL = (
-    Reason.SVM_UNKNOWN_FOURTH_INSTRUCTION,
-    Reason.SVM_UNKNOWN_FIFTH_INSTRUCTION,
-    Reason.SVM_UNKNOWN_SIXTH_INSTRUCTION,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    program: Pubkey
-    source: Pubkey
-    mint: Pubkey
-    destination: Pubkey
-    authority: Pubkey
-    amount: int
-    decimals: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +67,6 @@ def decode_transaction(payload: dict[str, Any]) -> VersionedTransaction | Refusa
         return _refuse(Reason.SVM_COULD_NOT_DECODE, f"the transaction could not be decoded: {str(exc)[:120]}")
 
 
-def _u32(data: bytes) -> int:
-    return int(struct.unpack_from("<I", data, 1)[0])
-
-
-def _u64(data: bytes) -> int:
-    return int(struct.unpack_from("<Q", data, 1)[0])
-
-
 def _check(
     payload: PaymentPayload,
     requirements: PaymentRequirements,
@@ -102,121 +74,34 @@ def _check(
     compute_units_max: int = COMPUTE_UNITS_MAX_DEFAULT,
     priority_fee_lamports_max: int = PRIORITY_FEE_LAMPORTS_MAX_DEFAULT,
 ) -> _Checked | Refusal:
-    if payload.accepted.scheme != SCHEME or requirements.scheme != SCHEME:
-        return _refuse(Reason.UNSUPPORTED_SCHEME, f"scheme {payload.accepted.scheme!r} is not {SCHEME!r}")
-    if payload.accepted.network != requirements.network or not requirements.network.startswith("solana:"):
-        return _refuse(
-            Reason.NETWORK_MISMATCH, f"payment is for {payload.accepted.network}, not {requirements.network}"
-        )
-    fee_payer_text = requirements.extra.get("feePayer")
-    if not isinstance(fee_payer_text, str):
-        return _refuse(Reason.SVM_MISSING_FEE_PAYER, "the offer has no extra.feePayer")
-    try:
-        fee_payer = Pubkey.from_string(fee_payer_text)
-    except ValueError:
-        return _refuse(Reason.SVM_MISSING_FEE_PAYER, "the offer's extra.feePayer is not an address")
+    """The validators in the reference order: offer, decoding, layout, instructions, then signatures."""
+    fee_payer = validators.offer_fee_payer(payload, requirements)
+    if isinstance(fee_payer, Refusal):
+        return fee_payer
     transaction = decode_transaction(payload.payload)
     if isinstance(transaction, Refusal):
         return transaction
-    message = transaction.message
-    if not isinstance(message, MessageV0):
-        return _refuse(Reason.SVM_NOT_V0, "only v0 transactions are accepted, not legacy ones")
-    if message.address_table_lookups:
-        return _refuse(Reason.SVM_ADDRESS_LOOKUP_TABLES, "address lookup tables are not accepted")
-    keys = message.account_keys
-    if not keys or keys[0] != fee_payer:
-        return _refuse(Reason.SVM_FEE_PAYER_MISMATCH, "account 0 (the fee payer) must be the offer's extra.feePayer")
-    signers = message.header.num_required_signatures
-    if signers > SIGNERS_MAX:
-        return _refuse(Reason.SVM_EXCESSIVE_SIGNERS, f"at most {SIGNERS_MAX} signers, the fee payer included")
-
-    instructions = message.instructions
-    if not INSTRUCTIONS_MIN <= len(instructions) <= INSTRUCTIONS_MAX:
-        return _refuse(
-            Reason.SVM_INSTRUCTIONS_LENGTH,
-            f"{INSTRUCTIONS_MIN} to {INSTRUCTIONS_MAX} instructions, not {len(instructions)}",
-        )
-
-    def program(index: int) -> Pubkey:
-        return keys[instructions[index].program_id_index]
-
-    limit_data, price_data = bytes(instructions[0].data), bytes(instructions[1].data)
-    if (
-        program(0) != programs.COMPUTE_BUDGET_PROGRAM
-        or len(limit_data) != 5
-        or limit_data[0] != programs.SET_COMPUTE_UNIT_LIMIT
-    ):
-        return _refuse(Reason.SVM_COMPUTE_LIMIT_INSTRUCTION, "instruction 0 must set the compute-unit limit")
-    if (
-        program(1) != programs.COMPUTE_BUDGET_PROGRAM
-        or len(price_data) != 9
-        or price_data[0] != programs.SET_COMPUTE_UNIT_PRICE
-    ):
-        return _refuse(Reason.SVM_COMPUTE_PRICE_INSTRUCTION, "instruction 1 must set the compute-unit price")
-    units, price = _u32(limit_data), _u64(price_data)
-    if units > compute_units_max:
-        return _refuse(Reason.SVM_COMPUTE_LIMIT_TOO_HIGH, f"compute-unit limit {units} is over {compute_units_max}")
-    if price > COMPUTE_PRICE_MICROLAMPORTS_MAX:
-        return _refuse(Reason.SVM_COMPUTE_PRICE_TOO_HIGH, f"compute-unit price {price} is over 5 lamports per unit")
-    if math.ceil(units * price / 1_000_000) > priority_fee_lamports_max:
-        return _refuse(
-            Reason.SVM_PRIORITY_FEE_TOO_HIGH, f"the priority fee is over {priority_fee_lamports_max} lamports"
-        )
-
-    transfer_ix = instructions[2]
-    transfer_data, transfer_accounts = bytes(transfer_ix.data), bytes(transfer_ix.accounts)
-    if (
-        program(2) not in programs.TOKEN_PROGRAMS
-        or len(transfer_data) != 10
-        or transfer_data[0] != programs.TRANSFER_CHECKED
-        or len(transfer_accounts) != 4
-    ):
-        return _refuse(Reason.SVM_NO_TRANSFER_INSTRUCTION, "instruction 2 must be a TransferChecked")
-    amount, decimals = struct.unpack_from("<QB", transfer_data, 1)
-    source, mint, destination, authority = (keys[i] for i in transfer_accounts)
-    transfer = Transfer(program(2), source, mint, destination, authority, int(amount), int(decimals))
-    if fee_payer in (authority, source):
-        return _refuse(
-            Reason.SVM_FEE_PAYER_TRANSFERRING_FUNDS, "the fee payer may not be the transfer's source or authority"
-        )
-    for index, instruction in enumerate(instructions):
-        if any(keys[account] == fee_payer for account in bytes(instruction.accounts)):
-            return _refuse(
-                Reason.SVM_FEE_PAYER_IN_INSTRUCTION_ACCOUNTS, f"the fee payer is an account of instruction {index}"
-            )
-    if str(mint) != requirements.asset:
-        return _refuse(Reason.SVM_MINT_MISMATCH, "the transfer's mint is not the offer's asset")
-    pay_to = Pubkey.from_string(requirements.pay_to)
-    if destination != programs.associated_token_address(pay_to, mint, transfer.program):
-        return _refuse(
-            Reason.SVM_RECIPIENT_MISMATCH, "the transfer's destination is not payTo's associated token account"
-        )
-    if transfer.amount != int(requirements.amount):
-        return _refuse(
-            Reason.SVM_AMOUNT_MISMATCH, f"transfer amount {transfer.amount} is not the price {requirements.amount}"
-        )
-
-    memos = []
-    for offset, instruction in enumerate(instructions[3:]):
-        if program(3 + offset) == programs.MEMO_PROGRAM:
-            memos.append(bytes(instruction.data))
-        elif program(3 + offset) != programs.LIGHTHOUSE_PROGRAM:
-            return _refuse(_UNKNOWN_OPTIONAL[offset], f"instruction {3 + offset} may only be a Memo or Lighthouse")
-    if len(memos) != 1 or len(memos[0]) > MEMO_BYTES_MAX:
-        return _refuse(Reason.SVM_MEMO_COUNT, f"exactly one memo of at most {MEMO_BYTES_MAX} bytes is required")
-    expected_memo = requirements.extra.get("memo")
-    if expected_memo is not None and memos[0] != str(expected_memo).encode():
-        return _refuse(Reason.SVM_MEMO_MISMATCH, "the memo is not the offer's extra.memo")
-
-    results = transaction.verify_with_results()
-    if len(results) != signers or not all(results[1:]):
-        return _refuse(Reason.SVM_SIGNATURE_INVALID, "a client signature does not verify")
+    message = validators.check_layout(transaction, fee_payer)
+    if isinstance(message, Refusal):
+        return message
+    transfer = validators.check_instructions(
+        message,
+        fee_payer,
+        requirements,
+        compute_units_max=compute_units_max,
+        priority_fee_lamports_max=priority_fee_lamports_max,
+    )
+    if isinstance(transfer, Refusal):
+        return transfer
+    refusal = validators.check_signatures(transaction, message)
+    if refusal is not None:
+        return refusal
     network = requirements.network
     inspection = Inspection(
         scheme_id=SCHEME_ID,
         network=network,
         asset=requirements.asset,
-        payer=str(authority),
+        payer=str(transfer.authority),
         pay_to=requirements.pay_to,
         amount_atomic=transfer.amount,
         valid_before_unix_s=None,  # a blockhash, not a timestamp, bounds its life
@@ -272,6 +157,14 @@ class ExactSvmScheme:
         signatures = list(checked.transaction.signatures)
         signatures[0] = self._fee_payer.sign_message(to_bytes_versioned(checked.message))
         return VersionedTransaction.populate(checked.message, signatures)
+
+    async def authenticate(
+        self, payload: PaymentPayload, requirements: PaymentRequirements, inspection: Inspection
+    ) -> Refusal | None:
+        """No I/O: `inspect` already verified every client signature, so `signer_verified` is always set."""
+        if inspection.signer_verified:
+            return None
+        return _refuse(Reason.SVM_SIGNATURE_INVALID, "a client signature does not verify")
 
     async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Verification:
         checked = self._checked(payload, requirements)
