@@ -176,6 +176,31 @@ async def test_quotes_and_free_routes_are_limited_per_client_address(
     )
 
 
+async def test_health_and_metrics_have_their_own_limit_apart_from_free_routes(tight: Gateway) -> None:
+    """A client that spent its free-route quota can still be probed and scraped: health and metrics count
+    under the `ops` limit (default 1200/minute), not under `free` (4/hour here)."""
+    await fresh_window()
+    client = "192.0.2.77"
+    spent = [await tight.get("/v1/streams", headers=xff(client)) for _ in range(5)]
+    assert [a.status_code for a in spent][-1] == 429
+    probes = [await tight.get("/v1/health", headers=xff(client)) for _ in range(10)]
+    assert 429 not in [a.status_code for a in probes]
+    scrape = await tight.get("/metrics", headers=xff(client))
+    assert scrape.status_code != 429
+
+
+async def test_the_ops_limit_refuses_past_its_own_count(settings: Settings) -> None:
+    """The ops limit is a limit, not an exemption: past it, health answers 429 with Retry-After."""
+    await fresh_window()
+    limits = LimitSettings(
+        free="100/hour", quote="100/hour", payer="100/hour", ops="2/hour", trusted_proxies=("127.0.0.1",)
+    )
+    with capped_gateway(with_settings(settings, limits=limits, cache_prefix=f"wgtest:{secrets.token_hex(4)}:")) as g:
+        probes = [await g.get("/v1/health", headers=xff("192.0.2.78")) for _ in range(3)]
+    assert [a.status_code != 429 for a in probes] == [True, True, False]
+    assert_rate_limited(probes[2])
+
+
 # ---- per payer: payment attempts ----
 
 
@@ -201,7 +226,9 @@ async def test_a_payer_over_its_limit_is_refused_before_any_claim(
     assert banned.status_code == 201
     try:
         deadline = time.monotonic() + 5
-        while (fifth := await tight.get(CAPITALS, headers={**elsewhere(), "PAYMENT-SIGNATURE": headers[4]})).status_code == 429:
+        while (
+            fifth := await tight.get(CAPITALS, headers={**elsewhere(), "PAYMENT-SIGNATURE": headers[4]})
+        ).status_code == 429:
             assert time.monotonic() < deadline, "the ban never reached the gateway"
             await asyncio.sleep(0.05)
         assert fifth.status_code == 403 and fifth.json()["error"] == "payer_banned"
@@ -216,7 +243,9 @@ async def test_a_payer_over_its_limit_is_refused_before_any_claim(
     assert states == {"settled": 2} and charged == 2
 
     other = new_payer(devnet)  # another payer is not held back by this one
-    assert (await tight.get(CAPITALS, headers={**elsewhere(), "PAYMENT-SIGNATURE": pay_for(other, devnet, offer)})).status_code == 200
+    assert (
+        await tight.get(CAPITALS, headers={**elsewhere(), "PAYMENT-SIGNATURE": pay_for(other, devnet, offer)})
+    ).status_code == 200
     record(
         FaultRow(
             section="Abuse",
