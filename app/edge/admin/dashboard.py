@@ -6,8 +6,10 @@ cookie: HttpOnly (no script reads it), SameSite=Strict, Path=/admin, Secure over
 than the token. The page's script reads the admin API with that cookie (same origin, GETs only).
 
 Every response here forbids framing and inline script (the CSP allows only our own files: no CDN),
-and the HTML is never cached. Static files are a fixed map of names to files: our own
-`app/admin/static/dashboard.{js,css}` and uPlot from `node_modules/uplot/dist` (npm, `make install`).
+and the HTML is never cached. Static files are a fixed map of names to files, all package data (an
+installed wheel or container has them): our own `static/dashboard.{js,css}` and uPlot's built files,
+vendored in `static/vendor/` with its LICENSE (the version package-lock.json pins for npm's `uplot`;
+tests/test_artifact.py checks the copy against node_modules when that is installed).
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ log = logging.getLogger("worldgate.admin")
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
 TEMPLATES_DIR = HERE / "templates"
-REPO_ROOT = HERE.parents[2]
-VENDOR_DIR = REPO_ROOT / "node_modules" / "uplot" / "dist"
+VENDOR_DIR = STATIC_DIR / "vendor"  # uPlot (MIT: LICENSE beside it; version in its banner), from npm's uplot/dist
 
 COOKIE_PATH = "/admin"
 LOGIN_BODY_BYTES_MAX = 16_384
@@ -44,7 +45,7 @@ CSS = "text/css; charset=utf-8"
 class StaticFile:
     path: Path
     media_type: str
-    vendored: bool = False  # from npm (node_modules), so possibly not installed yet
+    vendored: bool = False  # a third party's file, copied into static/vendor/
 
 
 # name under /admin/static/ -> its file; nothing else is ever served from there (no path is built from the URL)
@@ -190,8 +191,8 @@ def routes(auth: AdminAuth) -> list[BaseRoute]:
         if not entry.path.is_file():
             if entry.vendored:
                 message = (
-                    f"node_modules/uplot/dist/{entry.path.name} is missing: the dashboard's charts need the npm "
-                    "package uplot. Run `make install` (or `npm install`) in the worldgate repository.\n"
+                    f"static/vendor/{entry.path.name} is missing from this worldgate install: the dashboard's "
+                    "charts need it. Reinstall worldgate (in a checkout, `make install`).\n"
                 )
                 return PlainTextResponse(message, 503, {**SECURITY_HEADERS, "cache-control": "no-store"})
             return PlainTextResponse("not found\n", 404, SECURITY_HEADERS)
