@@ -11,8 +11,7 @@
   is younger than the stream's stale cap, else the read fails with `Unavailable`.
 - Two consecutive failures of a source open its circuit for 5 minutes, shared through Redis: no
   upstream call while open, the half-open retry after it either closes or reopens it.
-- If Redis is down, everything above still works per process, from memory (World Monitor's design,
-  anchors.md §2).
+- If Redis is down, everything above still works per process, from memory (as World Monitor does).
 """
 
 from __future__ import annotations

@@ -11,9 +11,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +30,18 @@ import ledger
 from adapters import DATA_DIR, Adapter, CacheTier, DataTier, Fetcher, Registry, ReplayServer, Scheduler, Sharing
 from adapters.sources import all_adapters
 from app.edge import discovery
-from app.edge.abuse import AbuseGuard, Limit, RateLimiter
+from app.edge.abuse import AbuseGuard, CappedHttpToolsProtocol
 from app.edge.admin import dashboard
 from app.edge.admin.api import AdminApi
 from app.edge.admin.auth import AdminAuth
 from app.edge.admin.matrix import source_matrix
 from app.edge.gate import PaymentGate, Services
+from app.edge.rate_limiter import Limit, RateLimiter
 from app.edge.routes import Api
 from app.mcp.server import McpServer
 from app.runtime import metrics
 from app.runtime.metrics import MetricsEndpoint, RequestMetrics
-from app.runtime.settings import Settings, SettingsError, load_settings
+from app.runtime.settings import SETTINGS_JSON_VAR, Settings, SettingsError, load_settings, settings_from_json
 from app.usecases.controls import Controls
 from app.usecases.pricing import Pricing
 from app.usecases.reconcile import Reconciler, auditors_for, chains_of, every
@@ -59,7 +63,9 @@ from payments.facilitator.local import Scheme
 from payments.jsonrpc import JsonRpc
 
 log = logging.getLogger("worldgate")
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+# The numbered SQL files: the top-level `migrations` package's data, so an installed wheel carries them
+# (a pathlib.Path in a checkout or an unzipped install, which is every install pip and uv make).
+MIGRATIONS_DIR: Traversable = resources.files("migrations")
 
 
 def network_terms(settings: Settings, supported: SupportedResponse) -> list[NetworkTerms]:
@@ -194,7 +200,6 @@ def create_app(
     base_registry = registry  # the settings' sharing; the operator's changes (in Postgres) apply over it
     adapters = adapters if adapters is not None else all_adapters()
     services = Services(
-        settlement_mode=settings.settlement_mode,
         idempotency_ttl_s=settings.idempotency_ttl_s,
         # a retry waits for the first attempt with its payment id at most as long as that one can take
         settle_wait_s=settings.facilitator_verify_timeout_s + settings.facilitator_settle_timeout_s + 30,
@@ -203,7 +208,6 @@ def create_app(
     info = {
         "networks": networks,
         "facilitator": "remote" if settings.facilitator_url else "local",
-        "settlement_mode": settings.settlement_mode,
     }
     api = Api(registry, services, info=info)
     mcp = McpServer(api, services, settings)  # the tools at /mcp: the same data functions, the same checkout
@@ -315,9 +319,13 @@ def create_app(
 
 
 def app_from_env() -> Starlette:
-    """uvicorn's factory: settings from the environment, which `worldgate serve` has resolved."""
+    """uvicorn's factory, in each worker: the settings `worldgate serve` validated and handed over as JSON,
+    else (uvicorn run by hand, the fault suite) the settings the environment gives."""
     from app.runtime.logs import configure_logging
 
-    settings = load_settings()
+    handed = os.environ.pop(SETTINGS_JSON_VAR, None)  # read once; nothing this worker starts inherits it
+    settings = settings_from_json(handed) if handed else load_settings()
     configure_logging(settings.log_level)
+    # the transport's head cap, set before the first connection (httptools has no cap of its own)
+    CappedHttpToolsProtocol.head_bytes_max = 2 * settings.limits.header_bytes_max
     return create_app(settings)

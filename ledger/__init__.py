@@ -10,12 +10,14 @@ from .errors import LedgerError, LedgerIntegrityError, LedgerUnavailable
 from .journal import Posting, settlement_postings
 from .migrate import migrate
 from .pool import create_pool
+from .states import PaymentState
 
 __all__ = [
     "LedgerError",
     "LedgerIntegrityError",
     "LedgerUnavailable",
     "PaymentRecord",
+    "PaymentState",
     "Posting",
     "audit",
     "claims",

@@ -26,9 +26,9 @@ from . import claims
 from .errors import LedgerError, translated
 from .journal import Posting
 from .sql import queries
+from .states import PaymentState
 
-OPEN_STATES = ("claimed", "verified", "served", "settling")
-EXPIRABLE_STATES = ("claimed", "verified", "served")
+EXPIRABLE_STATES = (PaymentState.CLAIMED, PaymentState.VERIFIED, PaymentState.SERVED)
 FLAG_KINDS = ("settlement_not_on_chain", "settlement_mismatch", "chain_transfer_not_recorded", "settlement_unknown")
 RUN_TRIGGERS = ("cli", "schedule", "admin")
 
@@ -48,7 +48,7 @@ class OpenPayment:
     route: str
     resource: str
     stream: str | None
-    state: str
+    state: PaymentState
     tx_hash: str | None
     valid_before: datetime | None
     error_reason: str | None
@@ -87,7 +87,7 @@ class Flag:
     first_seen_at: datetime
     last_seen_at: datetime
     network: str
-    state: str
+    state: PaymentState
     amount_atomic: int
 
 
@@ -108,7 +108,7 @@ async def open_payments(pool: asyncpg.Pool, older_than_s: float, limit: int) -> 
     """Payments in claimed/verified/served/settling not updated for `older_than_s` seconds, oldest first."""
     with translated():
         rows = await pool.fetch(queries["audit_open_payments"], float(older_than_s), limit)
-    return [OpenPayment(**dict(row)) for row in rows]
+    return [OpenPayment(**{**dict(row), "state": PaymentState(row["state"])}) for row in rows]
 
 
 async def unbooked_candidates(pool: asyncpg.Pool, older_than_s: float, limit: int) -> list[OpenPayment]:
@@ -117,7 +117,7 @@ async def unbooked_candidates(pool: asyncpg.Pool, older_than_s: float, limit: in
     authorization can only be used before its `valid_before`, so recent ones are the ones at risk."""
     with translated():
         rows = await pool.fetch(queries["audit_unbooked_candidates"], float(older_than_s), limit)
-    return [OpenPayment(**dict(row)) for row in rows]
+    return [OpenPayment(**{**dict(row), "state": PaymentState(row["state"])}) for row in rows]
 
 
 async def settled_after(pool: asyncpg.Pool, cursor: int, limit: int) -> list[SettledPayment]:
@@ -149,14 +149,14 @@ async def resolve_settled(
 
 async def resolve_failed(pool: asyncpg.Pool, payment_id: int, reason: str) -> bool:
     """The chain shows a settling payment was never charged: settling -> failed. False if it moved."""
-    return await claims.advance(pool, payment_id, "settling", "failed", reason=reason)
+    return await claims.advance(pool, payment_id, PaymentState.SETTLING, PaymentState.FAILED, reason=reason)
 
 
-async def expire(pool: asyncpg.Pool, payment_id: int, from_state: str, reason: str) -> bool:
+async def expire(pool: asyncpg.Pool, payment_id: int, from_state: PaymentState, reason: str) -> bool:
     """A claim abandoned before settlement: claimed/verified/served -> expired. False if it moved."""
     if from_state not in EXPIRABLE_STATES:
         raise LedgerError(f"only {', '.join(EXPIRABLE_STATES)} payments expire, not {from_state}")
-    return await claims.advance(pool, payment_id, from_state, "expired", reason=reason)
+    return await claims.advance(pool, payment_id, from_state, PaymentState.EXPIRED, reason=reason)
 
 
 async def flag(pool: asyncpg.Pool, payment_id: int, kind: str, detail: str, tx_hash: str | None = None) -> bool:
@@ -185,7 +185,7 @@ async def open_flags(pool: asyncpg.Pool, limit: int, kind: str | None = None) ->
     """Unresolved findings, oldest first, optionally of one kind."""
     with translated():
         rows = await pool.fetch(queries["flags_open"], limit, kind)
-    return [Flag(**dict(row)) for row in rows]
+    return [Flag(**{**dict(row), "state": PaymentState(row["state"])}) for row in rows]
 
 
 async def start_run(pool: asyncpg.Pool, trigger: str) -> Run:

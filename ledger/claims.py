@@ -17,16 +17,18 @@ import asyncpg
 from .errors import LedgerIntegrityError, translated
 from .journal import Posting, assert_balanced
 from .sql import queries
+from .states import PaymentState
 
-TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("claimed", "verified"), ("claimed", "released"), ("claimed", "expired"),
-        ("verified", "served"), ("verified", "settling"), ("verified", "released"), ("verified", "expired"),
-        ("served", "settling"), ("served", "released"), ("served", "expired"),
-        ("settling", "settled"), ("settling", "failed"),
-        ("released", "claimed"),
-    }
-)  # fmt: skip
+_NEXT: dict[PaymentState, tuple[PaymentState, ...]] = {
+    PaymentState.CLAIMED: (PaymentState.VERIFIED, PaymentState.RELEASED, PaymentState.EXPIRED),
+    PaymentState.VERIFIED: (PaymentState.SERVED, PaymentState.SETTLING, PaymentState.RELEASED, PaymentState.EXPIRED),
+    PaymentState.SERVED: (PaymentState.SETTLING, PaymentState.RELEASED, PaymentState.EXPIRED),
+    PaymentState.SETTLING: (PaymentState.SETTLED, PaymentState.FAILED),
+    PaymentState.RELEASED: (PaymentState.CLAIMED,),
+}
+TRANSITIONS: frozenset[tuple[PaymentState, PaymentState]] = frozenset(
+    (before, after) for before, nexts in _NEXT.items() for after in nexts
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +45,8 @@ class PaymentRecord:
     route: str
     resource: str
     stream: str | None
-    settlement_mode: str
     valid_before: datetime | None
+    settlement_mode: str = "sync"  # the only mode built; the column keeps room for others
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ class Holder:
     """The claim that already holds a payment key."""
 
     payment_id: int
-    state: str
+    state: PaymentState
     route: str
     resource: str  # the path it bought
     amount_atomic: int
@@ -85,14 +87,15 @@ async def holder(pool: asyncpg.Pool, payment_key: str) -> Holder | None:
         row = await pool.fetchrow(queries["payment_state_by_key"], payment_key)
     if row is None:
         return None
-    return Holder(row["id"], row["state"], row["route"], row["resource"], row["amount_atomic"], row["tx_hash"])
+    state = PaymentState(row["state"])
+    return Holder(row["id"], state, row["route"], row["resource"], row["amount_atomic"], row["tx_hash"])
 
 
 async def advance(
     pool: asyncpg.Pool | asyncpg.Connection,
     payment_id: int,
-    from_state: str,
-    to_state: str,
+    from_state: PaymentState,
+    to_state: PaymentState,
     *,
     reason: str | None = None,
     tx_hash: str | None = None,

@@ -18,7 +18,6 @@ from .sql import queries
 
 log = logging.getLogger("worldgate.ledger")
 CHANNEL = "worldgate_admin"
-SHARING_STATES = ("ok", "maintenance", "not_shared")
 SEARCH_LIMIT_MAX = 500
 
 
@@ -57,8 +56,8 @@ async def sharing(pool: asyncpg.Pool) -> dict[str, str]:
 
 
 async def set_sharing(pool: asyncpg.Pool, stream_id: str, state: str, by: str) -> None:
-    if state not in SHARING_STATES:
-        raise LedgerError(f"sharing must be one of {', '.join(SHARING_STATES)}")
+    """Store a stream's sharing state. Its vocabulary is the caller's (the table's CHECK refuses others:
+    LedgerIntegrityError)."""
     with translated():
         await pool.execute(queries["upsert_sharing"], stream_id, state, by)
 

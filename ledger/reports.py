@@ -18,24 +18,41 @@ import json
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
 
 from .errors import LedgerError, translated
 from .sql import queries
+from .states import PaymentState
 
 USDC_DECIMALS = 6
+
+
+class Grouping(StrEnum):
+    """What a report's rows are grouped by (`--group-by`, the admin API's `group_by`)."""
+
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+    ROUTE = "route"
+    STREAM = "stream"
+    NETWORK = "network"
+    ASSET = "asset"
+    PAYER = "payer"
+
+
 _WHEN = "COALESCE(pay.settled_at, pay.created_at) AT TIME ZONE 'UTC'"
-GROUPS: dict[str, str] = {
-    "hour": f"to_char(date_trunc('hour', {_WHEN}), 'YYYY-MM-DD\"T\"HH24:00\"Z\"')",
-    "day": f"to_char(date_trunc('day', {_WHEN}), 'YYYY-MM-DD')",
-    "week": f"to_char(date_trunc('week', {_WHEN}), 'IYYY-\"W\"IW')",
-    "route": "pay.route",
-    "stream": "COALESCE(pay.stream, pay.resource)",  # a composite like /v1/world has no single stream
-    "network": "pay.network",
-    "asset": "pay.network || '/' || pay.asset",
-    "payer": "pay.payer",
+GROUPS: dict[Grouping, str] = {  # each grouping's SQL expression, substituted for /*group*/
+    Grouping.HOUR: f"to_char(date_trunc('hour', {_WHEN}), 'YYYY-MM-DD\"T\"HH24:00\"Z\"')",
+    Grouping.DAY: f"to_char(date_trunc('day', {_WHEN}), 'YYYY-MM-DD')",
+    Grouping.WEEK: f"to_char(date_trunc('week', {_WHEN}), 'IYYY-\"W\"IW')",
+    Grouping.ROUTE: "pay.route",
+    Grouping.STREAM: "COALESCE(pay.stream, pay.resource)",  # a composite like /v1/world has no single stream
+    Grouping.NETWORK: "pay.network",
+    Grouping.ASSET: "pay.network || '/' || pay.asset",
+    Grouping.PAYER: "pay.payer",
 }
 FORMATS = ("table", "csv", "json")
 # Filter name -> the column it matches exactly; `stream` matches what the stream grouping groups by.
@@ -45,7 +62,6 @@ FILTERS: dict[str, str] = {
     "payer": "pay.payer",
     "state": "pay.state",
 }
-STATES = ("claimed", "verified", "served", "settling", "settled", "failed", "expired", "released")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +82,8 @@ def _filtered(name: str, since: datetime, until: datetime, filters: dict[str, st
     if unknown:
         raise LedgerError(f"cannot filter by {', '.join(sorted(unknown))}; choose from {', '.join(FILTERS)}")
     state = filters.get("state")
-    if state is not None and state not in STATES:
-        raise LedgerError(f"unknown payment state {state!r}; choose one of {', '.join(STATES)}")
+    if state is not None and state not in set(PaymentState):
+        raise LedgerError(f"unknown payment state {state!r}; choose one of {', '.join(PaymentState)}")
     args: list[Any] = [since, until]
     terms: list[str] = []
     for key, column in FILTERS.items():  # fixed order: the SQL text depends only on which filters are set
@@ -80,7 +96,7 @@ def _filtered(name: str, since: datetime, until: datetime, filters: dict[str, st
 
 async def report(
     pool: asyncpg.Pool,
-    group_by: str,
+    group_by: Grouping | str,
     since: datetime,
     until: datetime,
     *,
@@ -91,7 +107,7 @@ async def report(
 ) -> list[ReportRow]:
     """Payments whose settled_at (else created_at) is in [since, until), grouped; filters match exactly."""
     if group_by not in GROUPS:
-        raise LedgerError(f"cannot group by {group_by!r}; choose one of {', '.join(GROUPS)}")
+        raise LedgerError(f"cannot group by {group_by!r}; choose one of {', '.join(Grouping)}")
     statement, args = _filtered(
         "report", since, until, {"network": network, "stream": stream, "payer": payer, "state": state}
     )

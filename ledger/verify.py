@@ -25,6 +25,7 @@ import asyncpg
 
 from .errors import LedgerError, translated
 from .sql import queries
+from .states import PaymentState
 
 # Trigger name -> its table, as created by migrations 0001 and 0002.
 PROTECTIVE_TRIGGERS: dict[str, str] = {
@@ -127,7 +128,7 @@ async def verify(
                     if r["state"] is None
                     else f"settlement entry {r['entry_id']} for payment {r['payment_id']} ({r['state']}): "
                     f"revenue credit {r['revenue_atomic']}, payment amount {r['amount_atomic']}"
-                    + ("" if r["state"] == "settled" else "; the payment is not settled")
+                    + ("" if r["state"] == PaymentState.SETTLED else "; the payment is not settled")
                 ),
             )
             add(

@@ -8,7 +8,6 @@ import io
 import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,11 @@ import ledger
 from adapters import Adapter, Registry, ReplayServer
 from app.runtime.embedded import devnet_settings, solana_devnet_settings
 from app.runtime.logs import JsonFormatter
-from app.runtime.settings import AdminSettings, LimitSettings, ReconcileSettings, Settings
+from app.runtime.settings import AdminSettings, LimitSettings, ReconcileSettings, Settings, replace
 from app.wiring import MIGRATIONS_DIR, create_app
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from .chain import unb64
 from .services import Database, ServerThread, postgres, redis_server

@@ -24,11 +24,12 @@ import pytest
 import redis.asyncio as aioredis
 from eth_account import Account
 
-from app.edge.abuse import CappedHttpToolsProtocol, ClientAddress, Limit, RateLimiter
+from app.edge.abuse import CappedHttpToolsProtocol, ClientAddress
+from app.edge.rate_limiter import Limit, RateLimiter
 from app.runtime.settings import LimitSettings, Settings, SettingsError, load_settings
 from app.wiring import create_app
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from . import svm
 from .chain import authorization_used, new_payer, pay_for, unb64, usdc_balance

@@ -31,7 +31,7 @@ from payments import (
     build_offer,
 )
 from payments.devnet.evm import EvmDevnet, deploy, mint
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 from payments.evm.codes import NO_CODE_TTL_S_DEFAULT, CodeCache
 from payments.jsonrpc import RpcUnavailable
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAIN_ID = 84532
 USDC = 10**6
 
-# The reference's test vectors (batch-settlement.md §3), computed for chain 84532.
+# Test vectors for the scheme's EIP-712 digests, computed independently for chain 84532.
 VECTOR_CONFIG = ChannelConfig(
     "0x" + "11" * 20,
     "0x" + "11" * 20,

@@ -35,7 +35,7 @@ from payments import (
     inspect,
 )
 from payments.devnet.evm import EvmDevnet, address_of, calldata, devnet_key
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 from payments.evm.client import sign_transfer_authorization
 from payments.evm.exact import Authorization, parse_authorization, transfer_calldata
 from payments.jsonrpc import RpcUnavailable

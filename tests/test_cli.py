@@ -24,6 +24,7 @@ from x402.http.clients import x402HttpxClient
 from x402.mechanisms.evm import EthAccountSigner
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
+from app.edge.admin.auth import SECRET_FILE
 from payments.codec import PaymentRequirements, convert
 from payments.svm.client import pay as svm_pay
 
@@ -265,6 +266,9 @@ def test_sigterm_stops_every_child(served: tuple[str, Path, subprocess.Popen[str
     assert alive == [], [p.info for p in alive]
     banner = process.stdout.read() if process.stdout else ""
     assert "LOCAL DEVNET" in banner and "embedded" in banner and "REPLAY: recorded payloads" in banner
+    # the workers got the admin secret inside the settings object; neither stream ever shows it
+    admin_secret = (state_dir / SECRET_FILE).read_text().strip()
+    assert admin_secret not in banner + (process.stderr.read() if process.stderr else "")
 
 
 def test_devnet_command_prints_devnet_json(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +23,7 @@ import pytest
 import ledger
 from app.edge.admin import dashboard
 from app.edge.admin.auth import COOKIE, mint
-from app.runtime.settings import AdminSettings, Settings
+from app.runtime.settings import AdminSettings, Settings, replace
 from app.wiring import MIGRATIONS_DIR
 from ledger import PaymentRecord, claims
 

@@ -29,7 +29,8 @@ from adapters import STREAMS, Registry, Sharing
 from app.edge.discovery import Documents
 from app.edge.gate import Services
 from app.runtime.settings import DEFAULT_PRICE_TIERS, Settings
-from app.usecases.pricing import EXTENSIONS, Pricing, QueryParam
+from app.usecases.params import QueryParam
+from app.usecases.pricing import EXTENSIONS, Pricing
 from payments import NetworkTerms
 
 from .chain import unb64

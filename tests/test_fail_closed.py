@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from eth_account import Account
 
-from app.runtime.settings import Settings
+from app.runtime.settings import Settings, replace
 from payments.devnet.evm import EvmDevnet
 
 from .chain import new_payer, pay_for, usdc_balance

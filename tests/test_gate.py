@@ -16,7 +16,7 @@ from app.edge.gate import Services
 from app.edge.routes import Api
 from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet, deploy, mint
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from .chain import b64, new_payer, pay_for, sign_authorization, unb64, usdc_balance
 from .conftest import Gateway, running_gateway

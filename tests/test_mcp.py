@@ -15,7 +15,6 @@ import secrets
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
 from adapters import STREAMS, ReplayServer
-from app.runtime.settings import Settings
+from app.runtime.settings import Settings, replace
 from payments.devnet.evm import EvmDevnet
 
 from .chain import b64, new_payer, payment_document, receipt, unb64, usdc_balance

@@ -21,9 +21,11 @@ from eth_account import Account
 from solders.keypair import Keypair
 
 from app.cli import pay as paycli
+from app.cli import pay_offers
+from app.cli.pay_errors import CliError
 from payments.codec import PaymentRequirements, convert
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from . import svm
 from .chain import b64, new_payer, unb64, usdc_balance
@@ -194,11 +196,11 @@ def test_the_cap_is_exact(gateway: Gateway) -> None:
     offer: PaymentRequirements = convert(
         unb64(httpx.get(gateway.url + PATH).headers["payment-required"])["accepts"][0], PaymentRequirements
     )
-    paycli.check_offer(offer, Decimal("0.001"))
-    with pytest.raises(paycli.CliError) as refused:
-        paycli.check_offer(offer, Decimal("0.000999"))
+    pay_offers.check_offer(offer, Decimal("0.001"))
+    with pytest.raises(CliError) as refused:
+        pay_offers.check_offer(offer, Decimal("0.000999"))
     assert refused.value.code == 3
-    assert paycli.price_of(offer) == Decimal("0.001") and paycli.price_text(offer) == "0.001 USDC"
+    assert pay_offers.price_of(offer) == Decimal("0.001") and pay_offers.price_text(offer) == "0.001 USDC"
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from ledger import PaymentRecord, claims
 from payments import Facilitator, PaymentPayload, PaymentRequirements, decode_payment_header, inspect
 from payments.codec import convert
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from . import svm
 from .chain import new_payer, pay_for

@@ -4,15 +4,14 @@ answer (HTML, truncated JSON, success:false, a timeout, a success-looking 503) e
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import asyncpg
 import pytest
 from eth_account import Account
 
-from app.runtime.settings import Settings
+from app.runtime.settings import Settings, replace
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from . import svm
 from .chain import authorization_used, new_payer, pay_for, unb64, usdc_balance

@@ -16,7 +16,6 @@ import secrets
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,10 +29,10 @@ from solders.keypair import Keypair
 from solders.transaction import VersionedTransaction
 
 from app.runtime.logs import JsonFormatter
-from app.runtime.settings import Settings, SettingsError, load_settings, redact_url
+from app.runtime.settings import Settings, SettingsError, load_settings, redact_url, replace
 from app.wiring import create_app, solana_keypair
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from . import svm
 from .chain import b64, new_payer, pay_for, rpc, unb64

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from app.runtime.settings import Settings
-from payments.devnet.solana import SolanaDevnetProcess
+from app.runtime.settings import Settings, replace
+from payments.devnet.solana_process import SolanaDevnetProcess
 from payments.svm import programs
 
 from . import svm

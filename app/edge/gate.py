@@ -1,11 +1,12 @@
 """The x402 gate: pure ASGI middleware in front of the paid routes (HTTP's side of the checkout).
 
 A paid GET goes: the query's rules (400/404/503 before anything else) → no payment: a 402 quote →
-size-capped decode of PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1) → bind `accepted` to this route's
-offers → the checkout (app/usecases/checkout.py: inspection, bans, payment-identifier, claim, verify, serve,
-settle, journal), with the handler's response held in a buffer → the outcome as HTTP: the body with
-PAYMENT-RESPONSE only after a successful settlement.
-Not BaseHTTPMiddleware: it cut throughput about 3x when measured (anchors.md §4).
+size-capped decode of PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1), bound to this route's offers
+(app/usecases/binding.py) → the checkout (app/usecases/checkout.py: inspection, bans, payment-identifier,
+claim, verify, serve, settle, journal), with the handler's response held in a buffer → its reply
+(app/usecases/replies.py) as HTTP: the body with PAYMENT-RESPONSE only after a successful settlement.
+Pure ASGI rather than Starlette's BaseHTTPMiddleware, which cut the paid path's throughput about 3x
+when measured.
 """
 
 from __future__ import annotations
@@ -13,50 +14,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.edge.abuse import rate_limited_body
+from app.edge.base_url import public_base_url
 from app.runtime import metrics
 from app.runtime.settings import Settings
-from app.usecases.checkout import (
-    Banned,
-    Checkout,
-    Delivered,
-    IdConflict,
-    NotServed,
-    Outcome,
-    RateLimited,
-    Refused,
-    Replayed,
-    Served,
-    Services,
-    Unavailable,
-    Unsettled,
-    Verified,
-)
-from app.usecases.pricing import PaidRoute, public_base_url
-from payments import (
-    EXPOSE_HEADERS,
-    PaymentPayload,
-    PaymentPayloadV1,
-    PaymentRequirements,
-    Reason,
-    Refusal,
-    Settlement,
-    decode_payment_header,
-    encode_header,
-    encode_json,
-    match_offer,
-    v1_as_v2,
-)
+from app.usecases import binding
+from app.usecases.checkout import Checkout
+from app.usecases.outcomes import Delivered, Refused, Served, Verified
+from app.usecases.pricing import PaidRoute
+from app.usecases.replies import Kind, Reply, reply
+from app.usecases.services import Services
+from payments import EXPOSE_HEADERS, Reason, Refusal, Settlement, encode_header, encode_json
 
 __all__ = ["PAYMENT_SCOPE_KEY", "PaymentGate", "Services"]
-
-log = logging.getLogger("worldgate.gate")
 
 PAYMENT_SCOPE_KEY = "worldgate_payment"  # set in scope["state"] once a payment is verified and claimed
 _V2_HEADER = b"payment-signature"
@@ -149,11 +123,6 @@ async def _respond(send: Send, status: int, headers: Headers, body: bytes) -> No
     await send({"type": "http.response.body", "body": body})
 
 
-def _unavailable(reason: str, message: str) -> tuple[int, Headers, bytes]:
-    body = encode_json({"error": "service_unavailable", "reason": reason, "message": message})
-    return 503, [_JSON, _NO_STORE, (b"retry-after", b"5")], body
-
-
 def _receipt(settlement: Settlement, version: int) -> tuple[bytes, bytes]:
     name = b"payment-response" if version == 2 else b"x-payment-response"
     return name, encode_header(settlement.response()).encode()
@@ -234,22 +203,26 @@ class PaymentGate:
             return
         await self._paid(scope, receive, send, paid, base_url, header, version)
 
-    async def _refuse(self, send: Send, paid: PaidRoute, base_url: str, refusal: Refusal) -> None:
+    async def _quote(self, send: Send, paid: PaidRoute, base_url: str, status: int, error: str, message: str) -> None:
+        """A fresh quote naming why the payment was refused."""
         assert self.services.pricing is not None
-        quote = self.services.pricing.encode(paid, base_url, refusal.reason, refusal.message)
+        quote = self.services.pricing.encode(paid, base_url, error, message)
         headers = [_JSON, _NO_STORE, _EXPOSE, (b"payment-required", quote.header.encode())]
-        await _respond(send, refusal.status, headers, quote.body)
+        await _respond(send, status, headers, quote.body)
 
     async def _paid(
         self, scope: Scope, receive: Receive, send: Send, paid: PaidRoute, base_url: str, header: bytes, version: int
     ) -> None:
         # Two payment headers (v2 and v1, or one twice) make it ambiguous which payment is charged: refuse both.
         sent = sum(1 for key, _ in scope["headers"] if key in (_V2_HEADER, _V1_HEADER))
-        bound = self._bind(paid, header, version) if sent == 1 else Refusal(Reason.INVALID_PAYLOAD, _ONE_HEADER)
+        bound = (
+            binding.bind_header(header, version, paid.offers, bytes_max=self.header_bytes_max)
+            if sent == 1
+            else Refusal(Reason.INVALID_PAYLOAD, _ONE_HEADER)
+        )
         if isinstance(bound, Refusal):
-            metrics.REFUSED(bound.reason).inc()
-            log.info("payment refused", extra={"route": paid.path, "reason": bound.reason, "x402_version": version})
-            await self._refuse(send, paid, base_url, bound)
+            refused = binding.refused(paid, bound, x402_version=version)
+            await self._render(send, paid, base_url, version, reply(Refused(refused)))
             return
         payload, offer = bound
         departure = _Departure(receive)
@@ -275,62 +248,48 @@ class PaymentGate:
             present = not departure.gone  # at the start of the answer: TCP cannot tell us more
         finally:
             watcher.cancel()
-        await self._render(send, paid, base_url, version, outcome)
+        await self._render(send, paid, base_url, version, reply(outcome))
         if isinstance(outcome, Delivered) and present:
             await self.checkout.delivered(outcome)  # after the answer: its latency is not the caller's
 
-    async def _render(self, send: Send, paid: PaidRoute, base_url: str, version: int, outcome: Outcome) -> None:
-        """The checkout's outcome, in HTTP."""
-        if isinstance(outcome, Delivered):
-            await _respond(send, *_delivery(outcome.served.result, outcome.settlement, version))
-        elif isinstance(outcome, Refused):
-            await self._refuse(send, paid, base_url, outcome.refusal)
-        elif isinstance(outcome, Replayed):
-            await _respond(send, *_unstored(outcome.stored))
-        elif isinstance(outcome, NotServed):
-            buffered: _Buffered = outcome.served.result
+    async def _render(self, send: Send, paid: PaidRoute, base_url: str, version: int, answer: Reply) -> None:
+        """A paid request's reply, in HTTP."""
+        if answer.kind is Kind.DELIVERED:
+            assert answer.served is not None and answer.settlement is not None
+            await _respond(send, *_delivery(answer.served.result, answer.settlement, version))
+        elif answer.kind is Kind.QUOTE:
+            assert answer.status is not None and answer.error is not None
+            await self._quote(send, paid, base_url, answer.status, answer.error, answer.message or "")
+        elif answer.kind is Kind.REPLAYED:
+            assert answer.stored is not None
+            await _respond(send, *_unstored(answer.stored))
+        elif answer.kind is Kind.NOT_SERVED:
+            assert answer.served is not None
+            buffered: _Buffered = answer.served.result
             if buffered.too_large or buffered.start is None:
                 error = "response_too_large" if buffered.too_large else "no_response"
                 await _respond(send, 502, [_JSON, _NO_STORE], encode_json({"error": error}))
             else:
                 await self._forward(send, buffered, [_NO_STORE])
-        elif isinstance(outcome, Unsettled):
-            settlement = outcome.settlement
+        elif answer.kind is Kind.UNSETTLED:
+            settlement = answer.settlement
+            assert settlement is not None and answer.status is not None
             body = encode_json(
                 {
                     "x402Version": 2,
-                    "error": outcome.reason,
-                    "message": outcome.message,
+                    "error": answer.error,
+                    "message": answer.message,
                     "transaction": settlement.transaction,
                     "network": settlement.network,
                 }
             )
-            await _respond(send, 402, [_JSON, _NO_STORE, _EXPOSE, _receipt(settlement, version)], body)
-        elif isinstance(outcome, Banned):
-            body = encode_json({"error": "payer_banned", "message": "this payer may not buy here; nothing was charged"})
-            await _respond(send, 403, [_JSON, _NO_STORE], body)
-        elif isinstance(outcome, IdConflict):
-            body = encode_json({"error": "payment_identifier_conflict", "message": outcome.message})
-            await _respond(send, 409, [_JSON, _NO_STORE], body)
-        elif isinstance(outcome, RateLimited):
-            body = rate_limited_body(outcome.retry_after, outcome.message)
-            await _respond(send, 429, [_JSON, _NO_STORE, (b"retry-after", str(outcome.retry_after).encode())], body)
+            await _respond(send, answer.status, [_JSON, _NO_STORE, _EXPOSE, _receipt(settlement, version)], body)
         else:
-            assert isinstance(outcome, Unavailable)
-            await _respond(send, *_unavailable(outcome.reason, outcome.message))
-
-    def _bind(
-        self, paid: PaidRoute, header: bytes, version: int
-    ) -> tuple[PaymentPayload, PaymentRequirements] | Refusal:
-        """Decode the header and bind it to one of this route's offers (ours, never the client's copy)."""
-        decoded = decode_payment_header(header.decode("latin-1"), version=version, bytes_max=self.header_bytes_max)
-        if isinstance(decoded, Refusal):
-            return decoded
-        if isinstance(decoded, PaymentPayloadV1):
-            payload = v1_as_v2(decoded, list(paid.offers))
-            return payload if isinstance(payload, Refusal) else (payload, payload.accepted)
-        offer = match_offer(decoded.accepted, list(paid.offers))
-        return offer if isinstance(offer, Refusal) else (decoded, offer)
+            assert answer.kind is Kind.ERROR and answer.status is not None
+            headers = [_JSON, _NO_STORE]
+            if answer.retry_after is not None:
+                headers.append((b"retry-after", str(answer.retry_after).encode()))
+            await _respond(send, answer.status, headers, encode_json(answer.document()))
 
     async def _forward(self, send: Send, buffered: _Buffered, extra: Headers) -> None:
         assert buffered.start is not None

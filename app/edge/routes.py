@@ -1,108 +1,36 @@
-"""The API's handlers: the free catalog, search, attribution and health, and the paid reads behind the gate.
+"""The API's HTTP handlers: the free catalog, search, attribution and health, and the paid reads behind the gate.
 
-Each handler's data logic is a transport-free function returning an `Answer` (status, JSON document,
-headers): the HTTP handlers here send it as a response, and the MCP tools (app/mcp/server.py) return
-the same document as a tool result, so both transports validate, read and shape data the same way.
+Each handler sends what its read (app/usecases/reads.py) answers as a JSON response; the MCP tools
+(app/mcp/server.py) return the same documents as tool results.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters import Registry, Stream, StreamRead, Unavailable, apply_filters, distance_km, freshness
-from app.edge.gate import PAYMENT_SCOPE_KEY, Services
-from app.usecases.queries import Problem, WorldQuery, stream_query, world_query
+from app.edge.gate import PAYMENT_SCOPE_KEY
+from app.usecases.reads import NO_STORE, Answer, Reads
 from payments import encode_json
 
 log = logging.getLogger("worldgate.routes")
-VERSION = "0.1.0"
-SEARCH_RESULTS_MAX = 50
-WORLD_NEAR_MAX = 20  # nearest records per section of /v1/world
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(encode_json(content), status_code=status, media_type="application/json", headers=headers)
 
 
-NO_STORE = {"cache-control": "no-store"}
-RETRY_LATER = {"cache-control": "no-store", "retry-after": "30"}
-UNKNOWN_STREAM = "no such stream; see GET /v1/streams"
+def respond(answer: Answer) -> Response:
+    """A read's answer as an HTTP response: its status, its document as JSON, its headers."""
+    return json_response(answer.document, answer.status, dict(answer.headers) if answer.headers is not None else None)
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What a handler's data logic produced, before any transport: an HTTP status, the JSON document and the
-    headers HTTP sends with it (`x-cache`, cache control). Statuses of 400 and up are errors, not data."""
-
-    status: int
-    document: Any
-    headers: Mapping[str, str] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status < 400
-
-    def response(self) -> Response:
-        return json_response(self.document, self.status, dict(self.headers) if self.headers is not None else None)
-
-
-def problem_answer(problem: Problem) -> Answer:
-    return Answer(problem.status, {"error": problem.error, "message": problem.message}, NO_STORE)
-
-
-def problem_response(problem: Problem) -> Response:
-    return problem_answer(problem).response()
-
-
-def _iso(unix_s: float | None) -> str | None:
-    if unix_s is None:
-        return None
-    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _unavailable(stream_id: str, reason: str) -> Answer:
-    message = "no data to sell; you were not charged"
-    body = {"error": "stream_unavailable", "stream": stream_id, "reason": reason, "message": message}
-    return Answer(503, body, RETRY_LATER)
-
-
-def _freshness_fields(read: StreamRead) -> dict[str, Any]:
-    return {
-        "fetched_at": _iso(read.fetched_at_unix_s),
-        "age_seconds": round(read.age_s(), 1),
-        "stale": read.stale,
-        "freshness": read.freshness,
-    }
-
-
-def _freshness_state(interval_s: int | None, point: bool, fetched_at: float | None, now: float) -> str:
-    """What the catalog and health say of a source's freshness."""
-    if interval_s is None:
-        return "static"  # bundled, never fetched
-    if point:
-        return "per_point"  # fetched per location on demand
-    return freshness(now - fetched_at, interval_s) if fetched_at else "unknown"
-
-
-class Api:
-    """The handlers, bound to what they read: the registry and the live services (tier, pricing, pool)."""
-
-    def __init__(self, registry: Registry, services: Services, *, info: dict[str, Any]) -> None:
-        self.registry = registry
-        self.services = services
-        self.info = info
-        self.started_at = time.time()
-        self.redis: Any = None  # redis.asyncio.Redis, set by the lifespan
+class Api(Reads):
+    """The reads as HTTP routes (the paid ones only after the gate's mark)."""
 
     def routes(self) -> list[Route]:
         return [
@@ -116,137 +44,17 @@ class Api:
 
     # ---- free ----
 
-    async def _fetched(self) -> dict[str, float]:
-        tier = self.services.tier
-        if tier is None:
-            return {}
-        return await tier.cache.fetched_at(sorted(self.registry.by_adapter()))
-
-    def _describe(self, stream: Stream, fetched: dict[str, float]) -> dict[str, Any]:
-        pricing = self.services.pricing
-        assert pricing is not None, "the catalog is served only after startup"
-        paid = pricing.lookup(f"/v1/streams/{stream.id}")
-        assert paid is not None, f"stream {stream.id} has no price"
-        fetched_at = fetched.get(stream.adapter) if stream.adapter and not stream.point else None
-        state = _freshness_state(stream.interval_s, stream.point, fetched_at, time.time())
-        return {
-            "id": stream.id,
-            "name": stream.name,
-            "description": stream.description,
-            "category": stream.category,
-            "type": stream.type.value,
-            "interval_s": stream.interval_s,
-            "freshness": state,
-            "fetched_at": _iso(fetched_at),
-            "point": stream.point,
-            "price": {
-                "tier": stream.price_tier,
-                "amount_atomic": str(paid.amount_atomic),
-                "usdc": pricing.display(paid.amount_atomic),
-                "networks": [o.network for o in paid.offers],
-            },
-            "sharing": stream.sharing.value,
-            "license": stream.license,
-            "attribution": stream.attribution,
-            "url": f"/v1/streams/{stream.id}",
-        }
-
     async def catalog(self, request: Request) -> Response:
-        return (await self.catalog_answer(request.query_params.get("category"))).response()
-
-    async def catalog_answer(self, category: str | None) -> Answer:
-        if category and category not in self.registry.categories():
-            known = ", ".join(sorted(self.registry.categories()))
-            return problem_answer(Problem(404, "unknown_category", f"no category {category!r}; known: {known}"))
-        fetched = await self._fetched()
-        streams = [self._describe(s, fetched) for s in self.registry.all() if not category or s.category == category]
-        return Answer(200, {"count": len(streams), "streams": streams})
+        return respond(await self.catalog_answer(request.query_params.get("category")))
 
     async def search(self, request: Request) -> Response:
-        return (await self.search_answer(request.query_params.get("q"))).response()
-
-    async def search_answer(self, q: str | None) -> Answer:
-        query = (q or "").strip().lower()
-        if not query or len(query) > 100:
-            return problem_answer(Problem(400, "invalid_query", "q must be 1 to 100 characters"))
-        fetched = await self._fetched()
-        hits = [
-            self._describe(s, fetched)
-            for s in self.registry.all()
-            if query in s.id.lower() or query in s.name.lower() or query in s.description.lower()
-        ]
-        return Answer(200, {"q": query, "count": len(hits), "streams": hits[:SEARCH_RESULTS_MAX]})
+        return respond(await self.search_answer(request.query_params.get("q")))
 
     async def attribution(self, request: Request) -> Response:
-        return self.attribution_answer().response()
-
-    def attribution_answer(self) -> Answer:
-        sources = [
-            {"stream": s.id, "upstream": s.upstream, "license": s.license, "attribution": s.attribution}
-            for s in self.registry.all()
-        ]
-        return Answer(200, {"count": len(sources), "sources": sources})
+        return respond(self.attribution_answer())
 
     async def health(self, request: Request) -> Response:
-        return (await self.health_answer()).response()
-
-    async def health_answer(self) -> Answer:
-        checks: dict[str, str] = {}
-        try:
-            await self.services.pool.fetchval("SELECT 1")
-            checks["database"] = "ok"
-        except Exception as exc:  # any failure is reported, never raised from a health probe
-            checks["database"] = f"error: {type(exc).__name__}"
-        try:
-            await self.redis.ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"error: {type(exc).__name__} (caching in process memory)"
-        sources = await self._sources()
-        healthy = checks["database"] == "ok"
-        visible = self.registry.all()
-        return Answer(
-            200 if healthy else 503,
-            {
-                "status": "ok" if healthy else "degraded",
-                "version": VERSION,
-                "uptime_s": round(time.time() - self.started_at, 1),
-                "checks": checks,
-                "streams": len(visible),
-                "shared": sum(1 for s in visible if s.sharing.value == "ok"),
-                "sources_fetched": sum(1 for s in sources if s["fetched_at"]),
-                "sources": sources,
-                "upstreams": "replay (recorded payloads)" if self.services.replay_url else "live",
-                **self.info,
-            },
-            NO_STORE,
-        )
-
-    async def _sources(self) -> list[dict[str, Any]]:
-        tier = self.services.tier
-        if tier is None:
-            return []
-        fetched = await self._fetched()
-        now = time.time()
-        sources = []
-        for name, streams in sorted(self.registry.by_adapter().items()):
-            status = await tier.cache.source_status(name)
-            interval = min(s.interval_s or 0 for s in streams) or None
-            fetched_at = fetched.get(name)
-            sources.append(
-                {
-                    "source": name,
-                    "upstream": streams[0].upstream,
-                    "streams": [s.id for s in streams],
-                    "interval_s": interval,
-                    "fetched_at": _iso(fetched_at),
-                    "freshness": _freshness_state(interval, streams[0].point, fetched_at, now),
-                    "last_error": status.last_error,
-                    "last_error_at": _iso(status.last_error_at),
-                    "circuit": status.circuit(now),
-                }
-            )
-        return sources
+        return respond(await self.health_answer())
 
     # ---- paid ----
 
@@ -260,111 +68,14 @@ class Api:
     async def stream(self, request: Request) -> Response:
         stream = self.find_stream(request.path_params["id"])
         if isinstance(stream, Answer):
-            return stream.response()
+            return respond(stream)
         refused = self._gated(request)
         if refused is not None:
             return refused
-        return (await self.stream_answer(stream, request.query_params)).response()
-
-    def find_stream(self, stream_id: str) -> Stream | Answer:
-        """A stream the public may see, or the 404 (an unshared stream does not exist to callers)."""
-        stream = self.registry.get(stream_id)
-        if stream is None:
-            return problem_answer(Problem(404, "unknown_stream", UNKNOWN_STREAM))
-        return stream
-
-    async def stream_answer(self, stream: Stream, params: Mapping[str, str]) -> Answer:
-        """The paid read of one stream (the caller has paid): its query's rules, then the data tier."""
-        query = stream_query(stream, params)
-        if isinstance(query, Problem):
-            return problem_answer(query)
-        tier = self.services.tier
-        assert tier is not None
-        try:
-            read = await tier.read(stream, point=query.point, max_age_s=query.max_age_s)
-        except Unavailable as exc:
-            return _unavailable(stream.id, exc.reason)
-        records = apply_filters(read.records, query.filters)
-        return Answer(
-            200,
-            {
-                "stream": stream.id,
-                "name": stream.name,
-                "type": stream.type.value,
-                **_freshness_fields(read),
-                "count": len(records),
-                "records": [r.as_dict() for r in records],
-                "license": stream.license,
-                "attribution": stream.attribution,
-            },
-            {"x-cache": read.cache},
-        )
+        return respond(await self.stream_answer(stream, request.query_params))
 
     async def world(self, request: Request) -> Response:
         refused = self._gated(request)
         if refused is not None:
             return refused
-        return (await self.world_answer(request.query_params)).response()
-
-    async def world_answer(self, params: Mapping[str, str]) -> Answer:
-        """The paid picture around a point (the caller has paid): its query's rules, then every part's read."""
-        query = world_query(params)
-        if isinstance(query, Problem):
-            return problem_answer(query)
-        names = ("weather", "air_quality", "earthquakes", "disasters", "natural_events", "iss", "space_weather")
-        sections = await asyncio.gather(
-            self._section("weather.current", query, "point"),
-            self._section("air.quality", query, "point"),
-            self._section("quakes.usgs", query, "near"),
-            self._section("disasters.gdacs", query, "near"),
-            self._section("events.eonet", query, "near"),
-            self._section("iss.position", query, "iss"),
-            self._section("space.kp", query, "latest"),
-        )
-        picture = dict(zip(names, sections, strict=True))
-        if not picture["weather"]["available"]:  # the core of the picture: without it nothing is sold
-            return _unavailable("weather.current", picture["weather"]["reason"])
-        return Answer(
-            200,
-            {"lat": query.point.lat, "lon": query.point.lon, "radius_km": query.radius_km, **picture},
-            {"x-cache": ",".join(f"{n}={s.get('cache', 'n/a')}" for n, s in picture.items())},
-        )
-
-    async def _section(self, stream_id: str, query: WorldQuery, shape: str) -> dict[str, Any]:
-        stream = self.registry.get(stream_id)
-        if stream is None:
-            return {"stream": stream_id, "available": False, "reason": "not offered"}
-        tier = self.services.tier
-        assert tier is not None
-        try:
-            read = await tier.read(stream, point=query.point if stream.point else None, max_age_s=query.max_age_s)
-        except Unavailable as exc:
-            return {"stream": stream_id, "available": False, "reason": exc.reason}
-        section: dict[str, Any] = {
-            "stream": stream_id,
-            "available": True,
-            **_freshness_fields(read),
-            "cache": read.cache,
-        }
-        if shape == "point":
-            section["record"] = read.records[0].as_dict() if read.records else None
-        elif shape == "near":
-            near = sorted(
-                (
-                    (distance_km(query.point.lat, query.point.lon, r.lat, r.lon), r)
-                    for r in read.records
-                    if r.lat is not None and r.lon is not None
-                ),
-                key=lambda pair: pair[0],
-            )
-            within = [(d, r) for d, r in near if d <= query.radius_km][:WORLD_NEAR_MAX]
-            section["count"] = len(within)
-            section["records"] = [{**r.as_dict(), "distance_km": round(d, 1)} for d, r in within]
-        elif shape == "iss":
-            record = read.records[0] if read.records else None
-            section["record"] = record.as_dict() if record else None
-            if record is not None and record.lat is not None and record.lon is not None:
-                section["distance_km"] = round(distance_km(query.point.lat, query.point.lon, record.lat, record.lon), 1)
-        else:  # latest
-            section["record"] = read.records[-1].as_dict() if read.records else None
-        return section
+        return respond(await self.world_answer(request.query_params))

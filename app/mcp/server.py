@@ -1,17 +1,19 @@
 """The MCP server at /mcp (streamable HTTP, stateless): the API as six tools, the paid ones sold by the checkout.
 
 Free: `list_streams`, `search_streams`, `attribution`, `health`. Paid: `get_stream` (as GET /v1/streams/{id}, at
-that stream's price) and `get_world_state` (as GET /v1/world). Each tool calls the data function its HTTP
-handler calls (app/routes.py) and returns that document as `structuredContent` and, as JSON text, in
+that stream's price) and `get_world_state` (as GET /v1/world). Each tool calls the read its HTTP handler
+calls (app/usecases/reads.py) and returns that document as `structuredContent` and, as JSON text, in
 `content[0]`; a document HTTP would send with a status of 400 or more is a tool error (`isError: true`).
 
-Paid tools speak x402 v2's MCP transport (x402 specs/transports-v2/mcp.md), on the checkout HTTP uses:
+Paid tools speak x402 v2's MCP transport (the x402 project's specs/transports-v2/mcp.md,
+github.com/coinbase/x402), on the checkout HTTP uses:
   the arguments' rules first (app/usecases/queries.py, as the gate runs them) → a tool error, before any quote
   no `_meta["x402/payment"]`  → isError, structuredContent = the route's PaymentRequired (the 402's offers,
                                  resource `mcp://tool/<name>`), content[0].text = the same JSON
   `_meta["x402/payment"]`     → a PaymentPayload object (not base64): size cap → decode → `accepted` bound to
-                                 one of this route's offers → the checkout (app/usecases/checkout.py: inspection, bans,
-                                 payment-identifier, claim, verify, serve, settle, journal)
+                                 one of this route's offers (app/usecases/binding.py) → the checkout
+                                 (app/usecases/checkout.py: inspection, bans, payment-identifier, claim, verify,
+                                 serve, settle, journal) → its reply (app/usecases/replies.py) as a tool result
   delivered                   → the data, `_meta["x402/payment-response"]` = the SettleResponse
   refused / not settled       → isError with a fresh PaymentRequired naming the reason (and, unsettled, the
                                  SettleResponse in `_meta` and in structuredContent, as the spec shows it)
@@ -22,13 +24,11 @@ Stateless streamable HTTP: no session lives in a worker, so any uvicorn worker a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
-import msgspec
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
@@ -45,34 +45,22 @@ from mcp_types import (
 from starlette.routing import Route
 
 from adapters import Stream
-from app.edge.routes import UNKNOWN_STREAM, VERSION, Answer, Api, problem_answer
+from app import __version__
 from app.runtime import metrics
 from app.runtime.logs import bind
 from app.runtime.settings import Settings
-from app.usecases.checkout import (
-    Banned,
-    Checkout,
-    Delivered,
-    IdConflict,
-    NotServed,
-    Outcome,
-    RateLimited,
-    Refused,
-    Replayed,
-    Served,
-    Services,
-    Unavailable,
-    Unsettled,
-    Verified,
-)
-from app.usecases.pricing import STREAM_PARAMS, STREAM_PREFIX, WORLD_PARAMS, WORLD_PATH, PaidRoute, QueryParam
+from app.usecases import binding
+from app.usecases.checkout import Checkout
+from app.usecases.outcomes import Delivered, Refused, Served, Unavailable, Verified
+from app.usecases.params import STREAM_PARAMS, WORLD_PARAMS, QueryParam
+from app.usecases.paths import MCP_PATH, STREAM_PREFIX, WORLD_PATH
+from app.usecases.pricing import PaidRoute
 from app.usecases.queries import Problem
-from payments import PaymentPayload, PaymentRequirements, Reason, Refusal, encode_json, match_offer, to_builtins
-from payments.codec import convert
+from app.usecases.reads import UNKNOWN_STREAM, Answer, Reads, problem_answer
+from app.usecases.replies import Kind, Reply, reply
+from app.usecases.services import Services
+from payments import Refusal, Settlement, encode_json, to_builtins
 
-log = logging.getLogger("worldgate.mcp")
-
-MCP_PATH = "/mcp"
 PAYMENT_META_KEY = "x402/payment"  # request `_meta`: the PaymentPayload, a JSON object
 PAYMENT_RESPONSE_META_KEY = "x402/payment-response"  # result `_meta`: the SettleResponse
 CACHE_META_KEY = "worldgate/cache"  # result `_meta`: what HTTP sends as X-Cache
@@ -100,7 +88,7 @@ def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
 
 def _arguments(params: tuple[QueryParam, ...], path_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """A paid tool's input schema: the HTTP route's path parameters (required) and its declared query
-    parameters (app/pricing.py: the ones the 402's bazaar and /openapi.json declare) as tool arguments."""
+    parameters (app/usecases/params.py: the ones the 402's bazaar and /openapi.json declare) as tool arguments."""
     leading = path_params or {}
     properties = {**leading, **{p.name: p.schema(full=True) for p in params}}
     return _object(properties, (*leading, *(p.name for p in params if p.required)))
@@ -185,10 +173,6 @@ def answer_result(answer: Answer, meta: dict[str, Any] | None = None) -> CallToo
     return tool_result(answer.document, error=not answer.ok, meta=extra)
 
 
-def error_result(error: str, message: str, **fields: Any) -> CallToolResult:
-    return tool_result({"error": error, **fields, "message": message}, error=True)
-
-
 ToolCall = Callable[[dict[str, str], Mapping[str, Any]], Awaitable[CallToolResult]]  # (params, request _meta)
 
 
@@ -206,7 +190,7 @@ class McpServer:
     """The tools over the API's data functions and the services' checkout; `route()` mounts it, `run()` (in the
     app's lifespan) runs its session manager."""
 
-    def __init__(self, api: Api, services: Services, settings: Settings) -> None:
+    def __init__(self, api: Reads, services: Services, settings: Settings) -> None:
         self.api = api  # read live: an operator's sharing change swaps api.registry and services.pricing
         self.services = services
         self.checkout = Checkout(services)
@@ -270,7 +254,7 @@ class McpServer:
         }
         self.server: Server[Any] = Server(
             "worldgate",
-            version=VERSION,
+            version=__version__,
             title="worldgate",
             instructions=INSTRUCTIONS,
             on_list_tools=self._list_tools,
@@ -288,7 +272,7 @@ class McpServer:
     # ---- MCP handlers ----
 
     async def _list_tools(
-        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+        self, _ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
     ) -> ListToolsResult:
         tools = [
             Tool(
@@ -305,7 +289,7 @@ class McpServer:
         ]
         return ListToolsResult(tools=tools)
 
-    async def _call_tool(self, ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
+    async def _call_tool(self, _ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
         spec = self.tools.get(params.name)
         if spec is None:
             raise MCPError(INVALID_PARAMS, f"unknown tool {params.name!r}; tools/list lists them")
@@ -362,7 +346,7 @@ class McpServer:
         """One paid call, the HTTP gate's sequence in MCP terms (the module docstring)."""
         pricing = self.services.pricing
         if pricing is None:
-            return error_result("service_unavailable", "payments are not ready yet", reason="starting")
+            return self._render(tool, None, reply(Unavailable("starting", "payments are not ready yet")))
         paid = pricing.lookup(path)
         if paid is None:  # unshared since the stream was looked up: it does not exist to callers
             return answer_result(problem_answer(Problem(404, "unknown_stream", UNKNOWN_STREAM)))
@@ -373,11 +357,9 @@ class McpServer:
         if raw is None:
             metrics.QUOTES(paid.path).inc()
             return self._payment_required(tool, paid, "Payment required", None)
-        bound = self._bind(paid, raw)
+        bound = binding.bind_object(raw, paid.offers, bytes_max=self.payment_bytes_max, name=PAYMENT_META_KEY)
         if isinstance(bound, Refusal):
-            metrics.REFUSED(bound.reason).inc()
-            log.info("payment refused", extra={"route": paid.path, "reason": bound.reason, "transport": "mcp"})
-            return self._payment_required(tool, paid, bound.reason, bound.message)
+            return self._render(tool, paid, reply(Refused(binding.refused(paid, bound, transport="mcp"))))
         payload, offer = bound
 
         async def serve(verified: Verified) -> Served:
@@ -389,32 +371,13 @@ class McpServer:
             return Served(True, answer)
 
         def stored(delivered: Delivered) -> bytes:
-            return self._delivered(delivered).model_dump_json(by_alias=True, exclude_none=True).encode()
+            delivery = self._delivered(delivered.served.result, delivered.settlement)
+            return delivery.model_dump_json(by_alias=True, exclude_none=True).encode()
 
         outcome = await self.checkout.pay(paid, payload, offer, serve, transport="mcp", store=stored)
         if isinstance(outcome, Delivered):  # handed to the MCP session, which sends it
             await self.checkout.delivered(outcome)
-        return self._render(tool, paid, outcome)
-
-    def _bind(self, paid: PaidRoute, raw: Any) -> tuple[PaymentPayload, PaymentRequirements] | Refusal:
-        """Decode `_meta["x402/payment"]` and bind it to one of this route's offers (ours, never the client's copy)."""
-        if not isinstance(raw, dict):
-            return Refusal(Reason.INVALID_PAYLOAD, f"{PAYMENT_META_KEY} must be an x402 v2 PaymentPayload object")
-        try:
-            size = len(encode_json(raw))
-        except RecursionError:  # nested deeper than any payment: msgspec cannot even measure it
-            return Refusal(Reason.INVALID_PAYLOAD, f"{PAYMENT_META_KEY} is nested too deeply")
-        if size > self.payment_bytes_max:
-            too_large = f"{PAYMENT_META_KEY} is over {self.payment_bytes_max} bytes"
-            return Refusal(Reason.PAYMENT_HEADER_TOO_LARGE, too_large)
-        try:
-            payload: PaymentPayload = convert(raw, PaymentPayload)
-        except msgspec.ValidationError as exc:
-            return Refusal(Reason.INVALID_PAYLOAD, f"{PAYMENT_META_KEY} does not fit the x402 v2 payload: {exc}")
-        if payload.x402_version != 2:
-            return Refusal(Reason.INVALID_X402_VERSION, f"x402Version {payload.x402_version}: MCP payments are v2")
-        offer = match_offer(payload.accepted, list(paid.offers))
-        return offer if isinstance(offer, Refusal) else (payload, offer)
+        return self._render(tool, paid, reply(outcome))
 
     def _required(self, tool: str, paid: PaidRoute, error: str, message: str | None) -> dict[str, Any]:
         """The route's PaymentRequired, built by Pricing as the 402 is (the same offers), for this tool."""
@@ -439,30 +402,28 @@ class McpServer:
     def _payment_required(self, tool: str, paid: PaidRoute, error: str, message: str | None) -> CallToolResult:
         return tool_result(self._required(tool, paid, error, message), error=True)
 
-    def _delivered(self, delivered: Delivered) -> CallToolResult:
-        answer: Answer = delivered.served.result
-        return answer_result(answer, {PAYMENT_RESPONSE_META_KEY: to_builtins(delivered.settlement.response())})
+    def _delivered(self, answer: Answer, settlement: Settlement) -> CallToolResult:
+        return answer_result(answer, {PAYMENT_RESPONSE_META_KEY: to_builtins(settlement.response())})
 
-    def _render(self, tool: str, paid: PaidRoute, outcome: Outcome) -> CallToolResult:
-        """The checkout's outcome, as a tool result."""
-        if isinstance(outcome, Delivered):
-            return self._delivered(outcome)  # `_sell` marks it delivered
-        if isinstance(outcome, Replayed):
-            return CallToolResult.model_validate_json(outcome.stored)
-        if isinstance(outcome, Refused):
-            return self._payment_required(tool, paid, outcome.refusal.reason, outcome.refusal.message)
-        if isinstance(outcome, NotServed):
-            return answer_result(outcome.served.result)
-        if isinstance(outcome, Unsettled):
-            response = to_builtins(outcome.settlement.response())
-            document = self._required(tool, paid, outcome.reason, outcome.message)
+    def _render(self, tool: str, paid: PaidRoute | None, answer: Reply) -> CallToolResult:
+        """A paid call's reply, as a tool result (`paid` is None only before there are prices: no quote)."""
+        if answer.kind is Kind.DELIVERED:
+            assert answer.served is not None and answer.settlement is not None
+            return self._delivered(answer.served.result, answer.settlement)  # `_sell` marks it delivered
+        if answer.kind is Kind.REPLAYED:
+            assert answer.stored is not None
+            return CallToolResult.model_validate_json(answer.stored)
+        if answer.kind is Kind.QUOTE:
+            assert paid is not None and answer.error is not None
+            return self._payment_required(tool, paid, answer.error, answer.message)
+        if answer.kind is Kind.NOT_SERVED:
+            assert answer.served is not None
+            return answer_result(answer.served.result)
+        if answer.kind is Kind.UNSETTLED:
+            assert paid is not None and answer.error is not None and answer.settlement is not None
+            response = to_builtins(answer.settlement.response())
+            document = self._required(tool, paid, answer.error, answer.message)
             document[PAYMENT_RESPONSE_META_KEY] = response
             return tool_result(document, error=True, meta={PAYMENT_RESPONSE_META_KEY: response})
-        if isinstance(outcome, Banned):
-            return error_result("payer_banned", "this payer may not buy here; nothing was charged")
-        if isinstance(outcome, IdConflict):
-            return error_result("payment_identifier_conflict", outcome.message)
-        if isinstance(outcome, RateLimited):  # the payer's attempts, counted as HTTP counts them
-            return error_result("rate_limited", outcome.message, retry_after=outcome.retry_after)
-        assert isinstance(outcome, Unavailable)
-        return error_result("service_unavailable", outcome.message, reason=outcome.reason)
+        assert answer.kind is Kind.ERROR
+        return tool_result(answer.document(), error=True)

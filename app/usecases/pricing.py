@@ -2,26 +2,33 @@
 
 Prices come from the registry's tier for each stream, overridden per path or per route in
 settings; every price is parsed once at startup into atomic units (a price finer than the token's
-decimals refuses to start). Each paid route also carries its query parameters (the one description
-the 402's `bazaar` extension, /openapi.json and /llms.txt are built from), an example answer, and
-its x402 `extensions` declarations, built once per route by the builders in `EXTENSIONS` (name →
-declaration). The 402 quote of a path is encoded once per public base URL and kept in a bounded
-LRU, so an unpaid request costs a dict lookup and a write.
+decimals refuses to start). Each paid route also carries its query parameters (app/usecases/params.py:
+the one description the 402's `bazaar` extension, /openapi.json and /llms.txt are built from), an
+example answer (app/usecases/examples.py), and its x402 `extensions` declarations, built once per
+route by the builders in `EXTENSIONS` (name → declaration). The 402 quote of a path is encoded once
+per public base URL and kept in a bounded LRU, so an unpaid request costs a dict lookup and a write.
 """
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from starlette.types import Scope
-
 from adapters import Registry, Sharing, Stream
-from adapters.filters import LIMIT_DEFAULT, LIMIT_MAX, MAX_AGE_S_MAX, MAX_AGE_S_MIN, RADIUS_KM_MAX
-from app.usecases.queries import WORLD_RADIUS_KM_DEFAULT, WORLD_RADIUS_KM_MAX, Problem, stream_query, world_query
+from app.usecases.examples import stream_example, world_example
+from app.usecases.params import (
+    POINT_STREAM_PARAMS,
+    POINT_STREAM_REFUSED,
+    STREAM_PARAMS,
+    WORLD_PARAMS,
+    WORLD_REFUSED,
+    QueryParam,
+    query_schema,
+)
+from app.usecases.paths import STREAM_PREFIX, STREAM_ROUTE, WORLD_PATH, WORLD_ROUTE
+from app.usecases.queries import Problem, stream_query, world_query
 from ledger import idempotency
 from payments import (
     NetworkTerms,
@@ -38,16 +45,10 @@ from payments import (
 )
 from payments.networks import BASE_MAINNET, BASE_SEPOLIA, SOLANA_DEVNET, SOLANA_MAINNET
 
-STREAM_ROUTE = "GET /v1/streams/{id}"
-STREAM_PREFIX = "/v1/streams/"
-WORLD_ROUTE = "GET /v1/world"
-WORLD_PATH = "/v1/world"
 WORLD_PRICE_TIER = "premium"
 QUOTES_MAX = 4096  # distinct (base URL, path) quotes kept encoded
 ASSET_SYMBOL = "USDC"  # every offer is in USDC (settings refuse other assets' domains)
 HOW_TO_PAY_README = 'README.md, section "Try it as a new user"'
-STREAM_RADIUS_KM_DEFAULT = 100.0  # adapters.filters.parse's radius when lat/lon come without one
-BBOX_PATTERN = r"^-?\d+(\.\d+)?(,-?\d+(\.\d+)?){3}$"
 
 # CAIP-2 ids as a person reads them (the 402 body, /llms.txt, /openapi.json); others show as their id.
 NETWORK_NAMES: Mapping[str, str] = {
@@ -56,8 +57,6 @@ NETWORK_NAMES: Mapping[str, str] = {
     SOLANA_MAINNET: "Solana",
     SOLANA_DEVNET: "Solana devnet",
 }
-
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
 
 
 class PricingError(ValueError):
@@ -71,209 +70,6 @@ def revenue_account(stream_id: str | None, resource: str) -> str:
 
 def network_name(network: str) -> str:
     return NETWORK_NAMES.get(network, network)
-
-
-def public_base_url(scope: Scope, public_url: str | None) -> str:
-    """The absolute base of the gateway's URLs (quotes' `resource.url`, discovery documents): the
-    configured public URL, else the request's scheme and Host; a missing or malformed Host falls back
-    to the server's own address, so a client cannot write arbitrary text into a quote."""
-    if public_url:
-        return public_url.rstrip("/")
-    host = next((bytes(v).decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-    if not host or len(host) > 255 or not _HOST.match(host):
-        server = scope.get("server") or ("localhost", None)
-        host = f"{server[0]}:{server[1]}" if server[1] else str(server[0])
-    return f"{scope.get('scheme', 'http')}://{host}"
-
-
-def _compact(value: float | int) -> float | int:
-    """-90.0 → -90: the same JSON number, fewer bytes in a header."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-@dataclass(frozen=True)
-class QueryParam:
-    """One query parameter of a paid route: what its 402 (`bazaar`), /openapi.json and /llms.txt declare.
-    The rules themselves are in app/usecases/queries.py and adapters/filters.py; these values are read from there."""
-
-    name: str
-    type: str  # JSON Schema type of the value: "number", "integer" or "string"
-    description: str
-    example: float | int | str
-    required: bool = False
-    minimum: float | None = None
-    maximum: float | None = None
-    default: float | int | None = None
-    pattern: str | None = None
-    in_example: bool = True  # part of the route's example query (bbox is not: it excludes lat/lon)
-
-    def schema(self, *, full: bool = False) -> dict[str, Any]:
-        """Its JSON Schema; `full` adds the default, the description and the example (OpenAPI), the
-        short form (the 402 header, where bytes count) keeps the type and the bounds."""
-        schema: dict[str, Any] = {"type": self.type}
-        if self.minimum is not None:
-            schema["minimum"] = _compact(self.minimum)
-        if self.maximum is not None:
-            schema["maximum"] = _compact(self.maximum)
-        if self.pattern is not None:
-            schema["pattern"] = self.pattern
-        if full:
-            if self.default is not None:
-                schema["default"] = _compact(self.default)
-            schema["description"] = self.description
-            schema["examples"] = [self.example]
-        return schema
-
-
-_LAT = QueryParam("lat", "number", "Latitude in degrees (WGS 84).", 48.85, minimum=-90, maximum=90)
-_LON = QueryParam("lon", "number", "Longitude in degrees (WGS 84).", 2.35, minimum=-180, maximum=180)
-_BBOX = QueryParam(
-    "bbox",
-    "string",
-    "Bounding box min_lon,min_lat,max_lon,max_lat in degrees; min_lon > max_lon crosses the antimeridian. "
-    "Not with lat/lon/radius_km.",
-    "-10,35,30,60",
-    pattern=BBOX_PATTERN,
-    in_example=False,
-)
-_RADIUS = QueryParam(
-    "radius_km",
-    "number",
-    f"Radius around lat/lon in km (needs lat and lon; default {STREAM_RADIUS_KM_DEFAULT:g}).",
-    1000,
-    minimum=0,
-    maximum=RADIUS_KM_MAX,
-    default=STREAM_RADIUS_KM_DEFAULT,
-)
-_LIMIT = QueryParam(
-    "limit",
-    "integer",
-    f"At most this many records, nearest first around a point (default {LIMIT_DEFAULT}).",
-    10,
-    minimum=1,
-    maximum=LIMIT_MAX,
-    default=LIMIT_DEFAULT,
-)
-_MAX_AGE = QueryParam(
-    "max_age",
-    "number",
-    "The oldest data you will pay for, in seconds: older cached data is refetched, and if that fails the "
-    "answer is a 503 and nothing is charged.",
-    600,
-    minimum=MAX_AGE_S_MIN,
-    maximum=MAX_AGE_S_MAX,
-)
-_AT_POINT = "; required: this stream is read at that point"
-STREAM_PARAMS = (_BBOX, _LAT, _LON, _RADIUS, _LIMIT, _MAX_AGE)
-POINT_STREAM_PARAMS = (  # bbox and radius_km are refused: the stream is read at one point
-    replace(_LAT, required=True, description=_LAT.description[:-1] + _AT_POINT + "."),
-    replace(_LON, required=True, description=_LON.description[:-1] + _AT_POINT + "."),
-    _LIMIT,
-    _MAX_AGE,
-)
-POINT_STREAM_REFUSED = ("bbox", "radius_km")
-WORLD_REFUSED = ("bbox",)
-WORLD_PARAMS = (
-    replace(_LAT, required=True, description="Latitude of the point the picture is of, in degrees (WGS 84)."),
-    replace(_LON, required=True, description="Longitude of the point the picture is of, in degrees (WGS 84)."),
-    replace(
-        _RADIUS,
-        description=f"Radius for earthquakes, disaster alerts and natural events, in km "
-        f"(default {WORLD_RADIUS_KM_DEFAULT:g}; the nearest 20 of each).",
-        maximum=WORLD_RADIUS_KM_MAX,
-        default=WORLD_RADIUS_KM_DEFAULT,
-    ),
-    replace(_MAX_AGE, description="The oldest data you will pay for, in seconds, for every part of the picture."),
-)
-
-
-def query_schema(params: tuple[QueryParam, ...], refused: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A route's query parameters as one JSON Schema object, with the rules that tie them together and the
-    parameters it refuses (other unknown ones are ignored by the route, so the schema allows them)."""
-    schema: dict[str, Any] = {"type": "object", "properties": {p.name: p.schema() for p in params}}
-    required = [p.name for p in params if p.required]
-    if required:
-        schema["required"] = required
-    optional = {p.name for p in params if not p.required}
-    if {"lat", "lon"} <= optional:  # lat and lon go together; radius_km needs them
-        schema["dependentRequired"] = {
-            "lat": ["lon"],
-            "lon": ["lat"],
-            **({"radius_km": ["lat", "lon"]} if "radius_km" in optional else {}),
-        }
-    if "bbox" in optional:  # either a box or a circle
-        schema["dependentSchemas"] = {"bbox": {"not": {"anyOf": [{"required": ["lat"]}, {"required": ["lon"]}]}}}
-    if refused:
-        schema["propertyNames"] = {"not": {"enum": list(refused)}}
-    return schema
-
-
-# A few real-looking fields per stream for the example answers (the full set is in each adapter).
-_SAMPLE_RECORDS: Mapping[str, tuple[str, dict[str, Any]]] = {
-    "weather.current": ("Open-Meteo", {"temperature_c": 11.2, "wind_speed_kmh": 9.7, "cloud_cover_pct": 75}),
-    "weather.grid.temperature": ("Open-Meteo", {"temperature_c": 14.6}),
-    "weather.grid.wind": ("Open-Meteo", {"wind_speed_kmh": 18.4, "wind_direction_deg": 240}),
-    "weather.grid.precipitation": ("Open-Meteo", {"precipitation_mm": 0.4}),
-    "air.quality": ("Open-Meteo Air Quality", {"us_aqi": 42, "european_aqi": 31, "pm2_5_ugm3": 9.1}),
-    "quakes.usgs": ("USGS Earthquake Hazards Program", {"magnitude": 4.6, "depth_km": 10.0, "place": "Sicily, Italy"}),
-    "iss.position": ("wheretheiss.at", {"altitude_km": 419.8, "velocity_kmh": 27580.4, "visibility": "daylight"}),
-    "space.kp": ("NOAA SWPC", {"kp": 2.33, "kp_index": 2, "storm_level": None}),
-    "space.solar_wind": ("NOAA SWPC", {"speed_km_s": 412.3, "density_cm3": 5.1, "temperature_k": 88931}),
-    "disasters.gdacs": ("GDACS", {"event_type": "EQ", "name": "Earthquake in Italy", "alert_level": "Green"}),
-    "events.eonet": ("NASA EONET", {"title": "Wildfire near Etna, Italy", "category": "wildfires"}),
-    "static.capitals": ("worldgate:capitals.json", {"country": "France", "iso2": "FR", "capital": "Paris"}),
-    "static.volcanoes": ("worldgate:volcanoes.json", {"name": "Etna", "country": "Italy", "elevation_m": 3357}),
-}
-_EXAMPLE_TIME = "2026-11-22T16:25:00Z"
-_EXAMPLE_FETCHED = {"fetched_at": "2026-11-22T16:29:33Z", "age_seconds": 12.0, "stale": False, "freshness": "fresh"}
-
-
-def _example_record(stream_id: str, source: str | None = None, *, located: bool = True) -> dict[str, Any]:
-    sample_source, fields = _SAMPLE_RECORDS.get(stream_id, (source or "", {}))
-    return {
-        "stream": stream_id,
-        "observed_at": _EXAMPLE_TIME,
-        "lat": _LAT.example if located else None,
-        "lon": _LON.example if located else None,
-        "fields": fields,
-        "source": sample_source,
-    }
-
-
-def stream_example(stream: Stream) -> dict[str, Any]:
-    """A 200 of GET /v1/streams/{id}, one record long (the shape app/routes.py answers)."""
-    return {
-        "stream": stream.id,
-        "name": stream.name,
-        "type": stream.type.value,
-        **_EXAMPLE_FETCHED,
-        "count": 1,
-        "records": [_example_record(stream.id, stream.upstream)],
-        "license": stream.license,
-        "attribution": stream.attribution,
-    }
-
-
-def world_example() -> dict[str, Any]:
-    """A 200 of GET /v1/world, cut short to what tells its parts apart: a point's record, the nearest records,
-    the ISS's distance, the latest Kp, a part that could not be read and why (real parts also carry their
-    fetched_at, age_seconds, stale and cache; the header has no room for them)."""
-
-    def part(stream_id: str, **rest: Any) -> dict[str, Any]:
-        return {"stream": stream_id, "available": True, **rest}
-
-    return {
-        "lat": _LAT.example,
-        "lon": _LON.example,
-        "radius_km": WORLD_RADIUS_KM_DEFAULT,
-        "weather": part("weather.current", freshness="fresh", record=_example_record("weather.current")),
-        "air_quality": {"stream": "air.quality", "available": False, "reason": "upstream unavailable"},
-        "earthquakes": part("quakes.usgs", count=0, records=[]),
-        "disasters": part("disasters.gdacs", count=0, records=[]),
-        "natural_events": part("events.eonet", count=0, records=[]),
-        "iss": part("iss.position", distance_km=6120.4),
-        "space_weather": part("space.kp", record=_example_record("space.kp", located=False)),
-    }
 
 
 @dataclass(frozen=True)
@@ -365,7 +161,7 @@ _PAYMENT_IDENTIFIER_DECLARATION = {
 
 def payment_identifier_declaration(paid: PaidRoute) -> dict[str, Any]:
     """The x402 `payment-identifier` declaration: a client may add an id that makes its retries idempotent
-    (app/usecases/checkout.py replays the stored answer to the same payment, 409s another)."""
+    (app/usecases/retries.py replays the stored answer to the same payment, 409s another)."""
     return _PAYMENT_IDENTIFIER_DECLARATION
 
 
@@ -483,6 +279,10 @@ class Pricing:
 
     def routes(self) -> list[PaidRoute]:
         return list(self._routes.values())
+
+    def routes_on_sale(self) -> list[PaidRoute]:
+        """The paid routes that can be bought now, streams first in registry order, then /v1/world."""
+        return [paid for paid in self._routes.values() if paid.on_sale]
 
     def display(self, amount_atomic: int) -> str:
         return to_display(amount_atomic, self._decimals)

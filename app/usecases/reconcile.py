@@ -39,7 +39,7 @@ import asyncpg
 import ledger
 from app.runtime.settings import ReconcileSettings, Settings
 from app.usecases.pricing import revenue_account
-from ledger import audit, idempotency, locks
+from ledger import PaymentState, audit, idempotency, locks
 from payments import ChainAuditor, EvmAuditor, EvmRpc, SettlementFinding, SvmAuditor, SvmRpc
 from payments.jsonrpc import RpcUnavailable
 
@@ -125,7 +125,7 @@ class Reconciler:
         pending = await audit.open_payments(self.pool, self.settings.grace_s, 10_000)
         for done, payment in enumerate(pending, 1):
             report.checked += 1
-            if payment.state == "settling":
+            if payment.state == PaymentState.SETTLING:
                 await self._settling(payment, report)
             elif await audit.expire(self.pool, payment.id, payment.state, "abandoned before settlement (reconcile)"):
                 report.resolved += 1

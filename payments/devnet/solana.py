@@ -6,10 +6,9 @@ own SvmRpc) over HTTP on 127.0.0.1, and reports itself as Solana devnet
 devnet USDC's address, payTo's associated token account, a payer holding test USDC and a fee payer
 holding SOL; keys come from fixed labels, so every devnet has the same ones (devnet money only).
 
-Run as its own process (`python -m payments.devnet.solana --port N`); the first line it prints is
-its state as JSON. Pitfalls from toolchain.md §3.5: a ThreadingHTTPServer (keep-alive clients
-would starve a single-threaded one), TCP_NODELAY (delayed ACKs cost ~40 ms per call), one LiteSVM
-behind a lock. Unlike a validator, blockhashes do not age: `litesvm_expireBlockhash` rotates it.
+Run as its own process (`python -m payments.devnet.solana --port N`; HTTP from jsonrpc_http.py); the
+first line it prints is its state as JSON. One LiteSVM behind a lock. Unlike a validator, blockhashes
+do not age: `litesvm_expireBlockhash` rotates it.
 Extra methods for tests: `litesvm_mintTo [owner, amount]`, `litesvm_expireBlockhash`, and
 `litesvm_hold` / `litesvm_release` (sent transactions wait unprocessed, as on a congested cluster).
 """
@@ -21,16 +20,13 @@ import base64
 import hashlib
 import json
 import signal
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import base58
-import httpx
 from solders.account import Account
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
@@ -42,7 +38,7 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
 from ..svm.programs import TOKEN_PROGRAM, associated_token_address
-from .process import DevnetError, die_with_parent, free_port, stop_child
+from .jsonrpc_http import RpcFault, make_server
 
 NETWORK = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
 GENESIS_HASH = "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG"  # Solana devnet's
@@ -58,12 +54,6 @@ TOKEN_ACCOUNT_BYTES, MINT_BYTES = 165, 82
 def devnet_keypair(label: str) -> Keypair:
     """A deterministic keypair for a devnet role. Devnet only: everyone can derive it."""
     return Keypair.from_seed(hashlib.sha256(f"worldgate devnet solana {label}".encode()).digest())
-
-
-class RpcFault(Exception):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.data = code, message, data
 
 
 def _err_json(error: Any) -> Any:
@@ -443,48 +433,6 @@ class SolanaChain:
         }
 
 
-def _answer(chain: SolanaChain, request: Any) -> dict[str, Any]:
-    request_id = request.get("id") if isinstance(request, dict) else None
-    try:
-        if not isinstance(request, dict) or not isinstance(request.get("method"), str):
-            raise RpcFault(-32600, "Invalid request")
-        params = request.get("params") or []
-        return {"jsonrpc": "2.0", "id": request_id, "result": chain.call(request["method"], list(params))}
-    except RpcFault as fault:
-        error: dict[str, Any] = {"code": fault.code, "message": fault.message}
-        if fault.data is not None:
-            error["data"] = fault.data
-        return {"jsonrpc": "2.0", "id": request_id, "error": error}
-
-
-def make_server(chain: SolanaChain, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            try:
-                request = json.loads(body)
-            except ValueError:
-                answer: Any = {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}
-            else:
-                answer = [_answer(chain, r) for r in request] if isinstance(request, list) else _answer(chain, request)
-            payload = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    return server
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A Solana JSON-RPC devnet over LiteSVM (worldgate)")
     parser.add_argument("--port", type=int, default=0)
@@ -501,52 +449,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
-
-
-# ---- the parent's side: run it as a child process ----
-
-
-class SolanaDevnetProcess:
-    """The devnet server as a child process; `start()` returns once it answers, with its state."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.process: subprocess.Popen[str] | None = None
-        self.state: dict[str, Any] = {}
-
-    @property
-    def rpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> SolanaDevnetProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "payments.devnet.solana", "--port", str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=die_with_parent,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            self.stop()
-            raise DevnetError("the Solana devnet exited at start")
-        self.state = json.loads(line)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        probe = {"jsonrpc": "2.0", "id": 1, "method": "getHealth"}
-        while time.monotonic() < deadline:
-            try:
-                if httpx.post(self.rpc_url, json=probe, timeout=1).json().get("result") == "ok":
-                    return self
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.02)
-        self.stop()
-        raise DevnetError(f"the Solana devnet did not answer on {self.rpc_url}")
-
-    def stop(self) -> None:
-        stop_child(self.process)
-        self.process = None
 
 
 if __name__ == "__main__":

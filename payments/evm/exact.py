@@ -1,6 +1,6 @@
 """`v2-eip155-exact`: EIP-3009 `transferWithAuthorization` payments, verified and settled.
 
-Checks run in the reference order (x402-protocol.md §4.3): scheme and network, EIP-712 domain,
+Checks run in the x402 reference implementation's order: scheme and network, EIP-712 domain,
 recipient, exact amount, time window with a 6 s buffer, signature (EOA by ecrecover, else EIP-1271
 on the chain), asset has code, then an `eth_call` simulation whose revert is diagnosed into the
 reference's reason codes. `inspect` is the part that needs no chain, so the gate can run it, and

@@ -2,7 +2,7 @@
 co-signed by our fee payer, sent and confirmed.
 
 The fee payer's own SOL pays for every transaction it co-signs, so the layout is checked strictly,
-following the spec and the stricter TS reference (x402-protocol.md §5.3): the fee payer is
+following the x402 exact-SVM spec and its stricter TypeScript reference: the fee payer is
 `extra.feePayer` at account index 0 and in no instruction's accounts; instructions are compute-unit
 limit, compute-unit price, TransferChecked (Token or Token-2022), then only Memo or Lighthouse;
 mint, destination ATA and the exact amount match the offer; every client signature is valid. On

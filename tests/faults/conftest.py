@@ -32,7 +32,7 @@ import pytest
 
 from app.edge.admin.auth import mint
 from app.runtime.embedded import export_env
-from app.runtime.settings import SETTLEMENT_MODES, Settings
+from app.runtime.settings import Settings
 from payments.devnet.process import die_with_parent
 
 from ..conftest import ADMIN_SECRET
@@ -358,7 +358,7 @@ def render(rows: list[FaultRow], command: str, complete: bool, why_partial: str 
         f"- command: `{command}`",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
         f"- git commit: `{commit}`" + (" (with uncommitted changes)" if dirty and dirty != "unknown" else ""),
-        f"- settlement mode: {', '.join(SETTLEMENT_MODES)} (release the body only after a successful settlement)",
+        "- settlement mode: sync (release the body only after a successful settlement)",
         f"- python {sys.version.split()[0]}, {len(rows)} fault scenarios",
     ]
     if not complete:

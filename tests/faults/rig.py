@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -19,7 +19,7 @@ import pytest
 from eth_account import Account
 from solders.keypair import Keypair
 
-from app.runtime.settings import ReconcileSettings, Settings
+from app.runtime.settings import ReconcileSettings, Settings, replace
 from app.usecases.reconcile import Reconciler, RunReport, auditors_for, chains_of
 from payments.devnet.evm import EvmDevnet
 

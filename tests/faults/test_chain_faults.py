@@ -27,7 +27,7 @@ from solders.keypair import Keypair
 from app.runtime.settings import Settings
 from app.usecases import reconcile as reconcile_module
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 from payments.evm.exact import TRANSFER_TOPIC
 
 from .. import svm

@@ -4,10 +4,10 @@ For arbitrary and near-valid inputs each decoder must answer with a structured r
 reason is one of `payments.errors.Reason` and whose status is 400 or 402, or a `Problem` with a 4xx status)
 or a valid parse, and never raise. The decoders, in the order a request meets them:
 
-- the gate's and the MCP server's binding (`PaymentGate._bind`, `McpServer._bind`): size cap, base64, JSON,
-  the v1/v2 wire models, x402Version, `accepted` matched to the route's offers (`payments/codec.py`,
-  `payments/offers.py`, `payments/schemes.py`);
-- the payment-identifier extension (`app/usecases/checkout.py`);
+- the binding both transports use (`app/usecases/binding.py`: `bind_header` for the gate, `bind_object` for the
+  MCP server): size cap, base64, JSON, the v1/v2 wire models, x402Version, `accepted` matched to the route's
+  offers (`payments/codec.py`, `payments/offers.py`, `payments/schemes.py`);
+- the payment-identifier extension (`app/usecases/retries.py`);
 - EVM `exact` inspection (`payments/evm/exact.py`, `payments/evm/eip712.py`): authorization fields,
   signature parsing and recovery;
 - SVM `exact` inspection (`payments/svm/exact.py`): transaction decoding and its layout checks, on random
@@ -25,7 +25,6 @@ import base64
 import json
 import sys
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -40,10 +39,10 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from adapters import STREAMS, FilterError, parse_filters, parse_max_age
-from app.edge.gate import PaymentGate
-from app.mcp.server import STREAM_SCHEMA, WORLD_SCHEMA, McpServer, tool_params
-from app.usecases.checkout import payment_identifier
+from app.mcp.server import PAYMENT_META_KEY, STREAM_SCHEMA, WORLD_SCHEMA, tool_params
+from app.usecases.binding import bind_header, bind_object
 from app.usecases.queries import Problem, StreamQuery, WorldQuery, stream_query, world_query
+from app.usecases.retries import payment_identifier
 from payments import NetworkTerms, PaymentPayload, PaymentPayloadV1, Refusal, build_offer, inspect
 from payments.codec import decode_payment_header
 from payments.errors import Reason
@@ -84,9 +83,17 @@ SVM_OFFER = build_offer(
     NetworkTerms(SVM_NETWORK, SVM_MINT, str(SVM_PAY_TO), extra={"feePayer": str(FEE_PAYER.pubkey())}), PRICE
 )
 OFFERS = (EVM_OFFER, SVM_OFFER)
-PAID = SimpleNamespace(offers=OFFERS)  # what the two _bind methods read of a PaidRoute
-GATE = SimpleNamespace(header_bytes_max=8192)  # what PaymentGate._bind reads of the gate
-MCP = SimpleNamespace(payment_bytes_max=8192)  # what McpServer._bind reads of the MCP server
+BYTES_MAX = 8192  # the gateway's default cap on a payment header (and on an MCP payment object)
+
+
+def bind_gate(header: bytes, version: int) -> Any:
+    """What the gate binds a payment header with."""
+    return bind_header(header, version, OFFERS, bytes_max=BYTES_MAX)
+
+
+def bind_mcp(raw: Any) -> Any:
+    """What the MCP server binds `_meta["x402/payment"]` with."""
+    return bind_object(raw, OFFERS, bytes_max=BYTES_MAX, name=PAYMENT_META_KEY)
 
 
 def _evm_payload(**overrides: Any) -> dict[str, Any]:
@@ -297,7 +304,7 @@ def test_the_header_codec_refuses_or_decodes(header: str, version: int) -> None:
 @FUZZ_JSON
 @given(header=headers())
 def test_the_gate_binds_and_inspects_v2_headers_or_refuses(header: str) -> None:
-    bound = PaymentGate._bind(GATE, PAID, header.encode("latin-1"), 2)  # type: ignore[arg-type]
+    bound = bind_gate(header.encode("latin-1"), 2)
     assert_refused_or_inspected(run_bound(bound))
 
 
@@ -322,23 +329,23 @@ def v1_headers(draw: st.DrawFn) -> str:
 @FUZZ_JSON
 @given(header=v1_headers() | headers())
 def test_the_gate_binds_and_inspects_v1_headers_or_refuses(header: str) -> None:
-    bound = PaymentGate._bind(GATE, PAID, header.encode("latin-1"), 1)  # type: ignore[arg-type]
+    bound = bind_gate(header.encode("latin-1"), 1)
     assert_refused_or_inspected(run_bound(bound))
 
 
 @FUZZ_JSON
 @given(raw=json_values | near_valid_documents() | st.builds(_deep, st.integers(1, 3000)))
 def test_the_mcp_payment_meta_binds_and_inspects_or_refuses(raw: Any) -> None:
-    bound = McpServer._bind(MCP, PAID, raw)  # type: ignore[arg-type]
+    bound = bind_mcp(raw)
     assert_refused_or_inspected(run_bound(bound))
 
 
 def test_the_valid_documents_pass_every_decoder() -> None:
     """The near-valid strategies start from payments that pass: a mutation is what makes them fail."""
     for document in _valid_documents():
-        bound = PaymentGate._bind(GATE, PAID, _encode(document).encode(), 2)  # type: ignore[arg-type]
+        bound = bind_gate(_encode(document).encode(), 2)
         assert isinstance(run_bound(bound), Inspection)
-        assert isinstance(run_bound(McpServer._bind(MCP, PAID, document)), Inspection)  # type: ignore[arg-type]
+        assert isinstance(run_bound(bind_mcp(document)), Inspection)
 
 
 # ---- EVM exact ----
@@ -625,5 +632,5 @@ def test_an_mcp_payment_nested_too_deep_to_measure_is_invalid_payload() -> None:
     """msgspec's encoder raised RecursionError measuring the size of a payment nested deeper than the interpreter's
     recursion limit (not reachable over HTTP today: the MCP transport's JSON parser stops at a lower depth)."""
     deep = _deep(sys.getrecursionlimit() + 50)
-    refused = McpServer._bind(MCP, PAID, {"x402Version": 2, "payload": deep})  # type: ignore[arg-type]
+    refused = bind_mcp({"x402Version": 2, "payload": deep})
     assert isinstance(refused, Refusal) and refused.reason == Reason.INVALID_PAYLOAD

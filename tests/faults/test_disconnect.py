@@ -14,9 +14,9 @@ import pytest
 from solders.keypair import Keypair
 
 from app.runtime.settings import Settings
-from app.usecases.checkout import REDELIVER_AFTER_S
+from app.usecases.retries import REDELIVER_AFTER_S
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from ..conftest import Gateway, running_gateway
 from ..ledger_helpers import FreshDatabase

@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from app.runtime.settings import Settings
+from app.runtime.settings import Settings, replace
 from app.usecases import reconcile as reconcile_module
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from ..conftest import Gateway, running_gateway
 from ..facilitator_double import FacilitatorDouble, serving_double

@@ -66,7 +66,7 @@ from solders.system_program import TransferParams, transfer
 from app.mcp.server import PAYMENT_META_KEY as PAYMENT
 from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 from payments.evm.eip712 import SECP256K1_N
 from payments.evm.exact import ERC6492_SUFFIX
 from payments.networks import V1_NAMES
@@ -426,7 +426,8 @@ async def corpus_tally(
             ),
             outcome=(
                 "every answer the entry's status and reason code, no data, no traceback, no secret "
-                f"({tally.summary()}); {tally.released} claimed, then released when the signature check refused them"
+                f"({tally.summary()}); {tally.released} claimed and released (a signature that is not the payer's is"
+                " refused before any claim)"
             ),
             requests=tally.requests,
             served=tally.served,

@@ -22,7 +22,7 @@ from solders.keypair import Keypair
 
 from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from ..chain import b64, unb64
 from ..conftest import Gateway, running_gateway

@@ -13,8 +13,9 @@ with WORLDGATE_FAULT_SEED=<seed>); every step is drawn on both chains at least o
 After each kill: every claim is resolved (settled if the transfer landed, expired/failed if not), 0
 settlements missing from the ledger, each payer debited at most once, and the retry gets the designed
 answer: a payment that settled is served again under its settlement, without a second charge, with or
-without a payment-identifier (app/usecases/checkout.py `_redeliver`, `_claimed_before`: its answer never left),
-and one that did not settle is refused as expired (`payment_already_claimed`; nothing was charged).
+without a payment-identifier (app/usecases/retries.py `_redeliver`, app/usecases/checkout.py
+`_claimed_before`: its answer never left), and one that did not settle is refused as expired
+(`payment_already_claimed`; nothing was charged).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -34,11 +35,11 @@ from solders.keypair import Keypair
 
 import ledger
 from app.runtime import faultpoints
-from app.runtime.settings import Settings
-from app.usecases.checkout import REDELIVER_AFTER_S
+from app.runtime.settings import Settings, replace
+from app.usecases.retries import REDELIVER_AFTER_S
 from ledger import audit
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from ..chain import authorization_used, b64, unb64
 from ..ledger_helpers import FreshDatabase

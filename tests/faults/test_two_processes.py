@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import httpx
 from solders.keypair import Keypair
 
 import ledger
-from app.runtime.settings import Settings
+from app.runtime.settings import Settings, replace
 from payments.devnet.evm import EvmDevnet
-from payments.devnet.solana import SolanaDevnetProcess
+from payments.devnet.solana_process import SolanaDevnetProcess
 
 from .. import svm
 from ..chain import unb64, usdc_balance

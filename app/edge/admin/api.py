@@ -17,17 +17,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import ledger
-from adapters import Registry, Stream
+from adapters import Registry, Sharing, Stream
 from app.edge.admin.auth import Admin, AdminAuth, AuthFailure
-from app.edge.gate import Services
 from app.runtime.times import parse_when
 from app.usecases.controls import Controls, normalize_payer
-from ledger import operator
+from app.usecases.services import Services
+from ledger import PaymentState, operator
+from ledger.reports import Grouping
 from payments import encode_json
 
 log = logging.getLogger("worldgate.admin")
-PAYMENT_STATES = ("claimed", "verified", "served", "settling", "settled", "failed", "expired", "released")
-GROUPS = ("hour", "day", "week", "route", "stream", "network", "asset", "payer")
+PAYMENT_STATES = tuple(PaymentState)
+GROUPS = tuple(Grouping)
+SHARING = tuple(Sharing)
 FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8", "table": "text/plain; charset=utf-8"}
 _NO_STORE = {"cache-control": "no-store"}
 
@@ -155,7 +157,7 @@ class AdminApi:
         return _json({"subject": admin.subject, "expires_at": admin.expires_at, "session": admin.via_cookie})
 
     async def reports(self, request: Request, admin: Admin) -> Response:
-        group_by = _choice(request, "group_by", GROUPS, "day")
+        group_by = _choice(request, "group_by", GROUPS, Grouping.DAY)
         fmt = _choice(request, "format", FORMATS, "json")
         assert group_by is not None and fmt is not None
         since, until = _window(request)
@@ -219,7 +221,9 @@ class AdminApi:
             row["oldest_age_s"] = round(now - oldest.timestamp(), 1) if oldest else None
         flags = await ledger.audit.open_flags(self._pool, 100)
         runs = await ledger.audit.last_runs(self._pool, 5)
-        exposure = sum(int(r["amount_atomic"]) for r in states if r["state"] in ("served", "settling"))
+        exposure = sum(
+            int(r["amount_atomic"]) for r in states if r["state"] in (PaymentState.SERVED, PaymentState.SETTLING)
+        )
         return _json({"states": states, "exposure_atomic": exposure, "open_flags": flags, "reconcile_runs": runs})
 
     async def streams(self, request: Request, admin: Admin) -> Response:
@@ -231,8 +235,8 @@ class AdminApi:
             return _problem(404, "unknown_stream", f"no stream {stream_id!r}")
         body = await _body(request)
         state = body.get("sharing")
-        if state not in operator.SHARING_STATES:
-            raise BadRequest(f"sharing must be one of {', '.join(operator.SHARING_STATES)}")
+        if state not in SHARING:
+            raise BadRequest(f"sharing must be one of {', '.join(SHARING)}")
         await operator.set_sharing(self._pool, stream_id, state, admin.subject)
         if self.controls is not None:
             await self.controls.reload()  # this worker now; the others on NOTIFY

@@ -1,0 +1,55 @@
+"""A command's settings: its flags over the environment over its --config file, and only what it uses.
+
+Each command names the settings it reads (`only`), so a migration job without signing keys, or with a
+chain configured for the server alone, is not refused for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+
+from app.edge.admin.auth import ensure_secret
+from app.runtime import embedded
+from app.runtime.settings import Settings, load_settings, replace
+
+LEDGER = ("database_url", "state_dir")  # migrate, ledger report, ledger verify
+CHAINS = (*LEDGER, "evm", "svm", "facilitator_url", "reconcile")  # ledger reconcile, with keys=False
+ADMIN = ("admin", "state_dir")  # admin token
+
+
+def settings_for(args: argparse.Namespace, only: Collection[str] | None = None, *, keys: bool = True) -> Settings:
+    """`only`: the top-level settings the command uses (None: all of them, as a server needs); `keys`: whether
+    it signs anything."""
+    overrides = {}
+    if getattr(args, "host", None):
+        overrides["WORLDGATE_HOST"] = args.host
+    if getattr(args, "port", None):
+        overrides["WORLDGATE_PORT"] = str(args.port)
+    if getattr(args, "workers", None):
+        overrides["WORLDGATE_WORKERS"] = str(args.workers)
+    if getattr(args, "replay_upstreams", False):
+        overrides["WORLDGATE_REPLAY_UPSTREAMS"] = "1"
+    return load_settings({**os.environ, **overrides}, getattr(args, "config", None), only=only, keys=keys)
+
+
+def with_admin_secret(settings: Settings) -> Settings:
+    """No admin key configured: use (or make) one secret in the state dir, so `worldgate admin token`
+    mints tokens this server accepts, with nothing to set up."""
+    if settings.admin.configured or settings.admin.algorithm != "HS256":
+        return settings
+    path = ensure_secret(settings.state_dir.resolve())
+    return replace(settings, admin=replace(settings.admin, secret=path.read_text().strip()))
+
+
+@contextmanager
+def ledger_database(settings: Settings) -> Iterator[str]:
+    """The ledger's database URL: the configured one, or the embedded Postgres for the duration."""
+    running = embedded.start(settings, chain=False, redis=False)
+    try:
+        assert running.settings.database_url
+        yield running.settings.database_url
+    finally:
+        running.stop()

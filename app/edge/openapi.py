@@ -1,0 +1,355 @@
+"""/openapi.json: OpenAPI 3.1 of the public API, built from the live pricing and registry.
+
+The free routes, and one path per paid resource on sale with its own price, networks, query
+parameters and example answer (app/edge/discovery.py serves and caches it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters import Registry
+from app import __version__
+from app.usecases.paths import LLMS_PATH, OPENAPI_PATH, WELL_KNOWN_PATH
+from app.usecases.pricing import ASSET_SYMBOL, PaidRoute, Pricing, network_name
+from app.usecases.reads import SEARCH_RESULTS_MAX
+
+_JSON = "application/json"
+_TEXT = "text/plain; charset=utf-8"
+_PAYMENT_REQUIRED_HEADER = "PAYMENT-REQUIRED"
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": _PROBLEM}}}
+
+
+def _json(description: str, schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"description": description, "content": {_JSON: media}}
+
+
+def _components(pricing: Pricing) -> dict[str, Any]:
+    nullable_number = {"type": ["number", "null"]}
+    record = {
+        "type": "object",
+        "description": "One observation; every stream's records have this shape, `fields` vary by stream.",
+        "properties": {
+            "stream": {"type": "string"},
+            "observed_at": {"type": "string", "format": "date-time", "description": "The provider's time (UTC)."},
+            "lat": nullable_number,
+            "lon": nullable_number,
+            "fields": {"type": "object"},
+            "source": {"type": "string"},
+        },
+        "required": ["stream", "observed_at", "lat", "lon", "fields", "source"],
+    }
+    freshness = {
+        "fetched_at": {"type": ["string", "null"], "format": "date-time"},
+        "age_seconds": {"type": "number"},
+        "stale": {"type": "boolean", "description": "Older than the stream's refresh interval."},
+        "freshness": {"type": "string", "enum": ["fresh", "aging", "stale", "critical"]},
+    }
+    stream_answer = {
+        "type": "object",
+        "properties": {
+            "stream": {"type": "string"},
+            "name": {"type": "string"},
+            "type": {"type": "string", "enum": ["realtime", "grid", "snapshot", "static"]},
+            **freshness,
+            "count": {"type": "integer", "minimum": 0},
+            "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
+            "license": {"type": "string"},
+            "attribution": {"type": "string"},
+        },
+        "required": ["stream", "count", "records", "license", "attribution"],
+    }
+    world_part = {
+        "type": "object",
+        "description": "One part of the picture: `available: false` with a `reason` when it could not be read; "
+        "else its freshness, `cache`, and `record` (a point, the ISS with `distance_km`, the latest Kp) or "
+        "`count` and `records` (the nearest 20 within radius_km, each with `distance_km`).",
+        "properties": {
+            "stream": {"type": "string"},
+            "available": {"type": "boolean"},
+            "reason": {"type": "string"},
+            **freshness,
+            "cache": {"type": "string"},
+            "record": {"oneOf": [{"$ref": "#/components/schemas/Record"}, {"type": "null"}]},
+            "count": {"type": "integer", "minimum": 0},
+            "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
+            "distance_km": {"type": "number"},
+        },
+        "required": ["stream", "available"],
+    }
+    parts = ("weather", "air_quality", "earthquakes", "disasters", "natural_events", "iss", "space_weather")
+    world_answer = {
+        "type": "object",
+        "properties": {
+            "lat": {"type": "number"},
+            "lon": {"type": "number"},
+            "radius_km": {"type": "number"},
+            **{name: {"$ref": "#/components/schemas/WorldPart"} for name in parts},
+        },
+        "required": ["lat", "lon", "radius_km", *parts],
+    }
+    requirements = {
+        "type": "object",
+        "description": "One offer (x402 v2 PaymentRequirements); a payment echoes it verbatim in `accepted`.",
+        "properties": {
+            "scheme": {"type": "string", "const": "exact"},
+            "network": {"type": "string", "description": "CAIP-2 id"},
+            "amount": {"type": "string", "pattern": "^[0-9]+$", "description": "Atomic units of the asset."},
+            "asset": {"type": "string"},
+            "payTo": {"type": "string"},
+            "maxTimeoutSeconds": {"type": "integer"},
+            "extra": {"type": "object"},
+        },
+        "required": ["scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds"],
+    }
+    payment_required = {
+        "type": "object",
+        "description": "The quote: the PAYMENT-REQUIRED header decoded, plus `hint` and `about` for people "
+        "(and `message` when a payment was refused).",
+        "properties": {
+            "x402Version": {"type": "integer", "const": 2},
+            "error": {"type": "string"},
+            "resource": {
+                "type": "object",
+                "properties": {
+                    "url": {"type": "string", "format": "uri"},
+                    "description": {"type": "string"},
+                    "mimeType": {"type": "string"},
+                },
+                "required": ["url"],
+            },
+            "accepts": {"type": "array", "items": {"$ref": "#/components/schemas/PaymentRequirements"}},
+            "extensions": {"type": "object", "description": "`bazaar`: how to call this resource and what it answers."},
+            "hint": {"type": "string"},
+            "about": {"type": "object"},
+            "message": {"type": "string"},
+        },
+        "required": ["x402Version", "accepts", "resource"],
+    }
+    return {
+        "schemas": {
+            "Problem": {
+                "type": "object",
+                "properties": {
+                    "error": {"type": "string"},
+                    "message": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "stream": {"type": "string"},
+                },
+                "required": ["error"],
+            },
+            "Record": record,
+            "StreamAnswer": stream_answer,
+            "WorldPart": world_part,
+            "WorldAnswer": world_answer,
+            "PaymentRequirements": requirements,
+            "PaymentRequired": payment_required,
+            "Document": {"type": "object"},
+        },
+        "headers": {
+            _PAYMENT_REQUIRED_HEADER: {
+                "description": "Base64 (RFC 4648, padded) of the compact JSON PaymentRequired (x402 v2): the "
+                "offers, one per network, and the `bazaar` extension. Sign one offer and retry with "
+                "PAYMENT-SIGNATURE.",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        },
+        "securitySchemes": {
+            "x402": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "PAYMENT-SIGNATURE",
+                "description": "Not a key: an x402 v2 payment, base64 JSON PaymentPayload echoing one of the "
+                "402's offers in `accepted` (X-PAYMENT carries an x402 v1 payment). Networks: "
+                + ", ".join(f"{network_name(t.network)} ({t.network})" for t in pricing.terms)
+                + f"; asset {ASSET_SYMBOL}. Each payment buys one answer.",
+            }
+        },
+    }
+
+
+def _free_get(summary: str, description: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"get": {"summary": summary, "description": description, "tags": ["free"], **more, "responses": responses}}
+
+
+def _free_paths(registry: Registry) -> dict[str, Any]:
+    document = {"$ref": "#/components/schemas/Document"}
+    categories = sorted(registry.categories())
+    return {
+        "/v1/health": _free_get(
+            "Health",
+            "Version, uptime, database and Redis checks, stream counts, each source's last fetch, freshness, "
+            "last error and circuit; live or replayed upstreams.",
+            {"200": _json("Healthy.", document), "503": _json("The database is down.", document)},
+            operationId="health",
+        ),
+        "/v1/streams": _free_get(
+            "Catalog",
+            "Every listed stream: id, name, description, category, type, interval, price (tier, atomic, USDC, "
+            "networks), freshness, license.",
+            {"200": _json("The catalog.", document), "404": _problem("Unknown category.")},
+            operationId="catalog",
+            parameters=[
+                {
+                    "name": "category",
+                    "in": "query",
+                    "required": False,
+                    "description": "Only this category's streams.",
+                    "schema": {"type": "string", "enum": categories} if categories else {"type": "string"},
+                }
+            ],
+        ),
+        "/v1/streams/search": _free_get(
+            "Search the catalog",
+            f"Streams whose id, name or description contain q (case-insensitive; at most {SEARCH_RESULTS_MAX}).",
+            {"200": _json("The matching streams.", document), "400": _problem("q missing or too long.")},
+            operationId="search",
+            parameters=[
+                {
+                    "name": "q",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "example": "earthquake",
+                }
+            ],
+        ),
+        "/v1/attribution": _free_get(
+            "Attribution",
+            "Every stream's upstream, license and attribution.",
+            {"200": _json("Sources and licenses.", document)},
+            operationId="attribution",
+        ),
+        WELL_KNOWN_PATH: _free_get(
+            "Paid resources (x402)",
+            "Every resource on sale with its full URL, description, mimeType, the offers (`accepts`) and "
+            "extensions its 402 carries, and x402Version 2.",
+            {"200": _json("The resources.", document)},
+            operationId="x402Resources",
+        ),
+        OPENAPI_PATH: _free_get(
+            "This document",
+            "OpenAPI 3.1 of the public API.",
+            {"200": _json("OpenAPI 3.1.", document)},
+            operationId="openapi",
+        ),
+        LLMS_PATH: _free_get(
+            "For agents",
+            "What is sold, the prices, how to pay, and where everything is, as llms.txt markdown.",
+            {"200": {"description": "llms.txt.", "content": {_TEXT: {"schema": {"type": "string"}}}}},
+            operationId="llmsTxt",
+        ),
+    }
+
+
+def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
+    price = pricing.price(paid)
+    networks = ", ".join(f"{network_name(o.network)} ({o.network})" for o in paid.offers)
+    stream = paid.stream
+    rules = (
+        "Read at one point: lat and lon are required; bbox and radius_km are refused."
+        if stream is not None and stream.point
+        else "Give bbox, or lat and lon (with radius_km), or neither (every record, up to limit)."
+        if stream is not None
+        else "lat and lon are required; bbox is refused."
+    )
+    description = (
+        f"{paid.description}\n\n**Price:** {price['usd']} per request: {price['amount_atomic']} atomic units of "
+        f"{ASSET_SYMBOL} ({price['decimals']} decimals), payable on {networks}.\n\n"
+        "**Paying:** without a payment the answer is 402 with a PAYMENT-REQUIRED header (the quote); sign one of its "
+        "offers with an x402 client and retry with PAYMENT-SIGNATURE. A query that breaks the rules is refused "
+        "with 400 before any quote or payment; a stream that cannot be served within max_age answers 503 and "
+        f"nothing is charged. A HEAD is quoted and never settled.\n\n{rules}"
+    )
+    schema = "#/components/schemas/" + ("StreamAnswer" if stream is not None else "WorldAnswer")
+    quote_header = {_PAYMENT_REQUIRED_HEADER: {"$ref": f"#/components/headers/{_PAYMENT_REQUIRED_HEADER}"}}
+    quote = {
+        "description": "Payment required: the quote, in the PAYMENT-REQUIRED header and the body. Also a payment "
+        "that was refused (its reason in `error`) or that did not settle.",
+        "headers": quote_header,
+        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/PaymentRequired"}}},
+    }
+    operation: dict[str, Any] = {
+        "operationId": f"get_{stream.id.replace('.', '_')}" if stream is not None else "get_world",
+        "summary": stream.name if stream is not None else "The world around a point",
+        "description": description,
+        "tags": [stream.category if stream is not None else "composite"],
+        "parameters": [
+            {
+                "name": p.name,
+                "in": "query",
+                "required": p.required,
+                "description": p.description,
+                "schema": p.schema(full=True),
+            }
+            for p in paid.params
+        ],
+        "security": [{"x402": []}],
+        "x-402-price": {**price, "tier": paid.price_tier},
+        "x-402-networks": [
+            {"network": o.network, "name": network_name(o.network), "asset": o.asset, "payTo": o.pay_to}
+            for o in paid.offers
+        ],
+        "responses": {
+            "200": {
+                **_json("The data, once the payment settled.", {"$ref": schema}, paid.example),
+                "headers": {
+                    "PAYMENT-RESPONSE": {
+                        "description": "Base64 JSON settlement receipt (X-PAYMENT-RESPONSE for a v1 payment).",
+                        "schema": {"type": "string"},
+                    },
+                    "X-Cache": {"description": "Where the data came from.", "schema": {"type": "string"}},
+                },
+            },
+            "400": _problem("The query breaks the rules (`invalid_query`); nothing was quoted or charged."),
+            "402": quote,
+            "403": _problem("The payer is banned by the operator (`payer_banned`); nothing was claimed or charged."),
+            "404": _problem("No such stream (it is no longer shared)."),
+            "409": _problem(
+                "The payment-identifier in the payment was already used by another payment "
+                "(`payment_identifier_conflict`); nothing was charged."
+            ),
+            "503": _problem(
+                "No data within max_age, the stream is in maintenance, or payments cannot be recorded; "
+                "nothing was charged."
+            ),
+        },
+    }
+    return operation
+
+
+def openapi(pricing: Pricing, registry: Registry, base: str) -> dict[str, Any]:
+    """OpenAPI 3.1: the free routes, and one path per paid resource on sale (its own price and rules)."""
+    paths = _free_paths(registry)
+    for paid in pricing.routes_on_sale():
+        paths[paid.path] = {"get": _operation(pricing, paid)}
+    tags = [{"name": "free", "description": "No payment."}]
+    tags += [{"name": c, "description": f"Paid: {c} streams."} for c in sorted(registry.categories())]
+    tags.append({"name": "composite", "description": "Paid: several streams in one answer."})
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "worldgate",
+            "version": __version__,
+            "summary": "Pay-per-request world data over x402: no accounts, no API keys.",
+            "description": "Live world data sold per request. An unpaid GET on a paid path answers 402 with an x402 "
+            "v2 quote; pay in USDC on "
+            + " or ".join(network_name(t.network) for t in pricing.terms)
+            + f" and retry with PAYMENT-SIGNATURE. Paid operations state their price in `x-402-price` and the "
+            f"networks in `x-402-networks`. How to pay, step by step: {base}{LLMS_PATH}, and the README section "
+            '"Try it as a new user". Streams in maintenance are in the catalog but not listed here until they are '
+            "sold again.",
+        },
+        "servers": [{"url": base}],
+        "tags": tags,
+        "paths": paths,
+        "components": _components(pricing),
+    }
