@@ -1,13 +1,13 @@
 """The ledger: Postgres pool, migrations, payment claims and their state machine, journal, reports,
-verification of the stored books, and the ledger side of reconciliation (audit).
+verification of the stored books, the ledger side of reconciliation (audit), and batch-settlement channels.
 
 Imports nothing of worldgate's; values cross in as `PaymentRecord` and `Posting`, defined here.
 """
 
-from . import audit, claims, idempotency, journal, locks, operator, reports, verify
+from . import audit, channels, claims, idempotency, journal, locks, operator, reports, verify
 from .claims import PaymentRecord
 from .errors import LedgerError, LedgerIntegrityError, LedgerUnavailable
-from .journal import Posting, settlement_postings
+from .journal import Posting, batch_acceptance_postings, settlement_postings
 from .migrate import migrate
 from .pool import create_pool
 from .states import PaymentState
@@ -20,6 +20,8 @@ __all__ = [
     "PaymentState",
     "Posting",
     "audit",
+    "batch_acceptance_postings",
+    "channels",
     "claims",
     "create_pool",
     "idempotency",

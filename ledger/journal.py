@@ -8,6 +8,7 @@ Accounts:
 - `onchain:<network>:<address>`: money held at an address (the payTo receives, the relayer spends gas)
 - `revenue:<stream>`: what a stream earned
 - `expense:gas:<network>`: gas the relayer paid to settle
+- `receivable:batch:<network>:<receiver>`: batch-settlement sales accepted but not yet swept to the receiver
 Assets are `<network>/<token address>` or `<network>/native`.
 """
 
@@ -66,4 +67,52 @@ def settlement_postings(
             Posting(f"expense:gas:{network}", native, gas_cost_atomic),
             Posting(f"onchain:{network}:{relayer.lower()}", native, -gas_cost_atomic),
         ]
+    return postings
+
+
+def receivable_account(network: str, receiver: str) -> str:
+    """What batch-settlement payers owe `receiver` on `network`: accepted vouchers not yet swept."""
+    return f"receivable:batch:{network}:{receiver.lower()}"
+
+
+def gas_postings(*, network: str, relayer: str, gas_cost_atomic: int) -> list[Posting]:
+    """The relayer's gas for one transaction, an expense in the network's native coin."""
+    native = f"{network}/native"
+    return [
+        Posting(f"expense:gas:{network}", native, gas_cost_atomic),
+        Posting(f"onchain:{network}:{relayer.lower()}", native, -gas_cost_atomic),
+    ]
+
+
+def batch_acceptance_postings(
+    *, network: str, asset: str, pay_to: str, revenue_account: str, amount_atomic: int
+) -> list[Posting]:
+    """A batch voucher accepted and its data served: revenue now, against a receivable the sweep clears."""
+    token = asset_id(network, asset)
+    return [
+        Posting(receivable_account(network, pay_to), token, amount_atomic),
+        Posting(f"revenue:{revenue_account}", token, -amount_atomic),
+    ]
+
+
+def batch_sweep_postings(
+    *,
+    network: str,
+    asset: str,
+    receiver: str,
+    amount_atomic: int,
+    relayer: str | None = None,
+    gas_cost_atomic: int | None = None,
+) -> list[Posting]:
+    """`settle(receiver, token)` landed: the receivable becomes money at the receiver; the relayer paid gas.
+    Either part may be zero (nothing swept, or no gas booked); an empty list means nothing to book."""
+    token = asset_id(network, asset)
+    postings: list[Posting] = []
+    if amount_atomic:
+        postings += [
+            Posting(f"onchain:{network}:{receiver.lower()}", token, amount_atomic),
+            Posting(receivable_account(network, receiver), token, -amount_atomic),
+        ]
+    if relayer and gas_cost_atomic:
+        postings += gas_postings(network=network, relayer=relayer, gas_cost_atomic=gas_cost_atomic)
     return postings

@@ -1,6 +1,7 @@
 """A payment's states: one name each for the ledger, the app and the operator's tools.
 
-The migration's CHECK constraint and `payment_transitions` table spell the same values in SQL.
+The migrations' CHECK constraint and `payment_transitions` table spell the same values in SQL (0001, and
+0007 for the batch-settlement states).
 """
 
 from __future__ import annotations
@@ -17,3 +18,6 @@ class PaymentState(StrEnum):
     FAILED = "failed"  # settlement failed: nothing charged
     EXPIRED = "expired"  # abandoned before settlement and closed by reconciliation
     RELEASED = "released"  # given up before settlement: nothing charged, the key may be claimed again
+    # batch-settlement only (served -> accepted -> claimed_onchain -> settled; ledger/channels.py):
+    ACCEPTED = "accepted"  # its voucher was accepted and the data served: owed to us, booked against a receivable
+    CLAIMED_ONCHAIN = "claimed_onchain"  # its channel's claim transaction landed; the sweep is still to come

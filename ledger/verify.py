@@ -6,9 +6,18 @@ edit rows, and re-enable them. Verify recomputes what must hold and names each v
 - `entry_postings`: every journal entry has at least two postings
 - `entry_balanced`: every entry sums to zero per asset
 - `settlement_entry`: a settlement entry credits revenue with its payment's amount, and the payment is settled
+  (or is a batch-settlement sale accepted or claimed on chain: its entry is booked at acceptance)
 - `settled_payment`: every settled payment has exactly one settlement entry
 - `account_balances`: the trigger-kept balances equal the postings summed per (account, asset), row for row
 - `event_chain`: each payment's events are a chain of allowed steps from NULL to its current state
+- `batch_payment`: a batch sale accepted, claimed on chain or settled has one acceptance entry debiting its
+  receiver's receivable by its amount; only batch sales (with a voucher) are ever accepted or claimed on chain
+- `batch_receivable`: each `receivable:batch:*` account holds exactly its receiver's accepted and claimed sales
+  (a sweep never booked, or booked twice, shows here)
+- `batch_channel`: a channel's unsettled total is the sum of its accepted and claimed sales, its charged total
+  covers every voucher it booked, and its reservation holds one of its own vouchers in flight
+- `batch_sweep`: a recorded sweep settled, and took from the receivables, exactly its amount; every settled
+  batch sale names a recorded sweep
 - `triggers`: the protective triggers exist and fire
 
 Each check is one set-based statement (no query per row), all read in one snapshot; at most `limit`
@@ -44,6 +53,16 @@ PROTECTIVE_TRIGGERS: dict[str, str] = {
     "account_balances_guard": "account_balances",
     "account_balances_no_truncate": "account_balances",
     "payment_events_insert_guard": "payment_events",
+    # 0007: batch-settlement
+    "payments_accepted_booked": "payments",
+    "batch_channels_guard": "batch_channels",
+    "batch_channels_no_delete": "batch_channels",
+    "batch_channels_no_truncate": "batch_channels",
+    "batch_vouchers_guard": "batch_vouchers",
+    "batch_vouchers_no_delete": "batch_vouchers",
+    "batch_vouchers_no_truncate": "batch_vouchers",
+    "batch_transactions_append_only": "batch_transactions",
+    "batch_transactions_no_truncate": "batch_transactions",
 }
 CHECKS = (
     "entry_postings",
@@ -52,8 +71,13 @@ CHECKS = (
     "settled_payment",
     "account_balances",
     "event_chain",
+    "batch_payment",
+    "batch_receivable",
+    "batch_channel",
+    "batch_sweep",
     "triggers",
 )
+BOOKED_BATCH_STATES = (PaymentState.ACCEPTED, PaymentState.CLAIMED_ONCHAIN)  # booked, not yet settled
 FORMATS = ("table", "json")
 LIMIT_DEFAULT = 100
 TIMEOUT_S_DEFAULT = 600.0
@@ -106,7 +130,7 @@ async def verify(
             async def fetch(name: str, *args: object) -> list[asyncpg.Record]:
                 return await connection.fetch(queries[name], *args, timeout=timeout_s)
 
-            counts = dict((await fetch("verify_counts"))[0])
+            counts = dict((await fetch("verify_counts"))[0]) | dict((await fetch("verify_batch_counts"))[0])
             add(
                 "entry_postings",
                 await fetch("verify_entry_postings", limit),
@@ -122,13 +146,17 @@ async def verify(
             )
             add(
                 "settlement_entry",
-                await fetch("verify_settlement_entries", limit),
+                await fetch("verify_booked_entries", limit),
                 lambda r: (
                     f"settlement entry {r['entry_id']} has no payment"
                     if r["state"] is None
                     else f"settlement entry {r['entry_id']} for payment {r['payment_id']} ({r['state']}): "
                     f"revenue credit {r['revenue_atomic']}, payment amount {r['amount_atomic']}"
-                    + ("" if r["state"] == PaymentState.SETTLED else "; the payment is not settled")
+                    + (
+                        ""
+                        if r["state"] == PaymentState.SETTLED or (r["batch"] and r["state"] in BOOKED_BATCH_STATES)
+                        else "; the payment is not settled"
+                    )
                 ),
             )
             add(
@@ -159,6 +187,25 @@ async def verify(
                 await fetch("verify_event_chains", limit),
                 lambda r: f"payment {r['payment_id']}: {r['detail']}",
             )
+            add(
+                "batch_payment",
+                await fetch("verify_batch_payments", limit),
+                lambda r: f"payment {r['payment_id']} ({r['state']}) {r['detail']}",
+            )
+            add(
+                "batch_receivable",
+                await fetch("verify_batch_receivables", limit),
+                lambda r: (
+                    f"account {r['account']} in {r['asset']} holds {r['posted_atomic']}; "
+                    f"its accepted and claimed sales sum to {r['owed_atomic']}"
+                ),
+            )
+            add(
+                "batch_channel",
+                await fetch("verify_batch_channels", limit),
+                lambda r: f"channel {r['channel_id']}: {r['detail']}",
+            )
+            add("batch_sweep", await fetch("verify_batch_sweeps", limit), lambda r: r["detail"])
             triggers = await fetch("verify_triggers", list(PROTECTIVE_TRIGGERS), list(PROTECTIVE_TRIGGERS.values()))
             for row in triggers:
                 state = "is missing" if row["enabled"] is None else f"is {_enabled(row['enabled'])}"

@@ -1,0 +1,300 @@
+-- batch-settlement: the channel mirror, voucher reservations, acceptance, claims and sweeps (ledger/channels.py),
+-- and the checks `ledger verify` runs over them (ledger/verify.py). Amounts are numeric(78,0).
+
+-- name: batch_channel_upsert
+-- Mirror a channel's on-chain state. Its terms are written once (the id is their hash); the chain's claimed
+-- total only grows, and what we charged never drops below it (nor ever decreases). A voucher ceiling left
+-- below the new charged total is useless for a claim and is dropped.
+INSERT INTO batch_channels (channel_id, network, token, payer, payer_authorizer, receiver, receiver_authorizer,
+                            withdraw_delay, salt, balance_atomic, claimed_atomic, charged_atomic,
+                            withdraw_requested_at, withdrawal_amount_atomic, refund_nonce)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)
+ON CONFLICT (channel_id) DO UPDATE
+    SET balance_atomic = EXCLUDED.balance_atomic,
+        claimed_atomic = GREATEST(batch_channels.claimed_atomic, EXCLUDED.claimed_atomic),
+        charged_atomic = GREATEST(batch_channels.charged_atomic, EXCLUDED.claimed_atomic),
+        signed_max_atomic = CASE WHEN batch_channels.signed_max_atomic < EXCLUDED.claimed_atomic THEN NULL
+                                 ELSE batch_channels.signed_max_atomic END,
+        signature = CASE WHEN batch_channels.signed_max_atomic < EXCLUDED.claimed_atomic THEN NULL
+                         ELSE batch_channels.signature END,
+        withdraw_requested_at = EXCLUDED.withdraw_requested_at,
+        withdrawal_amount_atomic = EXCLUDED.withdrawal_amount_atomic,
+        refund_nonce = GREATEST(batch_channels.refund_nonce, EXCLUDED.refund_nonce),
+        mirrored_at = now()
+RETURNING *;
+
+-- name: batch_channel
+SELECT * FROM batch_channels WHERE channel_id = $1;
+
+-- name: batch_channel_lock
+-- The per-channel lock every voucher operation takes first: one request at a time per channel, across
+-- workers and replicas.
+SELECT *, reserved_until > now() AS reservation_live FROM batch_channels WHERE channel_id = $1 FOR UPDATE;
+
+-- name: batch_cap_lock
+-- Serializes the check of the unsettled cap across channels (taken after the channel's lock, always).
+SELECT pg_advisory_xact_lock(hashtextextended('worldgate:batch:unsettled-cap', 0));
+
+-- name: batch_unsettled_total
+-- What batch payers owe us and have not yet been swept, plus the prices of live reservations.
+SELECT COALESCE(sum(unsettled_atomic + CASE WHEN reserved_until > now() THEN reserved_atomic ELSE 0 END), 0)
+FROM batch_channels;
+
+-- name: batch_voucher_upsert
+-- The voucher behind a payment just claimed (a re-claim of a released key may carry a fresh signature).
+INSERT INTO batch_vouchers (payment_id, channel_id, max_claimable_atomic, signature) VALUES ($1, $2, $3, $4)
+ON CONFLICT (payment_id) DO UPDATE SET signature = EXCLUDED.signature;
+
+-- name: batch_reserve
+UPDATE batch_channels
+SET reserved_payment_id = $2, reserved_atomic = $3, reserved_until = now() + make_interval(secs => $4)
+WHERE channel_id = $1 AND reserved_payment_id IS NULL;
+
+-- name: batch_unreserve
+-- Clear a reservation, only if it is still the given payment's.
+UPDATE batch_channels SET reserved_payment_id = NULL, reserved_atomic = NULL, reserved_until = NULL
+WHERE channel_id = $1 AND reserved_payment_id = $2
+RETURNING channel_id;
+
+-- name: batch_release_payment
+-- Give up a batch payment before acceptance: nothing charged, the same voucher may be presented again.
+UPDATE payments SET state = 'released', error_reason = $2
+WHERE id = $1 AND state IN ('claimed', 'verified', 'served')
+RETURNING id;
+
+-- name: batch_voucher_of_payment
+SELECT v.payment_id, v.channel_id, v.max_claimable_atomic, v.signature, pay.state, pay.amount_atomic
+FROM batch_vouchers v JOIN payments pay ON pay.id = v.payment_id
+WHERE v.payment_id = $1;
+
+-- name: batch_accept_channel
+-- The reserved voucher is accepted: it is the channel's new charged total and claimable ceiling.
+UPDATE batch_channels
+SET charged_atomic = $2, signed_max_atomic = $2, signature = $3, unsettled_atomic = unsettled_atomic + $4,
+    reserved_payment_id = NULL, reserved_atomic = NULL, reserved_until = NULL
+WHERE channel_id = $1 AND reserved_payment_id = $5 AND charged_atomic + $4 = $2
+RETURNING channel_id;
+
+-- name: batch_expired_reservations
+-- Reservations past their time (a request that crashed or hung), oldest first; a channel another
+-- transaction holds is skipped (it is being worked on).
+SELECT channel_id, reserved_payment_id FROM batch_channels
+WHERE reserved_until < COALESCE($1::timestamptz, now())
+ORDER BY reserved_until
+LIMIT $2
+FOR UPDATE SKIP LOCKED;
+
+-- name: batch_owed
+-- Channels with accepted vouchers not yet claimed on chain; a pending withdrawal first (its claim must land
+-- before the delay ends), then the largest amounts. `claimable` is capped by the balance: a claim above it
+-- reverts the whole batch.
+SELECT *, charged_atomic - claimed_atomic AS owed_atomic, LEAST(charged_atomic, balance_atomic) AS claimable_atomic
+FROM batch_channels
+WHERE network = $1 AND charged_atomic > claimed_atomic AND signature IS NOT NULL
+ORDER BY withdraw_requested_at > 0 DESC, charged_atomic - claimed_atomic DESC, channel_id
+LIMIT $2;
+
+-- name: batch_tx_lock
+-- One recording of a claim or sweep transaction at a time, per hash.
+SELECT pg_advisory_xact_lock(hashtextextended('worldgate:batch:tx:' || $1, 0));
+
+-- name: batch_tx_by_hash
+SELECT * FROM batch_transactions WHERE tx_hash = $1;
+
+-- name: batch_tx_insert
+INSERT INTO batch_transactions (tx_hash, network, kind, receiver, token, amount_atomic, gas_cost_atomic, relayer,
+                                entry_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
+
+-- name: batch_claim_channel
+UPDATE batch_channels SET claimed_atomic = GREATEST(claimed_atomic, $2) WHERE channel_id = $1;
+
+-- name: batch_mark_claimed
+-- A channel's claim landed at total $2: its accepted vouchers up to that ceiling are claimed on chain.
+UPDATE payments pay SET state = 'claimed_onchain', tx_hash = $3, error_reason = NULL
+FROM batch_vouchers v
+WHERE v.payment_id = pay.id AND v.channel_id = $1 AND v.max_claimable_atomic <= $2 AND pay.state = 'accepted'
+RETURNING pay.id, pay.amount_atomic;
+
+-- name: batch_sweepable
+-- What `settle(receiver, token)` sweeps, as the ledger knows it: the claimed payments of that receiver and token,
+-- locked, in the order their claims were recorded, with the running total through each claim transaction (a claim
+-- recorded after the sweep was mined is left for the next sweep: its payments come last).
+WITH claimed AS (
+    SELECT pay.id, pay.amount_atomic, v.channel_id, t.recorded_at, pay.tx_hash
+    FROM payments pay
+         JOIN batch_vouchers v ON v.payment_id = pay.id
+         JOIN batch_channels c ON c.channel_id = v.channel_id
+         LEFT JOIN batch_transactions t ON t.tx_hash = pay.tx_hash
+    WHERE c.network = $1 AND c.receiver = $2 AND c.token = $3 AND pay.state = 'claimed_onchain'
+    FOR UPDATE OF pay
+)
+SELECT id, amount_atomic, channel_id,
+       sum(amount_atomic) OVER (ORDER BY recorded_at, tx_hash) AS through_claim_atomic
+FROM claimed
+ORDER BY recorded_at, tx_hash, id;
+
+-- name: batch_mark_settled
+UPDATE payments SET state = 'settled', tx_hash = $2, settled_at = now(), error_reason = NULL
+WHERE id = ANY($1::bigint[]) AND state = 'claimed_onchain'
+RETURNING id;
+
+-- name: batch_channels_swept
+UPDATE batch_channels c SET unsettled_atomic = c.unsettled_atomic - s.amount_atomic
+FROM unnest($1::text[], $2::numeric[]) AS s (channel_id, amount_atomic)
+WHERE c.channel_id = s.channel_id;
+
+-- name: batch_status
+-- Per channel: the mirror, what we charged, what is owed (not claimed), claimed, swept, and the vouchers.
+WITH sums AS (
+    SELECT v.channel_id,
+           count(*) FILTER (WHERE pay.state IN ('accepted', 'claimed_onchain', 'settled')) AS vouchers,
+           COALESCE(sum(pay.amount_atomic) FILTER (WHERE pay.state = 'accepted'), 0) AS accepted_atomic,
+           COALESCE(sum(pay.amount_atomic) FILTER (WHERE pay.state = 'claimed_onchain'), 0) AS claimed_booked_atomic,
+           COALESCE(sum(pay.amount_atomic) FILTER (WHERE pay.state = 'settled'), 0) AS settled_atomic
+    FROM batch_vouchers v JOIN payments pay ON pay.id = v.payment_id
+    GROUP BY v.channel_id
+)
+SELECT c.channel_id, c.network, c.token, c.payer, c.receiver, c.balance_atomic, c.charged_atomic,
+       c.charged_atomic - c.claimed_atomic AS owed_atomic, c.claimed_atomic, c.unsettled_atomic,
+       COALESCE(s.settled_atomic, 0) AS settled_atomic, COALESCE(s.accepted_atomic, 0) AS accepted_atomic,
+       COALESCE(s.claimed_booked_atomic, 0) AS claimed_booked_atomic, COALESCE(s.vouchers, 0) AS vouchers,
+       c.withdraw_requested_at, c.reserved_payment_id, c.reserved_until, c.mirrored_at, c.updated_at
+FROM batch_channels c LEFT JOIN sums s ON s.channel_id = c.channel_id
+WHERE $1::text IS NULL OR c.network = $1
+ORDER BY c.network, c.receiver, c.channel_id;
+
+-- ---------------------------------------------------------------------------------------------
+-- verify (ledger/verify.py): one set-based statement per check, at most $1 violations, `total` counts all.
+-- ---------------------------------------------------------------------------------------------
+
+-- name: verify_batch_counts
+SELECT (SELECT count(*) FROM batch_channels) AS channels, (SELECT count(*) FROM batch_vouchers) AS vouchers;
+
+-- name: verify_booked_entries
+-- A settlement entry credits revenue with exactly its payment's amount, and that payment is booked: settled,
+-- or a batch sale (it has a voucher) accepted or claimed on chain.
+SELECT e.id AS entry_id, e.payment_id, pay.state, pay.amount_atomic, v.payment_id IS NOT NULL AS batch,
+       -COALESCE(sum(p.amount_atomic) FILTER (WHERE p.account LIKE 'revenue:%'), 0) AS revenue_atomic,
+       count(*) OVER () AS total
+FROM journal_entries e
+     LEFT JOIN payments pay ON pay.id = e.payment_id
+     LEFT JOIN batch_vouchers v ON v.payment_id = e.payment_id
+     LEFT JOIN journal_postings p ON p.entry_id = e.id
+WHERE e.kind = 'settlement'
+GROUP BY e.id, pay.id, v.payment_id
+HAVING NOT (pay.state IS NOT DISTINCT FROM 'settled'
+            OR (v.payment_id IS NOT NULL AND pay.state IN ('accepted', 'claimed_onchain')))
+       OR -COALESCE(sum(p.amount_atomic) FILTER (WHERE p.account LIKE 'revenue:%'), 0)
+          IS DISTINCT FROM pay.amount_atomic
+ORDER BY e.id
+LIMIT $1;
+
+-- name: verify_batch_payments
+-- A batch sale accepted, claimed or settled has exactly one acceptance entry, which debits its receiver's
+-- receivable by its amount; only a batch sale (with a voucher) is ever accepted or claimed on chain.
+WITH booked AS (
+    SELECT pay.id, pay.state, pay.amount_atomic, v.payment_id IS NOT NULL AS batch,
+           count(DISTINCT e.id) AS entries,
+           COALESCE(sum(p.amount_atomic) FILTER (
+               WHERE p.account = 'receivable:batch:' || c.network || ':' || c.receiver
+                     AND p.asset = c.network || '/' || c.token), 0) AS receivable_atomic
+    FROM payments pay
+         LEFT JOIN batch_vouchers v ON v.payment_id = pay.id
+         LEFT JOIN batch_channels c ON c.channel_id = v.channel_id
+         LEFT JOIN journal_entries e ON e.payment_id = pay.id AND e.kind = 'settlement'
+         LEFT JOIN journal_postings p ON p.entry_id = e.id
+    WHERE pay.state IN ('accepted', 'claimed_onchain') OR (v.payment_id IS NOT NULL AND pay.state = 'settled')
+    GROUP BY pay.id, v.payment_id
+), problems AS (
+    SELECT id, state,
+           CASE WHEN NOT batch THEN 'is ' || state || ' but has no batch voucher'
+                WHEN entries <> 1 THEN 'has ' || entries || ' acceptance entries; it needs exactly 1'
+                WHEN receivable_atomic <> amount_atomic THEN
+                    'its acceptance entry debits ' || receivable_atomic || ' to its receivable, not its amount '
+                    || amount_atomic
+           END AS detail
+    FROM booked
+)
+SELECT id AS payment_id, state, detail, count(*) OVER () AS total
+FROM problems WHERE detail IS NOT NULL
+ORDER BY id
+LIMIT $1;
+
+-- name: verify_batch_receivables
+-- Each receivable account holds exactly the amounts of its receiver's batch sales accepted or claimed but not
+-- yet swept: a sweep that was never booked, or booked twice, shows here.
+WITH posted AS (
+    SELECT account, asset, sum(amount_atomic) AS posted_atomic
+    FROM journal_postings WHERE account LIKE 'receivable:batch:%'
+    GROUP BY account, asset
+), owed AS (
+    SELECT 'receivable:batch:' || c.network || ':' || c.receiver AS account, c.network || '/' || c.token AS asset,
+           sum(pay.amount_atomic) AS owed_atomic
+    FROM payments pay JOIN batch_vouchers v ON v.payment_id = pay.id JOIN batch_channels c ON c.channel_id = v.channel_id
+    WHERE pay.state IN ('accepted', 'claimed_onchain')
+    GROUP BY 1, 2
+)
+SELECT COALESCE(posted.account, owed.account) AS account, COALESCE(posted.asset, owed.asset) AS asset,
+       COALESCE(posted.posted_atomic, 0) AS posted_atomic, COALESCE(owed.owed_atomic, 0) AS owed_atomic,
+       count(*) OVER () AS total
+FROM posted FULL JOIN owed ON owed.account = posted.account AND owed.asset = posted.asset
+WHERE COALESCE(posted.posted_atomic, 0) <> COALESCE(owed.owed_atomic, 0)
+ORDER BY 1, 2
+LIMIT $1;
+
+-- name: verify_batch_channels
+-- A channel's unsettled total is the sum of its accepted and claimed sales; what it charged covers every voucher
+-- it booked; a reservation holds one of its own vouchers still in flight.
+WITH sums AS (
+    SELECT v.channel_id,
+           COALESCE(sum(pay.amount_atomic) FILTER (WHERE pay.state IN ('accepted', 'claimed_onchain')), 0)
+               AS unsettled_atomic,
+           max(v.max_claimable_atomic) FILTER (WHERE pay.state IN ('accepted', 'claimed_onchain', 'settled'))
+               AS booked_max_atomic
+    FROM batch_vouchers v JOIN payments pay ON pay.id = v.payment_id
+    GROUP BY v.channel_id
+), problems AS (
+    SELECT c.channel_id,
+           CASE WHEN c.unsettled_atomic <> COALESCE(s.unsettled_atomic, 0) THEN
+                    'unsettled is ' || c.unsettled_atomic || ' but its accepted and claimed sales sum to '
+                    || COALESCE(s.unsettled_atomic, 0)
+                WHEN c.charged_atomic < COALESCE(s.booked_max_atomic, 0) THEN
+                    'charged is ' || c.charged_atomic || ' but it booked a voucher of ' || s.booked_max_atomic
+                WHEN c.reserved_payment_id IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM batch_vouchers rv JOIN payments rp ON rp.id = rv.payment_id
+                    WHERE rv.payment_id = c.reserved_payment_id AND rv.channel_id = c.channel_id
+                          AND rp.state IN ('claimed', 'verified', 'served')
+                ) THEN 'is reserved by payment ' || c.reserved_payment_id || ', which is not its voucher in flight'
+           END AS detail
+    FROM batch_channels c LEFT JOIN sums s ON s.channel_id = c.channel_id
+)
+SELECT channel_id, detail, count(*) OVER () AS total
+FROM problems WHERE detail IS NOT NULL
+ORDER BY channel_id
+LIMIT $1;
+
+-- name: verify_batch_sweeps
+-- A recorded sweep moved, in the books, exactly the sales it settled; a settled batch sale names a recorded sweep.
+WITH swept AS (
+    SELECT t.tx_hash, t.amount_atomic, t.entry_id,
+           (SELECT COALESCE(sum(pay.amount_atomic), 0) FROM payments pay JOIN batch_vouchers v ON v.payment_id = pay.id
+            WHERE pay.state = 'settled' AND pay.tx_hash = t.tx_hash) AS sales_atomic,
+           (SELECT COALESCE(-sum(p.amount_atomic), 0) FROM journal_postings p
+            WHERE p.entry_id = t.entry_id AND p.account LIKE 'receivable:batch:%') AS booked_atomic
+    FROM batch_transactions t WHERE t.kind = 'settle'
+), problems AS (
+    SELECT tx_hash, 'sweep ' || tx_hash || ' of ' || amount_atomic || ' settled sales of ' || sales_atomic
+                    || ' and credited receivables with ' || booked_atomic AS detail
+    FROM swept WHERE amount_atomic <> sales_atomic OR amount_atomic <> booked_atomic
+    UNION ALL
+    SELECT pay.tx_hash, 'settled batch payment ' || pay.id || ' names ' || COALESCE(pay.tx_hash, 'no transaction')
+                        || ', which is no recorded sweep'
+    FROM payments pay JOIN batch_vouchers v ON v.payment_id = pay.id
+    WHERE pay.state = 'settled'
+          AND NOT EXISTS (SELECT 1 FROM batch_transactions t WHERE t.tx_hash = pay.tx_hash AND t.kind = 'settle')
+)
+SELECT tx_hash, detail, count(*) OVER () AS total
+FROM problems
+ORDER BY tx_hash, detail
+LIMIT $1;
