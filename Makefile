@@ -51,6 +51,7 @@ test: install browser  ## the whole suite against real Postgres, Redis and anvil
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install  ## worldgate vs the official x402 middleware, same chain, same run; prints ratios
+	$(PY) bench/cli_start.py
 	$(PY) bench/paid.py $(BENCH_ARGS)
 
 lint: install

@@ -3,8 +3,9 @@ and a one-screen summary of a period.
 
 Amounts stay integers in atomic units end to end; the USDC column is formatted from them with
 Decimal, never float. Every revenue asset worldgate sells for is USDC (6 decimals), so atomic
-sums across networks are still one unit. Gas is not: it is in each network's native coin, so the
-summary keeps it per network.
+sums across networks are still one unit. Gas is not: it is in each network's native coin (wei,
+lamports), so reports and the summary keep it per network, each with its unit named, and total it
+only per network.
 
 The SQL is fixed text from queries.sql; the only substitutions are whitelisted fragments (the
 grouping expression and `AND <column> = $n` filter terms), and every value is a bind parameter.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -64,6 +65,11 @@ FILTERS: dict[str, str] = {
 }
 
 
+def gas_unit(network: str) -> str:
+    """The native atomic unit gas is booked in on `network` (CAIP-2)."""
+    return {"eip155": "wei", "solana": "lamports"}.get(network.partition(":")[0], "native atomic units")
+
+
 @dataclass(frozen=True, slots=True)
 class ReportRow:
     key: str
@@ -73,7 +79,10 @@ class ReportRow:
     released: int
     in_flight: int
     revenue_atomic: int
-    gas_cost_atomic: int
+    gas: dict[str, int] = field(default_factory=dict)  # network → gas in its native unit (see gas_unit)
+
+
+COUNTS = ("settled", "pending", "failed", "released", "in_flight", "revenue_atomic")
 
 
 def _filtered(name: str, since: datetime, until: datetime, filters: dict[str, str | None]) -> tuple[str, list[Any]]:
@@ -108,18 +117,45 @@ async def report(
     """Payments whose settled_at (else created_at) is in [since, until), grouped; filters match exactly."""
     if group_by not in GROUPS:
         raise LedgerError(f"cannot group by {group_by!r}; choose one of {', '.join(Grouping)}")
-    statement, args = _filtered(
-        "report", since, until, {"network": network, "stream": stream, "payer": payer, "state": state}
-    )
+    filters = {"network": network, "stream": stream, "payer": payer, "state": state}
+    statement, args = _filtered("report", since, until, filters)
     statement = statement.replace("/*group*/", GROUPS[group_by])
+    gas_statement = _filtered("report_gas", since, until, filters)[0].replace("/*group*/", GROUPS[group_by])
     with translated():
-        rows = await pool.fetch(statement, *args)
-    return [ReportRow(**dict(row)) for row in rows]
+        async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read", readonly=True):
+            rows = await connection.fetch(statement, *args)
+            gas_rows = await connection.fetch(gas_statement, *args)
+    gas: dict[str, dict[str, int]] = {}
+    for row in gas_rows:
+        gas.setdefault(row["key"], {})[row["network"]] = int(row["gas_cost_atomic"])
+    return [ReportRow(**{c: row[c] for c in ("key", *COUNTS)}, gas=gas.get(row["key"], {})) for row in rows]
 
 
 def totals(rows: list[ReportRow]) -> ReportRow:
-    sums = {f.name: sum(getattr(r, f.name) for r in rows) for f in fields(ReportRow) if f.name != "key"}
-    return ReportRow(key="TOTAL", **sums)
+    """Counts and revenue (one unit) summed; gas summed per network only."""
+    gas: dict[str, int] = {}
+    for row in rows:
+        for network, amount in row.gas.items():
+            gas[network] = gas.get(network, 0) + amount
+    return ReportRow("TOTAL", *(sum(getattr(r, c) for r in rows) for c in COUNTS), gas=gas)  # type: ignore[arg-type]
+
+
+def _gas_json(gas: dict[str, int]) -> dict[str, dict[str, Any]]:
+    return {n: {"amount_atomic": amount, "unit": gas_unit(n)} for n, amount in sorted(gas.items())}
+
+
+def _row_json(row: ReportRow) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        **{c: getattr(row, c) for c in COUNTS},
+        "revenue_usdc": usdc(row.revenue_atomic),
+        "gas": _gas_json(row.gas),
+    }
+
+
+def gas_column(network: str) -> str:
+    """A report column of one network's gas, its unit named: `gas_wei:eip155:84532`."""
+    return f"gas_{gas_unit(network).replace(' ', '_')}:{network}"
 
 
 def usdc(atomic: int) -> str:
@@ -129,13 +165,10 @@ def usdc(atomic: int) -> str:
 def render(rows: list[ReportRow], fmt: str, group_by: str) -> str:
     if fmt == "json":
         return json.dumps(
-            {
-                "group_by": group_by,
-                "rows": [{**asdict(r), "revenue_usdc": usdc(r.revenue_atomic)} for r in rows],
-                "totals": {**asdict(totals(rows)), "revenue_usdc": usdc(totals(rows).revenue_atomic)},
-            },
+            {"group_by": group_by, "rows": [_row_json(r) for r in rows], "totals": _row_json(totals(rows))},
             indent=2,
         )
+    networks = sorted({n for r in rows for n in r.gas})
     header = [
         group_by,
         "settled",
@@ -145,7 +178,7 @@ def render(rows: list[ReportRow], fmt: str, group_by: str) -> str:
         "in_flight",
         "revenue_usdc",
         "revenue_atomic",
-        "gas_native",  # wei on EVM, lamports on Solana: atomic units of the network's native coin
+        *(gas_column(n) for n in networks),  # one column per network: never wei plus lamports
     ]
 
     def cells(row: ReportRow) -> list[str]:
@@ -158,7 +191,7 @@ def render(rows: list[ReportRow], fmt: str, group_by: str) -> str:
             str(row.in_flight),
             usdc(row.revenue_atomic),
             str(row.revenue_atomic),
-            str(row.gas_cost_atomic),
+            *(str(row.gas.get(n, 0)) for n in networks),
         ]
 
     if fmt == "csv":
@@ -273,8 +306,14 @@ def summary_rows(s: Summary) -> list[dict[str, str]]:
         }
         for label, count, amount in SUMMARY_OUTCOMES
     ]
-    rows += [
-        {"section": "gas_native", "key": network, "count": "", "amount_atomic": str(gas), "amount_usdc": ""}
+    rows += [  # the section names the unit: gas_wei, gas_lamports
+        {
+            "section": f"gas_{gas_unit(network)}",
+            "key": network,
+            "count": "",
+            "amount_atomic": str(gas),
+            "amount_usdc": "",
+        }
         for network, gas in sorted(s.gas_by_network.items())
     ]
     rows += [
@@ -301,7 +340,7 @@ def render_summary(s: Summary, fmt: str) -> str:
                 }
                 for label, count, amount in SUMMARY_OUTCOMES
             },
-            "gas_native": dict(sorted(s.gas_by_network.items())),
+            "gas": _gas_json(s.gas_by_network),
             "open_flags": dict(sorted(s.open_flags.items())),
         }
         return json.dumps(document, indent=2)

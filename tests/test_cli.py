@@ -4,9 +4,11 @@ the official client from devnet.json, a ledger report, and SIGTERM stopping ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,6 +115,9 @@ def test_serve_runs_on_the_embedded_default(served: tuple[str, Path, subprocess.
     assert svm["network"] == "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
     assert svm["asset"] == "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
     assert {"rpc_url", "pay_to", "fee_payer", "payer_secret_key"} <= svm.keys()
+    assert devnet["instance"] and svm["instance"] and devnet["instance"] != svm["instance"]
+    assert (state_dir / "devnet.json").stat().st_mode & 0o777 == 0o600  # it holds the devnets' keys
+    assert (state_dir / SECRET_FILE).stat().st_mode & 0o777 == 0o600
     assert health["networks"] == ["eip155:84532", svm["network"]]
     kinds = {p.info["cmdline"][0].rsplit("/", 1)[-1] for p in _children_of(state_dir) if p.info["cmdline"]}
     assert {"postgres", "anvil"} <= kinds
@@ -213,7 +218,11 @@ def test_ledger_report_reads_the_running_ledger(served: tuple[str, Path, subproc
     assert by_stream["/v1/world"]["revenue_atomic"] == 10_000
     assert by_network["eip155:84532"]["revenue_atomic"] == 13_000
     assert by_network["solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"]["revenue_atomic"] == 1000
-    assert by_network["solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"]["gas_cost_atomic"] == 10_001  # lamports
+    solana_gas = by_network["solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"]["gas"]
+    assert solana_gas == {"solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1": {"amount_atomic": 10_001, "unit": "lamports"}}
+    assert by_network["eip155:84532"]["gas"]["eip155:84532"]["unit"] == "wei"
+    assert "gas_cost_atomic" not in by_stream["static.capitals"]  # wei and lamports are never added together
+    assert set(by_stream["static.capitals"]["gas"]) == {"eip155:84532", "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"}
 
 
 def _worldgate(state_dir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -254,6 +263,32 @@ def test_ledger_summary_verify_and_reconcile_on_the_running_ledger(
     assert _worldgate(state_dir, "admin", "token", "--ttl", "90d").returncode == 2  # over 30 days: refused
 
 
+def test_pay_with_the_devnet_key_as_the_readme_does(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
+    """`worldgate pay --devnet URL`: the payer key comes from devnet.json, the chain from the offer."""
+    url, state_dir, _ = served
+    state = json.loads((state_dir / "devnet.json").read_text())
+    paid = _worldgate(state_dir, "pay", "--devnet", f"{url}/v1/streams/static.capitals?limit=3")
+    assert paid.returncode == 0, paid.stderr
+    receipt = json.loads(next(line for line in paid.stdout.splitlines() if line.startswith("PAYMENT-RESPONSE: "))[18:])
+    assert receipt["success"] is True and receipt["network"] == "eip155:84532"
+    assert receipt["payer"].lower() == Account.from_key(state["evm"]["payer_private_key"]).address.lower()
+
+    solana = state["svm"]["network"]
+    signed = _worldgate(
+        state_dir, "pay", "--header-only", "--devnet", "--network", solana, f"{url}/v1/streams/static.capitals"
+    )
+    assert signed.returncode == 0, signed.stderr
+    [header] = signed.stdout.splitlines()
+    answer = httpx.get(f"{url}/v1/streams/static.capitals", headers={"PAYMENT-SIGNATURE": header}, timeout=30)
+    assert answer.status_code == 200 and unb64(answer.headers["payment-response"])["network"] == solana
+    assert state["svm"]["payer_secret_key"] not in signed.stdout + signed.stderr
+
+    both = _worldgate(state_dir, "pay", "--devnet", "--key-file", "payer.key", f"{url}/v1/streams/static.capitals")
+    assert both.returncode == 2 and "leave out --key-file" in both.stderr
+    elsewhere = _worldgate(state_dir.parent / "nowhere", "pay", "--devnet", f"{url}/v1/streams/static.capitals")
+    assert elsewhere.returncode == 2 and "worldgate serve" in elsewhere.stderr and elsewhere.stdout == ""
+
+
 def test_sigterm_stops_every_child(served: tuple[str, Path, subprocess.Popen[str]]) -> None:
     _, state_dir, process = served
     children = _children_of(state_dir, process.pid)
@@ -269,6 +304,69 @@ def test_sigterm_stops_every_child(served: tuple[str, Path, subprocess.Popen[str
     # the workers got the admin secret inside the settings object; neither stream ever shows it
     admin_secret = (state_dir / SECRET_FILE).read_text().strip()
     assert admin_secret not in banner + (process.stderr.read() if process.stderr else "")
+
+
+def test_a_restarted_devnet_turns_no_earlier_sale_into_a_finding(
+    served: tuple[str, Path, subprocess.Popen[str]],
+) -> None:
+    """`make serve` again on the same state dir: the Solana devnet starts fresh (it forgot every sale), anvil
+    reloads its state; the ledger persists. Reconcile checks every settled sale and flags none."""
+    _, state_dir, first = served
+    if first.poll() is None:  # the SIGTERM test did not run first
+        first.terminate()
+        first.wait(timeout=60)
+    before = json.loads((state_dir / "devnet.json").read_text())
+    port = free_port()
+    again = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--replay-upstreams"],
+        cwd=ROOT,
+        env=_clean_env(state_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert again.poll() is None, "worldgate serve exited"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "worldgate serve did not become healthy"
+            time.sleep(0.2)
+        after = json.loads((state_dir / "devnet.json").read_text())
+        assert after["svm"]["instance"] != before["svm"]["instance"]  # a new Solana chain
+        assert after["evm"]["instance"] == before["evm"]["instance"]  # anvil's state was kept: the same chain
+        reconciled = _worldgate(state_dir, "ledger", "reconcile", "--all", "--format", "json")
+        assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+        result = json.loads(reconciled.stdout)
+        run = result["run"]
+        assert run["errors"] == [] and run["flagged"] == 0 and result["open_flags"] == []
+        assert run["chain_reset"] == 2  # the two Solana sales, made on the devnet that is gone
+        assert run["checked"] >= 6  # the EVM sales were asked about, and the chain still shows them
+        listed = _worldgate(state_dir, "ledger", "findings", "--format", "json")
+        assert listed.returncode == 0 and json.loads(listed.stdout)["findings"] == []
+    finally:
+        again.terminate()
+        assert again.wait(timeout=60) == 0
+
+
+def test_a_port_in_use_fails_at_once_with_a_hint(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "app", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=_clean_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert done.stdout == ""  # no banner: nothing was started
+    assert f"127.0.0.1:{port}" in done.stderr and "--port" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "pg").exists() and not (tmp_path / "devnet.json").exists()
 
 
 def test_devnet_command_prints_devnet_json(tmp_path: Path) -> None:

@@ -109,6 +109,8 @@ class Seeded:
     by_stream: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     days: set[str] = field(default_factory=set)
+    gas: Counter[str] = field(default_factory=Counter)  # per network, in its own unit
+    findings: list[int] = field(default_factory=list)  # reconcile findings raised on seeded payments
 
 
 async def _seed(pool: asyncpg.Pool, url: str) -> Seeded:
@@ -153,6 +155,10 @@ async def _seed(pool: asyncpg.Pool, url: str) -> Seeded:
             )
             await claims.settle(pool, payment_id, f"0x{secrets.token_hex(32)}", postings, gas_cost_atomic=gas)
             seeded.revenue += amount
+            seeded.gas[network] += gas
+            if len(seeded.findings) < 2:  # two findings for the operator to acknowledge and close
+                await ledger.audit.flag(pool, payment_id, "settlement_not_on_chain", f"seeded finding {i}")
+                seeded.findings.append(payment_id)
             seeded.by_network[network] += amount
             seeded.by_stream[stream] += amount
         when = now - timedelta(minutes=30 + i * 222)  # every 3.7 h, back ~6.5 days; the newest inside 48 h
@@ -290,6 +296,7 @@ async def test_static_files_are_a_fixed_set(site: Gateway, monkeypatch: pytest.M
         for name, media in (
             ("dashboard.js", "text/javascript"),
             ("dashboard.css", "text/css"),
+            ("findings.js", "text/javascript"),
             ("vendor/uPlot.iife.min.js", "text/javascript"),
             ("vendor/uPlot.min.css", "text/css"),
         ):
@@ -399,9 +406,36 @@ async def test_dashboard_in_chromium(site: Gateway, seeded: Seeded) -> None:
             for network, revenue in seeded.by_network.items():
                 cell = f'#table-network tr[data-key="{network}"] td.revenue'
                 assert await page.text_content(cell) == usdc(revenue), network
+            for network, gas in seeded.gas.items():  # each network's gas in its own unit, named
+                unit = "wei" if network.startswith("eip155") else "lamports"
+                cell = f'#table-network tr[data-key="{network}"] td.gas'
+                assert await page.text_content(cell) == f"{gas} {unit}", network
             for stream, revenue in seeded.by_stream.items():
                 cell = f'#table-stream tr[data-key="{stream}"] td.revenue'
                 assert await page.text_content(cell) == usdc(revenue), stream
+
+            # Reconcile findings: both open; acknowledge one and close the other, each with a note.
+            rows = page.locator("#findings tbody tr[data-finding]")
+            await page.wait_for_function("document.querySelectorAll('#findings tr[data-finding]').length == 2")
+            assert [await rows.nth(i).get_attribute("data-state") for i in range(2)] == ["open", "open"]
+            first, second = [await rows.nth(i).get_attribute("data-finding") for i in range(2)]
+            await page.click(f'#findings tr[data-finding="{first}"] button.finding-ack')  # no note: refused here
+            assert "note" in (await page.text_content("#findings-status") or "")
+            await page.fill(f'#findings tr[data-finding="{first}"] input.finding-note', "looking into it")
+            await page.click(f'#findings tr[data-finding="{first}"] button.finding-ack')
+            await page.wait_for_selector(f'#findings tr[data-finding="{first}"][data-state=acknowledged]')
+            await page.fill(f'#findings tr[data-finding="{second}"] input.finding-note', "devnet reset, no loss")
+            await page.click(f'#findings tr[data-finding="{second}"] button.finding-close')
+            await page.wait_for_selector(f'#findings tr[data-finding="{second}"][data-state=closed]')
+            closed = page.locator(f'#findings tr[data-finding="{second}"]')
+            assert await closed.locator("button").count() == 0  # nothing more to do to a closed finding
+            assert await closed.locator("td.note").text_content() == "devnet reset, no loss"
+            async with httpx.AsyncClient(base_url=site.url, timeout=30) as client:
+                listed = await client.get("/admin/api/findings", headers={"authorization": f"Bearer {admin_token()}"})
+            by_id = {str(f["id"]): f for f in listed.json()["findings"]}
+            assert by_id[first]["state"] == "acknowledged" and by_id[first]["acknowledged_by"] == "ops@test"
+            assert by_id[second]["state"] == "closed" and by_id[second]["closed_by"] == "ops@test"
+            assert sorted(f["payment_id"] for f in by_id.values()) == sorted(seeded.findings)
             assert len(seeded.by_network) == 2 and len(seeded.by_stream) == 3 and len(seeded.days) >= 6
 
             # The source matrix: every stream in the catalog, with its price.
@@ -415,6 +449,7 @@ async def test_dashboard_in_chromium(site: Gateway, seeded: Seeded) -> None:
 
             await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             groups = {parse_qs(urlsplit(url).query).get("group_by", [""])[0] for url in api_calls}
+            assert any("/admin/api/findings/" in url and url.endswith("/ack") for url in api_calls)
             assert {"day", "hour", "stream", "network"} <= groups
             assert any(url.endswith("/admin/api/streams") for url in api_calls)
 

@@ -82,7 +82,7 @@ BUCKETS = {
 PAYMENTS = 1200
 BASE = datetime(2025, 6, 2, tzinfo=UTC)  # a Monday; the seed spans ten days, so two ISO weeks and a bit
 EVER = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
-GROUP_COLUMNS = ["settled", "pending", "failed", "released", "in_flight", "revenue_atomic", "gas_cost_atomic"]
+GROUP_COLUMNS = ["settled", "pending", "failed", "released", "in_flight", "revenue_atomic", "gas"]
 
 
 @dataclass
@@ -299,13 +299,13 @@ async def seed(database: Database) -> AsyncIterator[Seed]:
 
 
 def expected_rows(payments: list[Paid], group: str) -> dict[str, dict[str, int]]:
-    rows: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(GROUP_COLUMNS, 0))
+    rows: dict[str, dict[str, Any]] = defaultdict(lambda: {**dict.fromkeys(GROUP_COLUMNS, 0), "gas": {}})
     for p in payments:
         row = rows[p.key(group)]
         for bucket, states in BUCKETS.items():
             row[bucket] += p.state in states
         row["revenue_atomic"] += p.revenue
-        row["gas_cost_atomic"] += p.gas or 0
+        row["gas"][p.network] = row["gas"].get(p.network, 0) + (p.gas or 0)  # per network: wei and lamports apart
     return dict(rows)
 
 
@@ -314,7 +314,7 @@ def usdc_text(atomic: int) -> str:
     return f"{atomic // 10**6}.{atomic % 10**6:06d}"
 
 
-def as_dicts(rows: list[reports.ReportRow]) -> dict[str, dict[str, int]]:
+def as_dicts(rows: list[reports.ReportRow]) -> dict[str, dict[str, Any]]:
     keys = [r.key for r in rows]
     assert len(keys) == len(set(keys)), "a key appears twice"
     return {r.key: {c: getattr(r, c) for c in GROUP_COLUMNS} for r in rows}
@@ -378,36 +378,54 @@ async def test_every_grouping_equals_hand_sums_in_every_format(seed: Seed, group
     assert as_dicts(rows) == expected
     if group in ("hour", "day", "week"):
         assert [r.key for r in rows] == sorted(expected)
-    total = {c: sum(row[c] for row in expected.values()) for c in GROUP_COLUMNS}
+    counts = [c for c in GROUP_COLUMNS if c != "gas"]
+    total: dict[str, Any] = {c: sum(row[c] for row in expected.values()) for c in counts}
+    total["gas"] = {n: sum(row["gas"].get(n, 0) for row in expected.values()) for n in NETWORKS}
     assert total["revenue_atomic"] == sum(p.revenue for p in seed.payments)
+    columns = {n: reports.gas_column(n) for n in NETWORKS}
+    assert columns == {EVM: f"gas_wei:{EVM}", SOLANA: f"gas_lamports:{SOLANA}"}
+
+    def gas_of(cells: dict[str, str]) -> dict[str, int]:
+        return {n: int(cells[c]) for n, c in columns.items()}
+
+    def nonzero(gas: dict[str, int], row_gas: dict[str, int]) -> dict[str, int]:
+        return {n: v for n, v in gas.items() if v or n in row_gas}
 
     parsed = list(csv.DictReader(io.StringIO(reports.render(rows, "csv", group))))
+    assert "gas_native" not in parsed[0] and "gas_cost_atomic" not in parsed[0]
     assert {
-        r[group]: {
-            **{c: int(r[c]) for c in GROUP_COLUMNS if c != "gas_cost_atomic"},
-            "gas_cost_atomic": int(r["gas_native"]),
-        }
+        r[group]: {**{c: int(r[c]) for c in counts}, "gas": nonzero(gas_of(r), expected[r[group]]["gas"])}
         for r in parsed
     } == expected
     assert all(r["revenue_usdc"] == usdc_text(int(r["revenue_atomic"])) for r in parsed)
 
     document = json.loads(reports.render(rows, "json", group))
     assert document["group_by"] == group
-    assert {r["key"]: {c: r[c] for c in GROUP_COLUMNS} for r in document["rows"]} == expected
-    assert {c: document["totals"][c] for c in GROUP_COLUMNS} == total
+    assert {
+        r["key"]: {**{c: r[c] for c in counts}, "gas": {n: g["amount_atomic"] for n, g in r["gas"].items()}}
+        for r in document["rows"]
+    } == expected
+    assert {c: document["totals"][c] for c in counts} == {c: total[c] for c in counts}
+    assert document["totals"]["gas"] == {
+        EVM: {"amount_atomic": total["gas"][EVM], "unit": "wei"},
+        SOLANA: {"amount_atomic": total["gas"][SOLANA], "unit": "lamports"},
+    }
     assert document["totals"]["revenue_usdc"] == usdc_text(total["revenue_atomic"])
 
     lines = reports.render(rows, "table", group).splitlines()
-    assert lines[0].split()[0] == group and len(lines) == len(expected) + 4  # header, rule, rows, rule, TOTAL
+    header = lines[0].split()
+    assert header[0] == group and header[-2:] == [columns[EVM], columns[SOLANA]]
+    assert len(lines) == len(expected) + 4  # header, rule, rows, rule, TOTAL
     body = {}
-    for line in lines[2:-2]:  # a key may hold spaces (routes): the eight numbers are the last columns
-        key, *cells = line.rsplit(maxsplit=8)
+    for line in lines[2:-2]:  # a key may hold spaces (routes): the nine numbers are the last columns
+        key, *cells = line.rsplit(maxsplit=9)
         body[key.strip()] = cells
     assert {k: [int(v) for i, v in enumerate(c) if i != 5] for k, c in body.items()} == {
-        k: [v[c] for c in GROUP_COLUMNS] for k, v in expected.items()
+        k: [v[c] for c in counts] + [v["gas"].get(EVM, 0), v["gas"].get(SOLANA, 0)] for k, v in expected.items()
     }
     label, *cells = lines[-1].split()
     assert label == "TOTAL"
+    # every number in the TOTAL row is in one unit: no wei + lamports sum appears anywhere
     assert cells == [
         str(total["settled"]),
         str(total["pending"]),
@@ -416,8 +434,10 @@ async def test_every_grouping_equals_hand_sums_in_every_format(seed: Seed, group
         str(total["in_flight"]),
         usdc_text(total["revenue_atomic"]),
         str(total["revenue_atomic"]),
-        str(total["gas_cost_atomic"]),
+        str(total["gas"][EVM]),
+        str(total["gas"][SOLANA]),
     ]
+    assert str(total["gas"][EVM] + total["gas"][SOLANA]) not in cells
 
 
 def _filter_cases(seed: Seed) -> list[dict[str, str]]:
@@ -502,7 +522,10 @@ async def test_summary_renders_in_every_format(seed: Seed) -> None:
             "amount_atomic": expected[amount],
             "amount_usdc": usdc_text(expected[amount]),
         }
-    assert document["gas_native"] == expected["gas_by_network"]
+    assert document["gas"] == {
+        n: {"amount_atomic": v, "unit": reports.gas_unit(n)} for n, v in expected["gas_by_network"].items()
+    }
+    assert "gas_native" not in document
     assert document["open_flags"] == expected["open_flags"]
 
     parsed = list(csv.DictReader(io.StringIO(reports.render_summary(got, "csv"))))
@@ -513,7 +536,7 @@ async def test_summary_renders_in_every_format(seed: Seed) -> None:
         row = by_section["payments"][label]
         assert (int(row["count"]), int(row["amount_atomic"])) == (expected[count], expected[amount])
         assert row["amount_usdc"] == usdc_text(expected[amount])
-    assert {k: int(r["amount_atomic"]) for k, r in by_section["gas_native"].items()} == expected["gas_by_network"]
+    assert {k: int(r["amount_atomic"]) for k, r in by_section["gas_wei"].items()} == expected["gas_by_network"]
     assert {k: int(r["count"]) for k, r in by_section["open_flags"].items()} == expected["open_flags"]
 
     lines = reports.render_summary(got, "table").splitlines()
@@ -524,6 +547,6 @@ async def test_summary_renders_in_every_format(seed: Seed) -> None:
         table[section, key] = cells
     for label, count, amount in outcomes:
         assert table["payments", label] == [str(expected[count]), str(expected[amount]), usdc_text(expected[amount])]
-    assert table["gas_native", EVM] == [str(expected["gas_by_network"][EVM])]
+    assert table["gas_wei", EVM] == [str(expected["gas_by_network"][EVM])]
     for kind, n in expected["open_flags"].items():
         assert table["open_flags", kind] == [str(n)]

@@ -11,8 +11,6 @@ import os
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
-from app.edge.admin.auth import ensure_secret
-from app.runtime import embedded
 from app.runtime.settings import Settings, load_settings, replace
 
 LEDGER = ("database_url", "state_dir")  # migrate, ledger report, ledger verify
@@ -40,13 +38,22 @@ def with_admin_secret(settings: Settings) -> Settings:
     mints tokens this server accepts, with nothing to set up."""
     if settings.admin.configured or settings.admin.algorithm != "HS256":
         return settings
+    from app.edge.admin.auth import ensure_secret  # JWT and crypto imports: only for who needs the secret
+
     path = ensure_secret(settings.state_dir.resolve())
+    if path.stat().st_mode & 0o077:  # made by an older version, or copied in: readable by this user only
+        path.chmod(0o600)
     return replace(settings, admin=replace(settings.admin, secret=path.read_text().strip()))
 
 
 @contextmanager
 def ledger_database(settings: Settings) -> Iterator[str]:
     """The ledger's database URL: the configured one, or the embedded Postgres for the duration."""
+    if settings.database_url is not None:  # nothing to start: skip embedded's imports (devnets, Redis)
+        yield settings.database_url
+        return
+    from app.runtime import embedded
+
     running = embedded.start(settings, chain=False, redis=False)
     try:
         assert running.settings.database_url

@@ -7,8 +7,9 @@ spend cap (`--max`, exact decimal dollars), signs it with worldgate's paying sid
 prints just the PAYMENT-SIGNATURE value, for curl. The offers' arithmetic is pay_offers.py's, the
 key and the signature pay_key.py's, HTTP pay_http.py's.
 
-The payer's key comes from a file or WORLDGATE_PAYER_KEY, never from argv (shell history, `ps`),
-and is never printed: errors about it say what is wrong, not what it was.
+The payer's key comes from a file or WORLDGATE_PAYER_KEY, never from argv (shell history, `ps`), or with
+`--devnet` from the local devnet's devnet.json (the offer picks the chain, so the key follows it); it is
+never printed: errors about it say what is wrong, not what it was.
 
 Exit codes: 0 done (paid, quoted, or the resource is free); 1 the gateway refused the payment, the
 settlement failed, or the paid request answered an error; 2 nothing was paid (unreachable, no quote,
@@ -22,10 +23,10 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 
 import httpx
 
+from app.cli.pay_args import DEFAULT_CAP, KEY_ENV, PAY_EPILOG, RPC_ENV, parse_cap
 from app.cli.pay_errors import EXIT_FAILED, EXIT_NOT_PAID, EXIT_OK, CliError
 from app.cli.pay_http import (
     body_text,
@@ -36,44 +37,13 @@ from app.cli.pay_http import (
     get_quote,
     status_line,
 )
-from app.cli.pay_key import KEY_ENV, RPC_ENV, parse_key, read_key_text, sign, svm_rpc_url
+from app.cli.pay_key import devnet_payer, parse_key, read_key_text, sign, svm_rpc_url
 from app.cli.pay_offers import check_offer, choose_offer, family, known_asset, network_name, price_text
 from payments.codec import PAYMENT_REQUIRED_HEADER, PaymentRequired, PaymentRequirements
 
 __all__ = ["DEFAULT_CAP", "KEY_ENV", "PAY_EPILOG", "RPC_ENV", "cmd_pay", "cmd_quote", "parse_cap", "report_paid"]
 
-DEFAULT_CAP = Decimal("0.10")
 PAID_TIMEOUT_S = 120.0  # the gateway settles on chain before it answers
-
-PAY_EPILOG = f"""\
-the payer key:
-  read from --key-file PATH or the {KEY_ENV} environment variable, never from a
-  command-line argument (an argument lands in your shell history and in `ps`); it is
-  never printed or logged.
-    EVM (Base)  0x and 64 hex digits
-    Solana      a base58 64-byte secret, or a solana-keygen JSON array (a keypair file)
-
-exit codes:
-  0  paid and served (or the resource is free)
-  1  the gateway refused the payment, settlement failed, or the paid request failed
-  2  nothing was paid: unreachable URL, no 402 quote, no offer for the key, bad key, no RPC
-  3  the price is above --max: nothing was paid
-
-with curl:
-  worldgate quote URL
-  curl -i -H "PAYMENT-SIGNATURE: $(worldgate pay --header-only --key-file payer.key URL)" URL
-"""
-
-
-def parse_cap(text: str) -> Decimal:
-    """--max: a dollar amount, exact ('0.01', '$0.25'); argparse reports the error."""
-    try:
-        cap = Decimal(text.strip().removeprefix("$"))
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount in dollars, like 0.01") from None
-    if not cap.is_finite() or cap < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount in dollars, like 0.01")
-    return cap
 
 
 # --- quote --------------------------------------------------------------------------------------
@@ -136,12 +106,18 @@ def cmd_quote(args: argparse.Namespace) -> int:
 
 def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[httpx.Response, str | None]:
     """The unpaid answer to args.url and a PAYMENT-SIGNATURE for it (None when the resource is free)."""
-    payer = parse_key(read_key_text(args.key_file, env))  # a bad key fails before any request is made
+    devnet = getattr(args, "devnet", False)
+    if devnet and args.key_file:
+        raise CliError("--devnet uses the devnet's payer key: leave out --key-file")
+    payer = None if devnet else parse_key(read_key_text(args.key_file, env))  # a bad key fails before any request
     response = get_quote(args.url)
     if response.status_code != 402:
         return response, None
     required, _ = decode_quote(response)
-    offer = choose_offer(required.accepts, payer.family, args.network)
+    if payer is None:  # --devnet: the offer decides the chain, devnet.json the key
+        offer, payer = devnet_payer(required.accepts, args.network, env)
+    else:
+        offer = choose_offer(required.accepts, payer.family, args.network)
     check_offer(offer, args.max)
     rpc_url = svm_rpc_url(args.rpc_url, offer.network, env) if payer.family == "solana" else None
     print(

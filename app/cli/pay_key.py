@@ -14,14 +14,14 @@ from typing import Any
 
 import httpx
 
+from app.cli.pay_args import KEY_ENV, RPC_ENV
 from app.cli.pay_errors import CliError
 from app.cli.pay_http import QUOTE_TIMEOUT_S, host_of
-from app.cli.pay_offers import decimals_of
+from app.cli.pay_offers import FAMILY_NAMES, decimals_of, family
 from app.runtime.devnet_file import devnet_state
 from payments.codec import PaymentRequirements
+from payments.networks import caip2
 
-KEY_ENV = "WORLDGATE_PAYER_KEY"
-RPC_ENV = "WORLDGATE_SVM_RPC_URL"
 _HEX = frozenset(string.hexdigits)
 _KEY_HELP = "an EVM key is 0x and 64 hex digits; a Solana key is a base58 64-byte secret or a solana-keygen JSON array"
 
@@ -83,14 +83,55 @@ def parse_key(text: str) -> Payer:
     return evm_payer(text) if is_hex else solana_payer(text)
 
 
-def devnet_rpc_url(network: str, env: Mapping[str, str]) -> str | None:
-    """The local devnet's Solana RPC URL from <WORLDGATE_STATE_DIR>/devnet.json, if it runs `network`."""
-
+def _devnet_file(env: Mapping[str, str], hint: str) -> tuple[Path, dict[str, Any] | None]:
     state_dir = Path(env.get("WORLDGATE_STATE_DIR") or ".worldgate")
     try:
-        state = devnet_state(state_dir)
+        return state_dir, devnet_state(state_dir)
     except (OSError, ValueError):
-        raise CliError(f"cannot read {state_dir / 'devnet.json'}: pass --rpc-url") from None
+        raise CliError(f"cannot read {state_dir / 'devnet.json'}: {hint}") from None
+
+
+# devnet.json's section per chain family, and where it keeps the payer's key
+_DEVNET_KEYS = {"eip155": ("evm", "payer_private_key"), "solana": ("svm", "payer_secret_key")}
+
+
+def devnet_payer(
+    offers: list[PaymentRequirements], network: str | None, env: Mapping[str, str]
+) -> tuple[PaymentRequirements, Payer]:
+    """--devnet: the offer on `network` (else the first offer on a chain the local devnet runs) and the
+    devnet's payer key for it, from <WORLDGATE_STATE_DIR>/devnet.json."""
+    state_dir, state = _devnet_file(env, "start `worldgate serve` or `worldgate devnet`, or pass --key-file")
+    if state is None:
+        raise CliError(
+            f"--devnet: no {state_dir / 'devnet.json'}; start `worldgate serve` (or `worldgate devnet`) first,"
+            " or set WORLDGATE_STATE_DIR"
+        )
+    keys: dict[str, str] = {}
+    for fam, (section_name, key_name) in _DEVNET_KEYS.items():
+        section = state.get(section_name) or {}
+        if section.get("network") and section.get(key_name) and family(section["network"]) == fam:
+            keys[section["network"]] = section[key_name]
+    wanted = caip2(network) if network else None
+    exact = [o for o in offers if o.scheme == "exact" and (wanted is None or o.network == wanted)]
+    offer = next((o for o in exact if o.network in keys), None)
+    if offer is None:
+        listed = ", ".join(o.network for o in offers) or "none"
+        ran = ", ".join(keys) or "no chain"
+        raise CliError(
+            f"--devnet: the local devnet runs {ran}; this resource takes {listed}"
+            + (f" (asked for {wanted})" if wanted else "")
+        )
+    payer = parse_key(keys[offer.network])
+    if payer.family != family(offer.network):
+        raise CliError(
+            f"--devnet: devnet.json's key for {offer.network} is not a {FAMILY_NAMES[family(offer.network)]} key"
+        )
+    return offer, payer
+
+
+def devnet_rpc_url(network: str, env: Mapping[str, str]) -> str | None:
+    """The local devnet's Solana RPC URL from <WORLDGATE_STATE_DIR>/devnet.json, if it runs `network`."""
+    _, state = _devnet_file(env, "pass --rpc-url")
     svm = (state or {}).get("svm") or {}
     return svm.get("rpc_url") if svm.get("network") == network else None
 

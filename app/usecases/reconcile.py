@@ -18,6 +18,8 @@ Then settled payments are checked against the chain, each once, resuming at the 
 (a sample of `settled_sample` per run; all of them again with `--all`): a settlement the chain does
 not show is flagged. Released and expired EVM
 payments whose authorization the chain shows used are flagged too (money moved that we never booked).
+A settled sale made on an earlier instance of a local devnet (one restarted fresh, see ledger/epochs.py)
+is not asked about: that chain is gone, so its absence is a reset, not a loss (counted as `chain_reset`).
 
 A run holds a Postgres advisory lock, so with several workers and replicas one runs at a time; it
 saves its progress as it goes, so an interrupted run resumes where it stopped. Everything it does is
@@ -39,7 +41,7 @@ import asyncpg
 import ledger
 from app.runtime.settings import ReconcileSettings, Settings
 from app.usecases.pricing import revenue_account
-from ledger import PaymentState, audit, idempotency, locks
+from ledger import PaymentState, audit, epochs, idempotency, locks
 from payments import ChainAuditor, EvmAuditor, EvmRpc, SettlementFinding, SvmAuditor, SvmRpc
 from payments.jsonrpc import RpcUnavailable
 
@@ -58,6 +60,7 @@ class RunReport:
     resolved: int = 0
     flagged: int = 0
     left_pending: int = 0
+    chain_reset: int = 0  # settled sales made on a devnet instance that no longer runs: not asked
     skipped: str | None = None  # why nothing ran (another run holds the lock)
     errors: list[str] = field(default_factory=list)
     cursor: int = 0
@@ -85,6 +88,7 @@ class Reconciler:
         # `settling` row without one sent nothing. A remote facilitator names its transaction only in its
         # answer: a lost answer leaves a row without a hash whose transaction may well have landed.
         self.write_ahead = write_ahead
+        self._epochs = epochs.Epochs()
 
     async def run(self, trigger: str, *, all_settled: bool = False, progress: Progress | None = None) -> RunReport:
         async with locks.try_advisory_lock(self.pool, LOCK) as held:
@@ -98,6 +102,7 @@ class Reconciler:
         report = RunReport(run_id=run.id, trigger=trigger, cursor=0 if all_settled else run.cursor)
         error = None
         try:
+            self._epochs = await epochs.load(self.pool)
             await self._open(report, progress)
             await self._settled(report, all_settled, progress)
             await self._unbooked(report)
@@ -240,6 +245,9 @@ class Reconciler:
         auditor = self.auditors.get(payment.network)
         if auditor is None:
             return  # nothing to ask; not a finding about the payment
+        if self._epochs.from_earlier_instance(payment.network, payment.id):
+            report.chain_reset += 1  # that devnet was restarted fresh: the chain we would ask never saw it
+            return
         finding = await auditor.settlement(
             payment.tx_hash,
             asset=payment.asset,

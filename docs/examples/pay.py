@@ -68,7 +68,10 @@ def main() -> int:
     print(f"HTTP {answer.status_code}")
     if "payment-response" in answer.headers:
         print("PAYMENT-RESPONSE:", json.dumps(json.loads(base64.b64decode(answer.headers["payment-response"]))))
-    print(json.dumps(answer.json(), indent=2, ensure_ascii=False)[:2000])
+    try:  # the whole body: pipe it to `head` or `jq` to see less
+        print(json.dumps(answer.json(), indent=2, ensure_ascii=False))
+    except ValueError:
+        print(answer.text)
     return 0 if answer.status_code == 200 else 1
 
 

@@ -1,5 +1,5 @@
-"""The admin API under /admin/api/: reports, payments, reconciliation, stream sharing, payer bans and the
-settlement queue. Every route needs an admin token (see auth.py); answers are JSON (reports also CSV
+"""The admin API under /admin/api/: reports, payments, reconciliation and its findings, stream sharing, payer
+bans and the settlement queue. Every route needs an admin token (see auth.py); answers are JSON (reports also CSV
 and a text table)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, is_dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -22,7 +22,7 @@ from app.edge.admin.auth import Admin, AdminAuth, AuthFailure
 from app.runtime.times import parse_when
 from app.usecases.controls import Controls, normalize_payer
 from app.usecases.services import Services
-from ledger import PaymentState, operator
+from ledger import PaymentState, findings, operator
 from ledger.reports import Grouping
 from payments import encode_json
 
@@ -72,7 +72,7 @@ def _choice(request: Request, name: str, choices: tuple[str, ...] | dict[str, st
 def _window(request: Request) -> tuple[datetime, datetime]:
     try:
         since = parse_when(request.query_params.get("from"), datetime(1970, 1, 1, tzinfo=UTC))
-        until = parse_when(request.query_params.get("to"), datetime.now(UTC) + timedelta(days=1))
+        until = parse_when(request.query_params.get("to"), datetime.now(UTC))  # ends now, as the CLI's
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     if since >= until:
@@ -123,6 +123,8 @@ class AdminApi:
             Route("/admin/api/payments", guarded(self.payments)),
             Route("/admin/api/payments/{id}", guarded(self.payment)),
             Route("/admin/api/reconcile", guarded(self.run_reconcile), methods=["POST"]),
+            Route("/admin/api/findings", guarded(self.findings)),
+            Route("/admin/api/findings/{id}/{action}", guarded(self.act_on_finding), methods=["POST"]),
             Route("/admin/api/queue", guarded(self.queue)),
             Route("/admin/api/streams", guarded(self.streams)),
             Route("/admin/api/streams/{id}/sharing", guarded(self.set_sharing), methods=["PUT"]),
@@ -212,6 +214,37 @@ class AdminApi:
             return _problem(503, "reconcile_unavailable", "reconciliation is not running in this process")
         log.info("reconcile requested", extra={"admin": admin.subject})
         return _json(await self.reconcile("admin"))
+
+    async def findings(self, request: Request, admin: Admin) -> Response:
+        state = _choice(request, "state", findings.STATES, None)
+        limit = _int_param(request, "limit", findings.LIST_MAX, 1, findings.LIST_MAX) or findings.LIST_MAX
+        found = await findings.findings(self._pool, state, limit)
+        return _json({"count": len(found), "findings": found})
+
+    async def act_on_finding(self, request: Request, admin: Admin) -> Response:
+        """POST findings/{id}/ack or findings/{id}/close with {"note": "..."}; kept with the admin's subject."""
+        raw, action = (
+            request.path_params["id"],
+            {"ack": "acknowledge", "close": "close"}.get(request.path_params["action"]),
+        )
+        if action is None or not raw.isdigit() or int(raw) > 2**62:
+            return _problem(404, "unknown_finding", "no such finding or action (ack, close)")
+        note = (await _body(request)).get("note")
+        if not isinstance(note, str) or not note.strip() or len(note) > findings.NOTE_MAX:
+            raise BadRequest(f"note must be 1 to {findings.NOTE_MAX} characters")
+        try:
+            done = await findings.act(self._pool, int(raw), action, note, admin.subject)
+        except findings.FindingNotFound:
+            return _problem(404, "unknown_finding", "no such finding")
+        except ledger.LedgerUnavailable:
+            raise
+        except ledger.LedgerError as exc:  # closed already: nothing more to do to it
+            return _problem(409, "finding_closed", str(exc))
+        log.info(
+            f"finding {'acknowledged' if action == 'acknowledge' else 'closed'}",
+            extra={"admin": admin.subject, "finding": done.id, "kind": done.kind, "payment_id": done.payment_id},
+        )
+        return _json(done)
 
     async def queue(self, request: Request, admin: Admin) -> Response:
         now = time.time()

@@ -3,7 +3,8 @@
 Without a valid session the page is a login form and nothing else. Signing in posts an admin token
 (`worldgate admin token`), which is checked like a Bearer token and then kept in the `wg_admin`
 cookie: HttpOnly (no script reads it), SameSite=Strict, Path=/admin, Secure over https, and no older
-than the token. The page's script reads the admin API with that cookie (same origin, GETs only).
+than the token. The page's scripts read the admin API with that cookie (same origin); the only change they
+make is acknowledging or closing a reconcile finding (a same-origin POST).
 
 Every response here forbids framing and inline script (the CSP allows only our own files: no CDN),
 and the HTML is never cached. Static files are a fixed map of names to files, all package data (an
@@ -52,6 +53,7 @@ class StaticFile:
 STATIC: dict[str, StaticFile] = {
     "dashboard.js": StaticFile(STATIC_DIR / "dashboard.js", JS),
     "dashboard.css": StaticFile(STATIC_DIR / "dashboard.css", CSS),
+    "findings.js": StaticFile(STATIC_DIR / "findings.js", JS),
     "vendor/uPlot.iife.min.js": StaticFile(VENDOR_DIR / "uPlot.iife.min.js", JS, vendored=True),
     "vendor/uPlot.min.css": StaticFile(VENDOR_DIR / "uPlot.min.css", CSS, vendored=True),
 }

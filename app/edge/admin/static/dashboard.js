@@ -343,7 +343,10 @@
       cell(tr, r.pending, "num pending");
       cell(tr, r.failed, "num failed");
       cell(tr, r.revenue_usdc, "num revenue");
-      if (withGas) cell(tr, r.gas_cost_atomic, "num gas");
+      if (withGas) {  // a network row: its own gas, in its own unit (never summed across networks)
+        var gas = (r.gas || {})[r.key];
+        cell(tr, gas ? gas.amount_atomic + " " + gas.unit : "0", "num gas");
+      }
       tbody.appendChild(tr);
     });
     if (!rows.length) {
