@@ -10,9 +10,9 @@ from .filters import apply as apply_filters
 from .filters import parse as parse_filters
 from .records import Record
 from .registry import STREAMS, Registry, Sharing, Stream, StreamType
-from .replay import ReplayServer
+from .replay import Coverage, ReplayServer, live_coverage, recorded_coverage, recorded_points
 from .scheduler import Scheduler
-from .tier import DATA_DIR, DataTier, StreamRead
+from .tier import DATA_DIR, DataTier, NoDataAtPoint, StreamRead
 from .upstream.base import Adapter, Point
 
 __all__ = [
@@ -20,11 +20,13 @@ __all__ = [
     "STREAMS",
     "Adapter",
     "CacheTier",
+    "Coverage",
     "DataTier",
     "Entry",
     "Fetcher",
     "FilterError",
     "Filters",
+    "NoDataAtPoint",
     "Point",
     "Read",
     "Record",
@@ -39,6 +41,9 @@ __all__ = [
     "apply_filters",
     "distance_km",
     "freshness",
+    "live_coverage",
     "parse_filters",
     "parse_max_age",
+    "recorded_coverage",
+    "recorded_points",
 ]

@@ -38,6 +38,11 @@ class Filters:
     radius_km: float | None = None
 
 
+def _plain(value: float) -> str:
+    """A bound as people write it: 2592000, not 2.592e+06; 0.5 stays 0.5."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _number(params: Mapping[str, str], name: str, low: float, high: float) -> float | None:
     raw = params.get(name)
     if raw is None or raw == "":
@@ -47,7 +52,7 @@ def _number(params: Mapping[str, str], name: str, low: float, high: float) -> fl
     except ValueError:
         raise FilterError(f"{name} must be a number") from None
     if not math.isfinite(value) or not low <= value <= high:
-        raise FilterError(f"{name} must be between {low:g} and {high:g}")
+        raise FilterError(f"{name} must be between {_plain(low)} and {_plain(high)}")
     return value
 
 

@@ -26,7 +26,7 @@ class Sharing(StrEnum):
 
 
 # Refresh tiers (seconds): how often the scheduler refetches, and how long a value counts as fresh.
-MINUTE, FIVE_MINUTES, QUARTER_HOUR, HOUR, SIX_HOURS = 60, 300, 900, 3600, 21600
+MINUTE, FIVE_MINUTES, QUARTER_HOUR, HOUR, SIX_HOURS, DAY = 60, 300, 900, 3600, 21600, 86400
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,16 @@ class Stream:
     point: bool = False  # its data is per location: reads need lat and lon
     sharing: Sharing = Sharing.OK
     dataset: str | None = None  # bundled file under adapters/data/, for static streams
+    # Point streams: how far from the asked point the upstream's record may lie (its grid cell, plus the
+    # 0.1-degree rounding of the request); a farther record is never sold as the answer for that point.
+    point_within_km: float | None = None
+    # How old a record may be (now - observed_at, newest record) and still be called fresh; None: static.
+    freshness_budget_s: int | None = None
+
+    @property
+    def budget_s(self) -> int | None:
+        """The freshness budget: the stated one, else the refresh interval (None: static, never ages)."""
+        return self.freshness_budget_s if self.freshness_budget_s is not None else self.interval_s
 
     @property
     def parent(self) -> str | None:
@@ -60,6 +70,11 @@ _CURATED = (
 _OPEN_METEO = ("CC-BY-4.0", "Weather data by Open-Meteo.com (CC BY 4.0)")
 _PUBLIC_DOMAIN_US = "Public domain (US Government work)"
 
+# Freshness budgets are the refresh interval times a stated multiple: 2x for values the upstream renews on
+# a clock (weather, air, ISS, Kp, solar wind); for event feeds, the age of their newest event: an hour for
+# quakes (the world has one every few minutes), 2 days for GDACS (an alert dates from its event's start),
+# 7 days for EONET (open events' last track point). Point bounds: Open-Meteo answers its nearest grid
+# point (0.25 degrees for global weather, 0.4 for CAMS global air quality), asked at a 0.1-degree point.
 STREAMS: tuple[Stream, ...] = (
     Stream(
         id="weather.current",
@@ -75,6 +90,8 @@ STREAMS: tuple[Stream, ...] = (
         stale_cap_s=3 * HOUR,
         adapter="open-meteo.current",
         point=True,
+        freshness_budget_s=2 * QUARTER_HOUR,
+        point_within_km=30.0,
     ),
     Stream(
         id="weather.grid.temperature",
@@ -89,6 +106,7 @@ STREAMS: tuple[Stream, ...] = (
         interval_s=HOUR,
         stale_cap_s=6 * HOUR,
         adapter="open-meteo.grid",
+        freshness_budget_s=2 * HOUR,
     ),
     Stream(
         id="weather.grid.wind",
@@ -103,6 +121,7 @@ STREAMS: tuple[Stream, ...] = (
         interval_s=HOUR,
         stale_cap_s=6 * HOUR,
         adapter="open-meteo.grid",
+        freshness_budget_s=2 * HOUR,
     ),
     Stream(
         id="weather.grid.precipitation",
@@ -117,6 +136,7 @@ STREAMS: tuple[Stream, ...] = (
         interval_s=HOUR,
         stale_cap_s=6 * HOUR,
         adapter="open-meteo.grid",
+        freshness_budget_s=2 * HOUR,
     ),
     Stream(
         id="air.quality",
@@ -132,6 +152,8 @@ STREAMS: tuple[Stream, ...] = (
         stale_cap_s=6 * HOUR,
         adapter="open-meteo.air-quality",
         point=True,
+        freshness_budget_s=2 * HOUR,
+        point_within_km=40.0,
     ),
     Stream(
         id="quakes.usgs",
@@ -146,6 +168,7 @@ STREAMS: tuple[Stream, ...] = (
         interval_s=FIVE_MINUTES,
         stale_cap_s=HOUR,
         adapter="usgs.earthquakes",
+        freshness_budget_s=HOUR,
     ),
     Stream(
         id="iss.position",
@@ -160,6 +183,7 @@ STREAMS: tuple[Stream, ...] = (
         interval_s=MINUTE,
         stale_cap_s=10 * MINUTE,
         adapter="iss.position",
+        freshness_budget_s=2 * MINUTE,
     ),
     Stream(
         id="space.kp",
@@ -174,6 +198,7 @@ STREAMS: tuple[Stream, ...] = (
         interval_s=QUARTER_HOUR,
         stale_cap_s=3 * HOUR,
         adapter="noaa-swpc.kp",
+        freshness_budget_s=2 * QUARTER_HOUR,
     ),
     Stream(
         id="space.solar_wind",
@@ -189,6 +214,7 @@ STREAMS: tuple[Stream, ...] = (
         interval_s=QUARTER_HOUR,
         stale_cap_s=3 * HOUR,
         adapter="noaa-swpc.solar-wind",
+        freshness_budget_s=2 * QUARTER_HOUR,
     ),
     Stream(
         id="disasters.gdacs",
@@ -203,6 +229,7 @@ STREAMS: tuple[Stream, ...] = (
         interval_s=QUARTER_HOUR,
         stale_cap_s=6 * HOUR,
         adapter="gdacs.events",
+        freshness_budget_s=2 * DAY,
     ),
     Stream(
         id="events.eonet",
@@ -217,6 +244,7 @@ STREAMS: tuple[Stream, ...] = (
         interval_s=SIX_HOURS,
         stale_cap_s=48 * HOUR,
         adapter="nasa-eonet.events",
+        freshness_budget_s=7 * DAY,
     ),
     Stream(
         id="static.capitals",

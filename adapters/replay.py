@@ -1,7 +1,10 @@
 """The replay server: every adapter's recorded payload, served over HTTP on 127.0.0.1.
 
 For demos and tests on a machine with no internet (`worldgate serve --replay-upstreams`): requests
-arrive as /<host><path> and are answered from fixtures/manifest.json, whatever their query string.
+arrive as /<host><path> and are answered from fixtures/manifest.json. A path read at a point holds
+`recordings`, each at the point its upstream answered for: a request is answered with the nearest one
+within the path's `within_km` (plus the request's 0.1-degree rounding), and with 404 when none is,
+so a replay never passes one place's data off as another's. Other paths answer whatever the query.
 Tests can make one host misbehave (`fault(host, mode)`): HTTP 500, an HTML page, truncated JSON,
 a hang past any timeout, an empty body; every request is counted per host, so a test can prove
 that an open circuit or a coalesced miss made no upstream call.
@@ -9,19 +12,45 @@ that an open circuit or a coalesced miss made no upstream call.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
+
+from .filters import distance_km
+from .upstream.base import Point
 
 FIXTURES = Path(__file__).with_name("fixtures")
 FAULTS = ("ok", "status_500", "html", "truncated", "hang", "slow")
 HANG_S = 60.0
 SLOW_S = 0.3
+ROUNDING_KM = 8.0  # adapters ask at a point rounded to 0.1 degree: up to ~7.9 km from the caller's
+
+
+def recordings(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """A manifest path's recordings: one for a path read without a point, one per point otherwise."""
+    return list(entry["recordings"]) if "recordings" in entry else [entry]
+
+
+def nearest(entry: dict[str, Any], lat: float, lon: float, slack_km: float = 0.0) -> dict[str, Any] | None:
+    """The recording of a point path nearest (lat, lon), if within the path's `within_km` (+ slack)."""
+    found = [(distance_km(lat, lon, *r["point"]), r) for r in recordings(entry) if "point" in r]
+    distance, recording = min(found, key=lambda pair: pair[0], default=(0.0, None))
+    return recording if recording is not None and distance <= entry["within_km"] + slack_km else None
+
+
+def _asked_point(query: str) -> tuple[float, float] | None:
+    asked = parse_qs(query)
+    try:
+        return float(asked["latitude"][0]), float(asked["longitude"][0])
+    except (KeyError, IndexError, ValueError):
+        return None
 
 
 class ReplayServer:
@@ -64,7 +93,8 @@ class ReplayServer:
             self.overrides.clear()
 
     def answer(self, raw_path: str) -> tuple[int, str, bytes]:
-        path = urlsplit(raw_path).path
+        split = urlsplit(raw_path)
+        path = split.path
         host, _, rest = path.lstrip("/").partition("/")
         rest = "/" + rest
         with self._lock:
@@ -82,6 +112,10 @@ class ReplayServer:
         if override is not None:
             return 200, "application/json", override
         entry = self.manifest.get(host, {}).get(rest)
+        if entry is not None and "within_km" in entry:  # read at a point: only a recording near it answers
+            asked = _asked_point(split.query)
+            entry = nearest(entry, *asked, slack_km=ROUNDING_KM) if asked else None
+            rest += f" near {asked[0]:g},{asked[1]:g}" if asked and entry is None else ""
         if entry is None:
             return 404, "application/json", json.dumps({"error": f"nothing recorded for {host}{rest}"}).encode()
         body = (self.fixtures / entry["file"]).read_bytes()
@@ -108,3 +142,41 @@ class ReplayServer:
                 pass
 
         return Handler
+
+
+# ---- replay coverage: what a process whose upstreams are replayed can answer ----
+
+Coverage = Callable[[str], list["Point"] | None]  # a stream id → the points it can be answered at; None: anywhere
+
+
+def live_coverage(stream_id: str) -> list[Point] | None:
+    """Live upstreams answer any point."""
+    return None
+
+
+def recorded_coverage(fixtures: Path = FIXTURES) -> Coverage:
+    """Upstreams replayed from recordings: a point stream answers only where a recording is, so the query
+    rules refuse other points before any quote."""
+    return functools.partial(recorded_points, fixtures=fixtures)
+
+
+def recorded_points(stream_id: str, fixtures: Path = FIXTURES) -> list[Point] | None:
+    """The points a point stream has recordings at (None: not a point stream, or not recorded by host and
+    path, e.g. a test adapter), from the manifest the replay server answers from."""
+    from .registry import STREAMS  # here: the registry and adapters import nothing of the replay server
+    from .sources import all_adapters
+
+    stream = next((s for s in STREAMS if s.id == stream_id), None)
+    adapter = all_adapters().get(stream.adapter or "") if stream is not None and stream.point else None
+    if adapter is None:
+        return None
+    request = adapter.request(Point(0.0, 0.0))
+    entry = _manifest(fixtures).get(request.host, {}).get(request.path)
+    if entry is None:
+        return []
+    return [Point(*r["point"]) for r in recordings(entry) if "point" in r]
+
+
+@functools.lru_cache(maxsize=4)
+def _manifest(fixtures: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    return json.loads((fixtures / "manifest.json").read_text())  # type: ignore[no-any-return]

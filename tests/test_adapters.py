@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from adapters import STREAMS
 from adapters.errors import ParseError
 from adapters.records import Record
+from adapters.replay import nearest, recordings
 from adapters.upstream import air_quality, eonet, gdacs, iss, noaa_swpc, open_meteo
 from adapters.upstream.air_quality import OpenMeteoAirQuality
 from adapters.upstream.base import Point, UpstreamRequest
@@ -27,7 +29,7 @@ from adapters.upstream.usgs import UsgsEarthquakes
 
 FIXTURES = Path(__file__).resolve().parents[1] / "adapters" / "fixtures"
 MANIFEST: dict[str, dict[str, dict[str, Any]]] = json.loads((FIXTURES / "manifest.json").read_text())
-PARIS = Point(48.8566, 2.3522)
+MOSCOW, DELHI = Point(55.7512, 37.6184), Point(28.6139, 77.209)  # the first recording of each point path
 
 ADAPTERS = (
     UsgsEarthquakes(),
@@ -44,14 +46,22 @@ BY_NAME = {adapter.name: adapter for adapter in ADAPTERS}
 
 
 def _point_for(adapter: Any) -> Point | None:
-    return PARIS if adapter.point else None
+    return (DELHI if adapter.host.startswith("air-quality") else MOSCOW) if adapter.point else None
+
+
+def _recording(request: UpstreamRequest) -> dict[str, Any]:
+    entry = MANIFEST[request.host][request.path]
+    if "within_km" not in entry:
+        return entry
+    asked = dict(request.params)
+    found = nearest(entry, float(asked["latitude"]), float(asked["longitude"]), slack_km=8)
+    assert found is not None
+    return found
 
 
 def fixture(adapter: Any) -> bytes:
     """The recorded body the replay server would answer this adapter's request with."""
-    request = adapter.request(_point_for(adapter))
-    entry = MANIFEST[request.host][request.path]
-    return (FIXTURES / entry["file"]).read_bytes()
+    return (FIXTURES / _recording(adapter.request(_point_for(adapter)))["file"]).read_bytes()
 
 
 def fixture_json(adapter: Any) -> Any:
@@ -80,7 +90,7 @@ def test_the_request_stays_on_the_adapters_host_and_has_a_recording(adapter: Any
     assert request.host == adapter.host
     assert request.path.startswith("/")
     assert request.path in MANIFEST[adapter.host]
-    entry = MANIFEST[adapter.host][request.path]
+    entry = _recording(request)
     assert (FIXTURES / entry["file"]).is_file()
     assert entry["content_type"] == "application/json"
     assert len(entry["source"]) > 40  # provenance, not a placeholder
@@ -90,8 +100,25 @@ def test_every_manifest_entry_is_a_file_under_its_host() -> None:
     for host, paths in MANIFEST.items():
         for path, entry in paths.items():
             assert path.startswith("/")
-            assert entry["file"].startswith(f"{host}/")
-            json.loads((FIXTURES / entry["file"]).read_bytes())
+            for recording in recordings(entry):
+                assert recording["file"].startswith(f"{host}/")
+                json.loads((FIXTURES / recording["file"]).read_bytes())
+                assert len(recording["source"]) > 40
+
+
+@pytest.mark.parametrize("adapter", [a for a in ADAPTERS if a.point], ids=lambda a: a.name)
+def test_a_point_recording_is_for_the_point_it_is_filed_at(adapter: Any) -> None:
+    """Each recording of a point path sits at the point its upstream answered for, and the path's bound is
+    the stream's: so what replay serves for a point is the record the data tier would accept there."""
+    entry = MANIFEST[adapter.host][adapter.request(MOSCOW).path]
+    [stream] = [s for s in STREAMS if s.adapter == adapter.name]
+    assert entry["within_km"] == stream.point_within_km
+    for recording in recordings(entry):
+        lat, lon = recording["point"]
+        (record,) = adapter.parse((FIXTURES / recording["file"]).read_bytes(), Point(lat, lon))[stream.id]
+        assert (record.lat, record.lon) == (lat, lon)
+        assert nearest(entry, lat + 0.05, lon + 0.05) is recording
+    assert nearest(entry, -89.0, 0.0, slack_km=8) is None  # nothing recorded near the pole
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)

@@ -37,7 +37,7 @@ from .chain import unb64
 from .conftest import ADMIN_SECRET, Gateway, running_gateway, with_settings
 
 WORLD = "/v1/world"
-POINT = {"lat": "48.85", "lon": "2.35"}
+POINT = {"lat": "40.42", "lon": "-3.7"}  # Madrid: recorded for weather and air quality
 HEADER_MAX = 4096  # tests/test_gate.py explains the bound
 BBOX_SAMPLE = "-10,35,30,60"
 FREE_ROUTES = ("/v1/health", "/v1/streams", "/v1/streams/search", "/v1/attribution", "/.well-known/x402", "/llms.txt")
@@ -149,6 +149,8 @@ async def test_declared_query_parameters_are_what_the_route_accepts(client: http
                 continue
             seen.add(key)
             answer = await client.get(path, params=as_query(values))
+            if answer.status_code == 404 and answer.json()["error"] == "no_recording":
+                continue  # valid, but a point the replay has no recording for: refused before any quote
             assert answer.status_code in (400, 402), (path, values, answer.text)
             declared_ok = validator.is_valid(values)
             assert declared_ok == (answer.status_code == 402), (path, values, answer.text)
@@ -222,8 +224,8 @@ async def test_quote_body_explains_itself_to_a_person(client: httpx.AsyncClient,
         }
         assert all(offer["amount"] == atomic for offer in required["accepts"])
         assert about["networks"] == [
-            {"network": "eip155:84532", "name": "Base Sepolia"},
-            {"network": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1", "name": "Solana devnet"},
+            {"network": "eip155:84532", "name": "Base Sepolia", "schemes": ["exact"]},
+            {"network": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1", "name": "Solana devnet", "schemes": ["exact"]},
         ]
         assert [n["network"] for n in about["networks"]] == [o["network"] for o in required["accepts"]]
         assert about["description"] == required["resource"]["description"]

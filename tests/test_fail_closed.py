@@ -38,7 +38,7 @@ async def test_database_outage_fails_paid_routes_closed(
             assert (await gateway.get(PATH)).status_code == 402  # quoting needs no database
             assert (await gateway.get("/v1/streams")).status_code == 200  # free routes keep serving
             health = await gateway.get("/v1/health")
-            assert health.status_code == 503 and health.json()["status"] == "degraded"
+            assert health.status_code == 503 and health.json()["status"] == "down"
             assert usdc_balance(devnet, payer) == 10_000_000
             assert usdc_balance(devnet, devnet.pay_to) == pay_to_before
 

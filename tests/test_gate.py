@@ -77,9 +77,11 @@ async def test_free_routes_and_unknown_streams(gateway: Gateway) -> None:
     assert hazards == {s.id for s in STREAMS if s.category == "hazards"} and "static.volcanoes" in hazards
     unknown = await gateway.get("/v1/streams/nope")
     assert unknown.status_code == 404 and "payment-required" not in unknown.headers
-    assert (await gateway.get("/v1/streams/static.capitals", params={"x": "1"})).status_code == 402
+    stray = await gateway.get("/v1/streams/static.capitals", params={"x": "1"})  # strict: tests/test_strict_queries.py
+    assert stray.status_code == 400 and stray.json()["error"] == "invalid_query"
+    assert "payment-required" not in stray.headers
     deeper = await gateway.get("/v1/streams/static.capitals/extra")
-    assert deeper.status_code == 404
+    assert deeper.status_code == 404 and deeper.json()["error"] == "not_found"
 
 
 async def test_head_is_quoted_and_never_settled(gateway: Gateway, devnet: EvmDevnet) -> None:

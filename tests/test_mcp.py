@@ -233,14 +233,14 @@ async def test_a_paid_get_world_state_returns_the_combined_picture(
     gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool
 ) -> None:
     key = new_payer(devnet)
-    arguments = {"lat": 33.9425, "lon": -117.2297, "radius_km": 100}
+    arguments = {"lat": 36.83, "lon": -119.69, "radius_km": 500}  # a point the replay has recordings for
     async with connected(gateway) as client:
         offer = evm_offer(await quote(client, "get_world_state", arguments))
         served = await client.call_tool("get_world_state", arguments, meta={PAYMENT: payment(key, devnet, offer)})
 
     assert not served.is_error, served
     picture = served.structured_content
-    assert picture["lat"] == 33.9425 and picture["radius_km"] == 100
+    assert picture["lat"] == 36.83 and picture["radius_km"] == 500
     parts = ("weather", "air_quality", "earthquakes", "disasters", "natural_events", "iss", "space_weather")
     assert set(parts) <= set(picture)
     assert picture["weather"]["available"] is True and picture["weather"]["record"]["stream"] == "weather.current"
@@ -280,7 +280,7 @@ async def test_a_payment_for_another_price_is_refused_unclaimed(
     async with connected(gateway) as client:
         cheap = evm_offer(await quote(client, "get_stream", {"id": CAPITALS}))
         refused = await client.call_tool(
-            "get_world_state", {"lat": 1, "lon": 2}, meta={PAYMENT: payment(key, devnet, cheap)}
+            "get_world_state", {"lat": 40.42, "lon": -3.7}, meta={PAYMENT: payment(key, devnet, cheap)}
         )
     assert refused.is_error and refused.structured_content["error"] == "offer_mismatch"
     assert await rows_of(pool, key) == [] and usdc_balance(devnet, Account.from_key(key).address) == FUNDED

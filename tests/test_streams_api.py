@@ -39,7 +39,8 @@ QUAKES = "/v1/streams/quakes.usgs"
 QUAKES_STREAM = next(s for s in STREAMS if s.id == "quakes.usgs")
 USGS_HOST = "earthquake.usgs.gov"
 ISS_HOST = "api.wheretheiss.at"
-MORENO_VALLEY = (33.9425, -117.2297)  # the town the recorded earthquake ci40529976 was "7 km N of"
+CLOVIS = (36.83, -119.69)  # a recorded weather point, ~387 km from the recorded earthquake ci40529976
+MOSCOW = "lat=55.75&lon=37.62"  # a recorded weather point
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +168,10 @@ async def test_paid_read_carries_freshness_and_x_cache(settings: Settings, devne
         assert first.status_code == 200, first.text
         assert first.headers["x-cache"] == "MISS"
         body = first.json()
-        assert body["stale"] is False and body["freshness"] == "fresh" and 0 <= body["age_seconds"] < 60
+        assert body["source"] == "replay" and body["observed_at"] == "2023-08-05T01:29:30Z"
+        # age is measured from when the quake happened, not from the fetch: a 2023 record is stale
+        assert body["stale"] is True and body["freshness"] == "stale" and body["freshness_budget_s"] == 3600
+        assert body["age_seconds"] == pytest.approx(time.time() - 1691198970, abs=60)
         assert body["fetched_at"].endswith("Z")
         [quake] = body["records"]
         assert quake["fields"]["id"] == "ci40529976" and quake["fields"]["magnitude"] == 0.9
@@ -188,7 +192,7 @@ async def test_an_upstream_fault_sells_the_last_good_value_marked_stale(
     with running_gateway(isolated(settings, upstream_timeout_s=0.5), registry=registry) as gateway:
         key = new_payer(devnet)
         good = await paid_get(gateway, devnet, key, QUAKES)
-        assert good.status_code == 200 and good.json()["stale"] is False
+        assert good.status_code == 200 and good.headers["x-cache"] == "MISS"
         replay.fault(USGS_HOST, fault)
         await asyncio.sleep(1.2)
         served = await paid_get(gateway, devnet, key, QUAKES)
@@ -196,7 +200,7 @@ async def test_an_upstream_fault_sells_the_last_good_value_marked_stale(
         assert served.headers["x-cache"] == "STALE"
         body = served.json()
         assert body["stale"] is True and body["fetched_at"] == good.json()["fetched_at"]
-        assert body["records"] == good.json()["records"] and body["age_seconds"] >= 1
+        assert body["records"] == good.json()["records"] and body["observed_at"] == good.json()["observed_at"]
         assert unb64(served.headers["payment-response"])["success"] is True  # honest data, marked stale, is sold
 
 
@@ -246,23 +250,24 @@ async def test_world_through_the_official_client_returns_the_combined_picture(
     key = new_payer(devnet)
     client = x402Client()
     register_exact_evm_client(client, EthAccountSigner(Account.from_key(key)))
-    lat, lon = MORENO_VALLEY
+    lat, lon = CLOVIS
     with running_gateway(isolated(settings)) as gateway:
         async with x402HttpxClient(client) as http:
-            answer = await http.get(f"{gateway.url}/v1/world", params={"lat": lat, "lon": lon, "radius_km": 100})
+            answer = await http.get(f"{gateway.url}/v1/world", params={"lat": lat, "lon": lon, "radius_km": 500})
 
     assert answer.status_code == 200, answer.text
     world = answer.json()
-    assert (world["lat"], world["lon"], world["radius_km"]) == (lat, lon, 100)
-    sections = ("weather", "air_quality", "earthquakes", "disasters", "natural_events", "iss", "space_weather")
+    assert (world["lat"], world["lon"], world["radius_km"], world["source"]) == (lat, lon, 500, "replay")
+    sections = ("weather", "earthquakes", "disasters", "natural_events", "iss", "space_weather")
     for name in sections:
         section = world[name]
         assert section["available"] is True, (name, section)
-        assert section["fetched_at"].endswith("Z") and section["stale"] is False and section["age_seconds"] >= 0
-    assert isinstance(world["weather"]["record"]["fields"]["temperature_c"], float)
-    assert world["air_quality"]["record"]["stream"] == "air.quality"
+        assert section["fetched_at"].endswith("Z") and section["stale"] is True and section["age_seconds"] > 0
+    assert world["weather"]["record"]["fields"]["temperature_c"] == 7.7
+    # air quality is recorded only at Delhi: that part says so, and no upstream call is made for it
+    assert world["air_quality"]["available"] is False and "28.6,77.2" in world["air_quality"]["reason"]
     [quake] = world["earthquakes"]["records"]
-    assert quake["fields"]["id"] == "ci40529976" and 4.5 < quake["distance_km"] < 7.5
+    assert quake["fields"]["id"] == "ci40529976" and 300 < quake["distance_km"] < 400
     assert world["iss"]["distance_km"] > 0 and world["iss"]["record"]["stream"] == "iss.position"
     assert world["space_weather"]["record"]["stream"] == "space.kp"
 
@@ -278,7 +283,7 @@ async def test_world_without_weather_is_503_and_not_charged(
     replay.fault("api.open-meteo.com", "status_500")
     with running_gateway(isolated(settings)) as gateway:
         key = new_payer(devnet)
-        answer = await paid_get(gateway, devnet, key, "/v1/world?lat=10&lon=10")
+        answer = await paid_get(gateway, devnet, key, f"/v1/world?{MOSCOW}")
     assert answer.status_code == 503 and answer.json()["stream"] == "weather.current"
     assert usdc_balance(devnet, Account.from_key(key).address) == 10_000_000
     [row] = await rows_of(pool, key)
@@ -316,7 +321,7 @@ async def test_malformed_requests_are_refused_before_any_payment(
     assert "payment-required" not in unpaid.headers
     assert unpaid.json()["error"] in {"invalid_query", "unknown_stream"} and unpaid.json()["message"]
     # A valid payment for the same route's offer changes nothing: it is never claimed, never charged.
-    offer = await gateway.offer(QUAKES if path.startswith(QUAKES) or "no.such" in path else "/v1/world?lat=0&lon=0")
+    offer = await gateway.offer(QUAKES if path.startswith(QUAKES) or "no.such" in path else f"/v1/world?{MOSCOW}")
     paid = await gateway.get(path, headers={"PAYMENT-SIGNATURE": pay_for(key, devnet, offer)})
     assert paid.status_code == status
     assert await rows_of(pool, key) == []
@@ -352,7 +357,7 @@ async def test_unshared_streams_are_invisible_and_maintenance_is_not_sold(
             assert tried.status_code in {404, 503}
         assert await rows_of(pool, key) == []
 
-        world = await paid_get(gateway, devnet, key, "/v1/world?lat=0&lon=0")
+        world = await paid_get(gateway, devnet, key, f"/v1/world?{MOSCOW}")
         assert world.status_code == 200 and world.json()["iss"] == {
             "stream": "iss.position",
             "available": False,

@@ -4,7 +4,8 @@
 many header bytes (431), a declared or streamed body over the cap (413); then it counts the request
 against its client's address: every request to a paid route (quotes and payment attempts alike)
 under the `quote` limit, health and metrics under their own `ops` limit, everything else under
-`free` (429 with Retry-After). Payment attempts are also counted per payer by the checkout
+`free` (429 with Retry-After); every answer counted carries RateLimit-Limit, -Remaining and -Reset
+(this worker's view, no I/O). Payment attempts are also counted per payer by the checkout
 (`Services.payer_limited`, wired to `hit_shared`), once their signature is known to be the payer's
 and before the claim, so a refused attempt is never claimed, verified or charged, and a forger
 cannot spend a real payer's quota.
@@ -41,7 +42,7 @@ CAPPED = Counter("worldgate_requests_capped", "Requests refused before decoding,
 
 CLIENTS_CACHED_MAX = 65_536  # resolved client addresses kept per worker
 DRAIN_BYTES_MAX = 65_536  # a refused body up to this size is read and discarded, not answered with a reset
-OPS_PATHS = frozenset({"/v1/health", "/metrics"})  # polled by probes and scrapers: their own limit
+OPS_PATHS = frozenset({"/v1/health", "/v1/health/live", "/metrics"})  # polled by probes and scrapers: their own limit
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -118,6 +119,24 @@ def rate_limited_body(retry_after: int, message: str) -> bytes:
     return json.dumps({"error": "rate_limited", "message": message, "retry_after": retry_after}).encode()
 
 
+def _standing(limit: int, remaining: int, reset: int) -> list[tuple[bytes, bytes]]:
+    """The IETF draft's RateLimit-Limit/-Remaining/-Reset of the limit this request was counted under."""
+    return [
+        (b"ratelimit-limit", str(limit).encode()),
+        (b"ratelimit-remaining", str(remaining).encode()),
+        (b"ratelimit-reset", str(reset).encode()),
+    ]
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *extra]
+        await send(message)
+
+    return sending
+
+
 async def _answer(send: Send, status: int, body: bytes, *, head: bool, extra: Iterable[tuple[bytes, bytes]]) -> None:
     headers = [_JSON, _NO_STORE, *extra, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -181,13 +200,16 @@ class AbuseGuard:
         # request to a paid route, and a flood of forged ones must spend its sender's quota, not the payer's.
         limit = self.quote if paid else self.ops if scope["path"] in OPS_PATHS else self.free
         if limit is not None:
-            wait = self.limiter.hit(limit, self.client(scope))
+            client = self.client(scope)
+            wait = self.limiter.hit(limit, client)
+            standing = _standing(*self.limiter.standing(limit, client))
             if wait is not None:
                 what = "requests to paid routes" if paid else "requests"
                 message = f"too many {what} from this address ({limit.text}); retry after {wait} s"
-                retry = [(b"retry-after", str(wait).encode())]
+                retry = [(b"retry-after", str(wait).encode()), *standing]
                 await _answer(send, 429, rate_limited_body(wait, message), head=head, extra=retry)
                 return
+            send = _with_headers(send, standing)
         if chunked is not None and length is None and not paid:
             receive = await self._buffered(receive, send, head)
             if receive is None:

@@ -131,7 +131,7 @@ class Documents:
         if encoded is None:
             body = encode_json({"error": "starting", "message": "the gateway is starting; try again shortly"})
             return Response(body, 503, media_type=_JSON, headers={"cache-control": "no-store", "retry-after": "1"})
-        headers = {"cache-control": _CACHE_CONTROL, "access-control-allow-origin": "*"}
+        headers = {"cache-control": _CACHE_CONTROL}  # CORS headers: app/edge/cors.py
         return Response(encoded, media_type=_BUILDERS[path][1], headers=headers)
 
 

@@ -15,7 +15,6 @@ import asyncio
 import base64
 import json
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,9 +25,10 @@ from app.usecases import binding
 from app.usecases.checkout import Checkout
 from app.usecases.outcomes import Delivered, Refused, Served, Verified
 from app.usecases.pricing import PaidRoute
+from app.usecases.queries import Problem
 from app.usecases.replies import Kind, Reply, reply
 from app.usecases.services import Services
-from payments import EXPOSE_HEADERS, Reason, Refusal, Settlement, encode_header, encode_json
+from payments import Reason, Refusal, Settlement, encode_header, encode_json
 
 __all__ = ["PAYMENT_SCOPE_KEY", "PaymentGate", "Services"]
 
@@ -38,7 +38,6 @@ _V1_HEADER = b"x-payment"
 _ONE_HEADER = "send one payment header, once: PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (v1), not both"
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
-_EXPOSE = (b"access-control-expose-headers", EXPOSE_HEADERS.encode())
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -131,7 +130,7 @@ def _receipt(settlement: Settlement, version: int) -> tuple[bytes, bytes]:
 def _delivery(buffered: _Buffered, settlement: Settlement, version: int) -> tuple[int, Headers, bytes]:
     """The sold response: the handler's, with the receipt, marked private (it was bought by one payer)."""
     assert buffered.start is not None
-    extra = [(b"cache-control", b"private"), _EXPOSE, _receipt(settlement, version)]
+    extra = [(b"cache-control", b"private"), _receipt(settlement, version)]  # CORS headers: app/edge/cors.py
     replaced = {name for name, _ in extra} | {b"content-length"}
     headers = [(bytes(k), bytes(v)) for k, v in buffered.start.get("headers", []) if bytes(k).lower() not in replaced]
     return buffered.status, [*headers, *extra], b"".join(buffered.chunks)
@@ -184,9 +183,8 @@ class PaymentGate:
             # no `connection: close`: the guard capped the body, and uvicorn discards it unread before the next request
             await _respond(send, 413, [_JSON, _NO_STORE], body if scope["method"] == "GET" else b"")
             return
-        query = scope["query_string"]
-        problem = paid.check(dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {})
-        if problem is not None:  # a query that cannot be served costs nothing: refused before any quote
+        problem = paid.query_string(scope["query_string"])
+        if isinstance(problem, Problem):  # unknown, repeated or breaking the rules: refused before any quote
             body = encode_json({"error": problem.error, "message": problem.message})
             await _respond(send, problem.status, [_JSON, _NO_STORE], body if scope["method"] == "GET" else b"")
             return
@@ -197,7 +195,7 @@ class PaymentGate:
         if header is None or scope["method"] == "HEAD":  # a HEAD is quoted, never settled
             quote = pricing.quote(paid, base_url)
             body = quote.body if scope["method"] == "GET" else b""
-            headers = [_JSON, _NO_STORE, _EXPOSE, (b"payment-required", quote.header.encode())]
+            headers = [_JSON, _NO_STORE, (b"payment-required", quote.header.encode())]
             metrics.QUOTES(paid.path).inc()
             await _respond(send, 402, headers, body)
             return
@@ -207,7 +205,7 @@ class PaymentGate:
         """A fresh quote naming why the payment was refused."""
         assert self.services.pricing is not None
         quote = self.services.pricing.encode(paid, base_url, error, message)
-        headers = [_JSON, _NO_STORE, _EXPOSE, (b"payment-required", quote.header.encode())]
+        headers = [_JSON, _NO_STORE, (b"payment-required", quote.header.encode())]
         await _respond(send, status, headers, quote.body)
 
     async def _paid(
@@ -216,7 +214,7 @@ class PaymentGate:
         # Two payment headers (v2 and v1, or one twice) make it ambiguous which payment is charged: refuse both.
         sent = sum(1 for key, _ in scope["headers"] if key in (_V2_HEADER, _V1_HEADER))
         bound = (
-            binding.bind_header(header, version, paid.offers, bytes_max=self.header_bytes_max)
+            binding.bind_header(header, version, paid.offers, bytes_max=self.header_bytes_max, resources=(paid.path,))
             if sent == 1
             else Refusal(Reason.INVALID_PAYLOAD, _ONE_HEADER)
         )
@@ -283,7 +281,7 @@ class PaymentGate:
                     "network": settlement.network,
                 }
             )
-            await _respond(send, answer.status, [_JSON, _NO_STORE, _EXPOSE, _receipt(settlement, version)], body)
+            await _respond(send, answer.status, [_JSON, _NO_STORE, _receipt(settlement, version)], body)
         else:
             assert answer.kind is Kind.ERROR and answer.status is not None
             headers = [_JSON, _NO_STORE]

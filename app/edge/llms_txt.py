@@ -42,6 +42,16 @@ def llms_txt(pricing: Pricing, registry: Registry, base: str) -> str:
         "alerts, natural events, the ISS, space weather and curated reference sets. No account, no API key: an "
         f"unpaid GET answers 402 with a quote; pay it in {ASSET_SYMBOL} and retry.",
         "",
+    ]
+    if pricing.replayed:
+        lines += [
+            "REPLAY MODE: this gateway answers from recorded upstream payloads, not live data. Every data answer "
+            'says `"source": "replay"`; records keep their recorded `observed_at`, so most read as stale; point '
+            "reads (weather.current, air.quality, /v1/world) are sold only near a recorded point, and elsewhere "
+            "refused with 404 `no_recording`, listing those points, before any quote.",
+            "",
+        ]
+    lines += [
         "## What is sold",
         "",
     ]
@@ -69,8 +79,9 @@ def llms_txt(pricing: Pricing, registry: Registry, base: str) -> str:
         "Solana a partially signed SPL TransferChecked transaction (the offer's `extra.feePayer` pays the fees).",
         "3. Retry the same GET with the header PAYMENT-SIGNATURE: base64 JSON PaymentPayload echoing the offer in "
         "`accepted` (x402 v1 clients: X-PAYMENT). The 200 carries PAYMENT-RESPONSE with the settlement "
-        "transaction. A bad query is refused with 400 before any payment; no data within max_age: 503, nothing "
-        "charged.",
+        "transaction. A bad query (a parameter the route does not declare, or one given twice, included) is "
+        "refused with 400 before any payment; no data within max_age: 503, nothing charged. Browsers may call "
+        "from any page: answers carry CORS headers and expose PAYMENT-REQUIRED and PAYMENT-RESPONSE.",
         "4. Retries: put `extensions.payment-identifier.info.id` (16-128 of A-Z a-z 0-9 _ -) in the payload. A "
         "retry with the same id and payment gets the stored answer again, settled once; the same id with another "
         "payment gets 409.",

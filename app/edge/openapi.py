@@ -10,6 +10,7 @@ from typing import Any
 
 from adapters import Registry
 from app import __version__
+from app.usecases.params import query_schema
 from app.usecases.paths import LLMS_PATH, OPENAPI_PATH, WELL_KNOWN_PATH
 from app.usecases.pricing import ASSET_SYMBOL, PaidRoute, Pricing, network_name
 from app.usecases.reads import SEARCH_RESULTS_MAX
@@ -252,7 +253,7 @@ def _free_paths(registry: Registry) -> dict[str, Any]:
 
 def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
     price = pricing.price(paid)
-    networks = ", ".join(f"{network_name(o.network)} ({o.network})" for o in paid.offers)
+    networks = ", ".join(f"{network_name(n)} ({n})" for n in paid.networks)
     stream = paid.stream
     rules = (
         "Read at one point: lat and lon are required; bbox and radius_km are refused."
@@ -265,8 +266,9 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
         f"{paid.description}\n\n**Price:** {price['usd']} per request: {price['amount_atomic']} atomic units of "
         f"{ASSET_SYMBOL} ({price['decimals']} decimals), payable on {networks}.\n\n"
         "**Paying:** without a payment the answer is 402 with a PAYMENT-REQUIRED header (the quote); sign one of its "
-        "offers with an x402 client and retry with PAYMENT-SIGNATURE. A query that breaks the rules is refused "
-        "with 400 before any quote or payment; a stream that cannot be served within max_age answers 503 and "
+        "offers with an x402 client and retry with PAYMENT-SIGNATURE. A query that breaks the rules, or has a "
+        "parameter not listed here or one given twice, is refused with 400 before any quote or payment; a stream "
+        "that cannot be served within max_age answers 503 and "
         f"nothing is charged. A HEAD is quoted and never settled.\n\n{rules}"
     )
     schema = "#/components/schemas/" + ("StreamAnswer" if stream is not None else "WorldAnswer")
@@ -292,6 +294,8 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
             }
             for p in paid.params
         ],
+        # the whole query as one JSON Schema, as the 402's bazaar declares it: no other parameter is accepted
+        "x-query-schema": query_schema(paid.params),
         "security": [{"x402": []}],
         "x-402-price": {**price, "tier": paid.price_tier},
         "x-402-networks": [
@@ -309,7 +313,10 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
                     "X-Cache": {"description": "Where the data came from.", "schema": {"type": "string"}},
                 },
             },
-            "400": _problem("The query breaks the rules (`invalid_query`); nothing was quoted or charged."),
+            "400": _problem(
+                "The query breaks the rules, or names an unknown parameter or one twice (`invalid_query`); "
+                "nothing was quoted or charged."
+            ),
             "402": quote,
             "403": _problem("The payer is banned by the operator (`payer_banned`); nothing was claimed or charged."),
             "404": _problem("No such stream (it is no longer shared)."),

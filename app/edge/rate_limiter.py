@@ -130,6 +130,21 @@ class RateLimiter:
                 self._dirty.add(name)
         return None
 
+    def standing(self, limit: Limit, key: str) -> tuple[int, int, int]:
+        """(limit, remaining, seconds to reset) of `key`'s tightest window as this worker last knew it, for
+        the RateLimit-* headers; no I/O."""
+        now = time.time()
+        best: tuple[int, int, int] | None = None
+        for window in limit.windows:
+            count = self._counts.get((window.label, key))
+            used, ends = (count.known + count.pending, count.ends) if count is not None and now < count.ends else (0, 0)
+            reset = max(1, math.ceil(ends - now)) if ends else window.period_s - int(now % window.period_s)
+            found = (window.amount, max(0, window.amount - used), reset)
+            if best is None or found[1] < best[1]:
+                best = found
+        assert best is not None
+        return best
+
     async def hit_shared(self, limit: Limit, key: str) -> int | None:
         """`hit`, counted in Redis at once (one pipelined round trip): exact across workers and replicas.
         For payment attempts, which cost far more than the round trip; falls back to `hit` without Redis."""

@@ -1,7 +1,8 @@
 """The API's HTTP handlers: the free catalog, search, attribution and health, and the paid reads behind the gate.
 
 Each handler sends what its read (app/usecases/reads.py) answers as a JSON response; the MCP tools
-(app/mcp/server.py) return the same documents as tool results.
+(app/mcp/server.py) return the same documents as tool results (health with its verdict, app/edge/health.py,
+as the tool calls this class's `health_answer`). Unknown paths and methods answer JSON too.
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from adapters import Registry
 from app.edge.gate import PAYMENT_SCOPE_KEY
+from app.edge.health import LIVE, ChainProbes, verdict
+from app.usecases.paths import LLMS_PATH, MCP_PATH, OPENAPI_PATH, WELL_KNOWN_PATH
 from app.usecases.reads import NO_STORE, Answer, Reads
+from app.usecases.services import Services
 from payments import encode_json
 
 log = logging.getLogger("worldgate.routes")
@@ -29,12 +35,61 @@ def respond(answer: Answer) -> Response:
     return json_response(answer.document, answer.status, dict(answer.headers) if answer.headers is not None else None)
 
 
+LINKS = {
+    "llms": LLMS_PATH,
+    "openapi": OPENAPI_PATH,
+    "catalog": "/v1/streams",
+    "x402": WELL_KNOWN_PATH,
+    "mcp": MCP_PATH,
+    "health": "/v1/health",
+}
+_LANDING_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>worldgate</title></head>
+<body><h1>worldgate</h1>
+<p>World-state data sold per request over x402: an unpaid request answers 402 with a quote; pay in USDC and retry.</p>
+<ul>{items}</ul></body></html>
+"""
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """Starlette's 404 and 405 (no such path, or a method the route does not take), in JSON."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    if status == 405:
+        body = {"error": "method_not_allowed", "message": f"{request.method} is not answered here"}
+        headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+        return json_response(body, 405, {**headers, **NO_STORE})
+    body = {"error": "not_found", "message": f"no route {request.url.path}; see / for what is here"}
+    return json_response(body, 404, NO_STORE)
+
+
+EXCEPTION_HANDLERS = {404: not_found, 405: not_found}
+
+
 class Api(Reads):
     """The reads as HTTP routes (the paid ones only after the gate's mark)."""
 
+    def __init__(
+        self,
+        registry: Registry,
+        services: Services,
+        *,
+        info: dict[str, Any],
+        chains: ChainProbes | None = None,
+        scheduler: bool = False,
+    ) -> None:
+        super().__init__(registry, services, info=info)
+        self.chains = chains or ChainProbes({}, timeout_s=1, cache_s=5)
+        self.scheduler = scheduler
+
+    async def health_answer(self) -> Answer:
+        """The read's health with a verdict (app/edge/health.py); the MCP tool calls this one too."""
+        return verdict(await super().health_answer(), await self.chains.states(), scheduler=self.scheduler)
+
     def routes(self) -> list[Route]:
         return [
+            Route("/", self.landing),
             Route("/v1/health", self.health),
+            Route("/v1/health/live", self.live),
             Route("/v1/attribution", self.attribution),
             Route("/v1/streams", self.catalog),
             Route("/v1/streams/search", self.search),
@@ -55,6 +110,17 @@ class Api(Reads):
 
     async def health(self, request: Request) -> Response:
         return respond(await self.health_answer())
+
+    async def live(self, request: Request) -> Response:
+        return respond(LIVE)  # no database, no network: the process answers
+
+    async def landing(self, request: Request) -> Response:
+        """What is here: JSON for programs (Accept: application/json), a few links for people."""
+        if "application/json" in request.headers.get("accept", ""):
+            body = {"name": "worldgate", "description": "Pay-per-request world data over x402.", "links": LINKS}
+            return json_response(body)
+        items = "".join(f'<li><a href="{path}">{path}</a></li>' for path in LINKS.values())
+        return Response(_LANDING_HTML.format(items=items), media_type="text/html; charset=utf-8")
 
     # ---- paid ----
 

@@ -43,6 +43,7 @@ from mcp_types import (
     ToolAnnotations,
 )
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters import Stream
 from app import __version__
@@ -52,7 +53,7 @@ from app.runtime.settings import Settings
 from app.usecases import binding
 from app.usecases.checkout import Checkout
 from app.usecases.outcomes import Delivered, Refused, Served, Unavailable, Verified
-from app.usecases.params import STREAM_PARAMS, WORLD_PARAMS, QueryParam
+from app.usecases.params import STREAM_PARAMS, WORLD_PARAMS, QueryParam, did_you_mean
 from app.usecases.paths import MCP_PATH, STREAM_PREFIX, WORLD_PATH
 from app.usecases.pricing import PaidRoute
 from app.usecases.queries import Problem
@@ -130,7 +131,8 @@ def tool_params(arguments: Mapping[str, Any] | None, schema: Mapping[str, Any]) 
         spec = properties.get(name)
         if spec is None:
             known = ", ".join(properties) or "no arguments"
-            return Problem(400, "invalid_query", f"unknown argument {name!r}; this tool takes {known}")
+            hint = did_you_mean(name, properties)
+            return Problem(400, "invalid_query", f"unknown argument {name!r}{hint}; this tool takes {known}")
         if value is None:
             continue
         kind = spec["type"]
@@ -171,6 +173,31 @@ def answer_result(answer: Answer, meta: dict[str, Any] | None = None) -> CallToo
     if cache is not None and answer.ok:
         extra[CACHE_META_KEY] = cache
     return tool_result(answer.document, error=not answer.ok, meta=extra)
+
+
+class _GetHint:
+    """A GET without `Accept: text/event-stream` (a browser, curl) is answered at once with how to call
+    /mcp, instead of waiting on an event stream a stateless server never writes to."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        accept = b",".join(v for k, v in scope.get("headers", ()) if k == b"accept")
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and b"text/event-stream" not in accept:
+            body = encode_json(
+                {"error": "method_not_allowed", "message": "POST JSON-RPC to /mcp (streamable HTTP); see /llms.txt"}
+            )
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"allow", b"POST"),
+                (b"cache-control", b"no-store"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 405, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+            return
+        await self.app(scope, receive, send)
 
 
 ToolCall = Callable[[dict[str, str], Mapping[str, Any]], Awaitable[CallToolResult]]  # (params, request _meta)
@@ -245,8 +272,9 @@ class McpServer:
                 ToolSpec(
                     "health",
                     "Health",
-                    "Free, like GET /v1/health: version, uptime, database and Redis checks, and per source its "
-                    "last fetch, freshness, last error and circuit.",
+                    "Free, like GET /v1/health: status (ok, degraded or down) and its problems, version, uptime, "
+                    "database, Redis and chain RPC checks, and per source its last fetch, freshness, last error "
+                    "and circuit.",
                     NO_ARGUMENTS,
                     self._health,
                 ),
@@ -264,7 +292,7 @@ class McpServer:
         self.session_manager = StreamableHTTPSessionManager(app=self.server, json_response=True, stateless=True)
 
     def route(self) -> Route:
-        return Route(MCP_PATH, endpoint=StreamableHTTPASGIApp(self.session_manager))
+        return Route(MCP_PATH, endpoint=_GetHint(StreamableHTTPASGIApp(self.session_manager)))
 
     def run(self) -> AbstractAsyncContextManager[None]:
         return self.session_manager.run()
@@ -350,14 +378,20 @@ class McpServer:
         paid = pricing.lookup(path)
         if paid is None:  # unshared since the stream was looked up: it does not exist to callers
             return answer_result(problem_answer(Problem(404, "unknown_stream", UNKNOWN_STREAM)))
-        problem = paid.check(params)
-        if problem is not None:  # a query that cannot be served costs nothing: refused before any quote
+        problem = paid.query(list(params.items()))
+        if isinstance(problem, Problem):  # a query that cannot be served costs nothing: refused before any quote
             return answer_result(problem_answer(problem))
         raw = meta.get(PAYMENT_META_KEY)
         if raw is None:
             metrics.QUOTES(paid.path).inc()
             return self._payment_required(tool, paid, "Payment required", None)
-        bound = binding.bind_object(raw, paid.offers, bytes_max=self.payment_bytes_max, name=PAYMENT_META_KEY)
+        bound = binding.bind_object(
+            raw,
+            paid.offers,
+            bytes_max=self.payment_bytes_max,
+            name=PAYMENT_META_KEY,
+            resources=(f"mcp://tool/{tool}", paid.path),  # this tool, or the HTTP route it sells
+        )
         if isinstance(bound, Refusal):
             return self._render(tool, paid, reply(Refused(binding.refused(paid, bound, transport="mcp"))))
         payload, offer = bound

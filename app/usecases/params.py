@@ -5,11 +5,13 @@ themselves are app/usecases/queries.py's and adapters/filters.py's; the bounds h
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from adapters.filters import LIMIT_DEFAULT, LIMIT_MAX, MAX_AGE_S_MAX, MAX_AGE_S_MIN, RADIUS_KM_MAX
-from app.usecases.queries import WORLD_RADIUS_KM_DEFAULT, WORLD_RADIUS_KM_MAX
+from app.usecases.queries import WORLD_RADIUS_KM_DEFAULT, WORLD_RADIUS_KM_MAX, Problem
 
 STREAM_RADIUS_KM_DEFAULT = 100.0  # adapters.filters.parse's radius when lat/lon come without one
 BBOX_PATTERN = r"^-?\d+(\.\d+)?(,-?\d+(\.\d+)?){3}$"
@@ -116,10 +118,14 @@ WORLD_PARAMS = (
 )
 
 
-def query_schema(params: tuple[QueryParam, ...], refused: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A route's query parameters as one JSON Schema object, with the rules that tie them together and the
-    parameters it refuses (other unknown ones are ignored by the route, so the schema allows them)."""
-    schema: dict[str, Any] = {"type": "object", "properties": {p.name: p.schema() for p in params}}
+def query_schema(params: tuple[QueryParam, ...]) -> dict[str, Any]:
+    """A route's query parameters as one JSON Schema object, with the rules that tie them together; any
+    other parameter is refused (`strict_query`), so the schema allows no other property."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {p.name: p.schema() for p in params},
+        "additionalProperties": False,
+    }
     required = [p.name for p in params if p.required]
     if required:
         schema["required"] = required
@@ -132,6 +138,32 @@ def query_schema(params: tuple[QueryParam, ...], refused: tuple[str, ...] = ()) 
         }
     if "bbox" in optional:  # either a box or a circle
         schema["dependentSchemas"] = {"bbox": {"not": {"anyOf": [{"required": ["lat"]}, {"required": ["lon"]}]}}}
-    if refused:
-        schema["propertyNames"] = {"not": {"enum": list(refused)}}
     return schema
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean X?)' when `name` is close to one of `known` (case aside), else ''."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
+def strict_query(
+    pairs: Iterable[tuple[str, str]], accepted: tuple[str, ...], known: tuple[str, ...] = ()
+) -> dict[str, str] | Problem:
+    """The query as one value per name, or a 400 naming the first unknown or repeated parameter.
+    `accepted` are the route's parameters; `known` ones are let through for the route's rules to refuse
+    with their own words (bbox on a point stream). A repeat is refused rather than collapsed: which
+    value would be served, and which one was paid for, would be a guess."""
+    params: dict[str, str] = {}
+    listed = ", ".join(accepted) or "no query parameters"
+    for name, value in pairs:
+        if name not in accepted and name not in known:
+            hint = did_you_mean(name, accepted)
+            message = f"unknown query parameter {name!r}{hint}; this route accepts {listed}"
+            return Problem(400, "invalid_query", message)
+        if name in params:
+            message = f"query parameter {name!r} is given more than once; give it once (this route accepts {listed})"
+            return Problem(400, "invalid_query", message)
+        params[name] = value
+    return params

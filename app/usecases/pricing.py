@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
+from urllib.parse import parse_qsl
 
-from adapters import Registry, Sharing, Stream
+from adapters import Coverage, Registry, Sharing, Stream, live_coverage
 from app.usecases.examples import stream_example, world_example
 from app.usecases.params import (
     POINT_STREAM_PARAMS,
@@ -26,6 +28,7 @@ from app.usecases.params import (
     WORLD_REFUSED,
     QueryParam,
     query_schema,
+    strict_query,
 )
 from app.usecases.paths import STREAM_PREFIX, STREAM_ROUTE, WORLD_PATH, WORLD_ROUTE
 from app.usecases.queries import Problem, stream_query, world_query
@@ -84,9 +87,31 @@ class PaidRoute:
     mime_type: str = "application/json"
     price_tier: str | None = None  # the tier its price came from; None when settings priced it directly
     params: tuple[QueryParam, ...] = ()  # its query parameters, as declared to clients
-    refused_params: tuple[str, ...] = ()  # parameters it answers 400 to (the others it does not declare are ignored)
+    refused_params: tuple[str, ...] = ()  # known names its rules refuse in their own words (any other: unknown)
     example: Mapping[str, Any] | None = None  # an example 200 answer
     extensions: Mapping[str, Any] = field(default_factory=dict)  # x402 `extensions`: name → declaration
+
+    def query(self, params: list[tuple[str, str]]) -> dict[str, str] | Problem:
+        """The query's pairs checked before any quote: strictly (no unknown or repeated name), then the rules."""
+        parsed = strict_query(params, self.accepted, self.refused_params)
+        if isinstance(parsed, Problem):
+            return parsed
+        problem = self.check(parsed)
+        return parsed if problem is None else problem
+
+    def query_string(self, raw: bytes) -> dict[str, str] | Problem:
+        """`query` of an HTTP query string (decoded as Starlette decodes it, so the handler reads the same)."""
+        return self.query(parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if raw else [])
+
+    @cached_property
+    def accepted(self) -> tuple[str, ...]:
+        """The query parameters it takes (each at most once)."""
+        return tuple(p.name for p in self.params)
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """The networks it can be paid on, once each (a network may offer several schemes)."""
+        return tuple(dict.fromkeys(o.network for o in self.offers))
 
     @property
     def revenue_account(self) -> str:
@@ -116,8 +141,8 @@ def bazaar(paid: PaidRoute) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "type": {"type": "string", "const": "http"},
-            "method": {"type": "string", "enum": ["GET", "HEAD", "DELETE"]},
-            "queryParams": query_schema(paid.params, paid.refused_params),
+            "method": {"type": "string", "enum": ["GET", "HEAD"]},
+            "queryParams": query_schema(paid.params),
         },
         "required": ["type", "method"],
         "additionalProperties": False,
@@ -176,17 +201,20 @@ class Quote:
     body: bytes  # the same PaymentRequired as JSON, plus `hint` and `about` for people
 
 
-def _stream_check(stream: Stream) -> Callable[[Mapping[str, str]], Problem | None]:
+def _stream_check(stream: Stream, coverage: Coverage) -> Callable[[Mapping[str, str]], Problem | None]:
     def check(params: Mapping[str, str]) -> Problem | None:
-        parsed = stream_query(stream, params)
+        parsed = stream_query(stream, params, coverage)
         return parsed if isinstance(parsed, Problem) else None
 
     return check
 
 
-def _world_check(params: Mapping[str, str]) -> Problem | None:
-    parsed = world_query(params)
-    return parsed if isinstance(parsed, Problem) else None
+def _world_check(coverage: Coverage) -> Callable[[Mapping[str, str]], Problem | None]:
+    def check(params: Mapping[str, str]) -> Problem | None:
+        parsed = world_query(params, coverage)
+        return parsed if isinstance(parsed, Problem) else None
+
+    return check
 
 
 class Pricing:
@@ -198,10 +226,12 @@ class Pricing:
         overrides: Mapping[str, str | int],
         *,
         extensions: Mapping[str, ExtensionBuilder] = EXTENSIONS,
+        coverage: Coverage = live_coverage,
     ) -> None:
         if not terms:
             raise PricingError("no payment network is configured")
         self.terms = terms
+        self.replayed = coverage is not live_coverage  # point reads bounded by recordings (llms.txt says so)
         self._decimals = min(t.decimals for t in terms)
         self._extensions = extensions
         self._offers: dict[int, tuple[PaymentRequirements, ...]] = {}
@@ -229,7 +259,7 @@ class Pricing:
                     amount_atomic=amount,
                     description=f"{stream.name}: {stream.description}",
                     offers=self._offers_for(amount),
-                    check=_stream_check(stream),
+                    check=_stream_check(stream, coverage),
                     price_tier=tier,
                     params=POINT_STREAM_PARAMS if stream.point else STREAM_PARAMS,
                     refused_params=POINT_STREAM_REFUSED if stream.point else (),
@@ -249,7 +279,7 @@ class Pricing:
                 description="The world around a point: weather, air quality, quakes, disasters, natural events, "
                 "the ISS and space weather, in one answer",
                 offers=self._offers_for(world_amount),
-                check=_world_check,
+                check=_world_check(coverage),
                 price_tier=WORLD_PRICE_TIER if world is None else None,
                 params=WORLD_PARAMS,
                 refused_params=WORLD_REFUSED,
@@ -328,7 +358,14 @@ class Pricing:
         return {
             "description": paid.description,
             "price": self.price(paid),
-            "networks": [{"network": o.network, "name": network_name(o.network)} for o in paid.offers],
+            "networks": [
+                {
+                    "network": network,
+                    "name": network_name(network),
+                    "schemes": [o.scheme for o in paid.offers if o.network == network],
+                }
+                for network in paid.networks
+            ],
             "how_to_pay": {
                 "guide": base_url + "/llms.txt",
                 "readme": HOW_TO_PAY_README,
@@ -339,7 +376,7 @@ class Pricing:
     def encode(self, paid: PaidRoute, base_url: str, error: str, message: str | None) -> Quote:
         required = self.payment_required(paid, base_url, error)
         body = to_builtins(required)
-        networks = ", ".join(o.network for o in paid.offers)
+        networks = ", ".join(paid.networks)
         body["hint"] = (
             f"This resource costs {self.display(paid.amount_atomic)} USDC ({paid.amount_atomic} atomic units) per "
             f"request, payable on {networks}. Retry the same request with a PAYMENT-SIGNATURE header (x402 v2): an "

@@ -2,7 +2,10 @@
 
 The gate runs these on every request to a paid path, before quoting and before decoding a payment,
 so a malformed query costs the caller nothing (400 with a reason) and never reaches the ledger;
-the handlers parse the same way, so gate and handler cannot disagree.
+the handlers parse the same way, so gate and handler cannot disagree. With upstreams replayed, a point
+read is sold only near a point that has a recording (`coverage`, which the app passes in replay mode;
+live, the default, answers anywhere): elsewhere it is refused here, before any quote, naming the
+recorded points.
 """
 
 from __future__ import annotations
@@ -10,10 +13,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from adapters import FilterError, Filters, Point, Sharing, Stream, parse_filters, parse_max_age
+from adapters import (
+    STREAMS,
+    Coverage,
+    FilterError,
+    Filters,
+    Point,
+    Sharing,
+    Stream,
+    distance_km,
+    live_coverage,
+    parse_filters,
+    parse_max_age,
+)
 
 WORLD_RADIUS_KM_DEFAULT = 500.0
 WORLD_RADIUS_KM_MAX = 5000.0
+WORLD_CORE = next(s for s in STREAMS if s.id == "weather.current")  # /v1/world is not sold without it
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,23 @@ class WorldQuery:
     max_age_s: float | None
 
 
-def stream_query(stream: Stream, params: Mapping[str, str]) -> StreamQuery | Problem:
+def uncovered(stream_id: str, within_km: float, point: Point, coverage: Coverage = live_coverage) -> Problem | None:
+    """404 when the upstreams are replayed and nothing was recorded within `within_km` of the point."""
+    recorded = coverage(stream_id)
+    if recorded is None or any(distance_km(point.lat, point.lon, r.lat, r.lon) <= within_km for r in recorded):
+        return None
+    listed = "; ".join(f"{r.lat:g},{r.lon:g}" for r in recorded) or "none"
+    return Problem(
+        404,
+        "no_recording",
+        f"upstreams are replayed from recordings and {stream_id} has none within {within_km:g} km of "
+        f"{point.lat:g},{point.lon:g}; recorded points: {listed}",
+    )
+
+
+def stream_query(
+    stream: Stream, params: Mapping[str, str], coverage: Coverage = live_coverage
+) -> StreamQuery | Problem:
     if stream.sharing is Sharing.MAINTENANCE:
         return Problem(503, "stream_in_maintenance", f"{stream.id} is in maintenance and not sold right now")
     try:
@@ -51,11 +83,14 @@ def stream_query(stream: Stream, params: Mapping[str, str]) -> StreamQuery | Pro
         return Problem(400, "invalid_query", f"{stream.id} is read at a point: give lat and lon")
     if filters.bbox is not None or "radius_km" in params:
         return Problem(400, "invalid_query", f"bbox and radius_km do not apply to {stream.id}: it is read at one point")
-    lat, lon = filters.center
-    return StreamQuery(Filters(limit=filters.limit), Point(lat, lon), max_age_s)
+    point = Point(*filters.center)
+    within_km = stream.point_within_km
+    if within_km is not None and (problem := uncovered(stream.id, within_km, point, coverage)):
+        return problem
+    return StreamQuery(Filters(limit=filters.limit), point, max_age_s)
 
 
-def world_query(params: Mapping[str, str]) -> WorldQuery | Problem:
+def world_query(params: Mapping[str, str], coverage: Coverage = live_coverage) -> WorldQuery | Problem:
     if "lat" not in params or "lon" not in params:
         return Problem(400, "invalid_query", "give lat and lon: the picture is of the world around that point")
     if "bbox" in params:
@@ -68,4 +103,8 @@ def world_query(params: Mapping[str, str]) -> WorldQuery | Problem:
     assert filters.center is not None and filters.radius_km is not None
     if filters.radius_km > WORLD_RADIUS_KM_MAX:
         return Problem(400, "invalid_query", f"radius_km must be at most {WORLD_RADIUS_KM_MAX:g}")
-    return WorldQuery(Point(*filters.center), filters.radius_km, max_age_s)
+    point = Point(*filters.center)
+    assert WORLD_CORE.point_within_km is not None
+    if problem := uncovered(WORLD_CORE.id, WORLD_CORE.point_within_km, point, coverage):
+        return problem
+    return WorldQuery(point, filters.radius_km, max_age_s)

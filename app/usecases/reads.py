@@ -14,10 +14,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters import Registry, Sharing, Stream, StreamRead, Unavailable, apply_filters, distance_km, freshness
+from adapters import (
+    NoDataAtPoint,
+    Registry,
+    Sharing,
+    Stream,
+    StreamRead,
+    Unavailable,
+    apply_filters,
+    distance_km,
+    freshness,
+)
 from app import __version__
 from app.usecases.paths import STREAM_PREFIX
-from app.usecases.queries import Problem, WorldQuery, stream_query, world_query
+from app.usecases.queries import Problem, WorldQuery, stream_query, uncovered, world_query
 from app.usecases.services import Services
 
 SEARCH_RESULTS_MAX = 50
@@ -57,10 +67,20 @@ def _unavailable(stream_id: str, reason: str) -> Answer:
     return Answer(503, body, RETRY_LATER)
 
 
+def _no_data_at_point(exc: NoDataAtPoint) -> Answer:
+    body = {"error": "no_data_for_point", "stream": exc.stream_id, "reason": exc.reason}
+    return Answer(404, {**body, "message": "no data for this point; you were not charged"}, NO_STORE)
+
+
 def _freshness_fields(read: StreamRead) -> dict[str, Any]:
+    """How old the data is: measured from when the upstream says it is for (`observed_at`, the newest
+    record's), against the stream's budget; `fetched_at` is only when worldgate last fetched it."""
+    age = read.age_s()
     return {
+        "observed_at": read.observed_at,
         "fetched_at": _iso(read.fetched_at_unix_s),
-        "age_seconds": round(read.age_s(), 1),
+        "age_seconds": None if age is None else round(age, 1),
+        "freshness_budget_s": read.stream.budget_s,
         "stale": read.stale,
         "freshness": read.freshness,
     }
@@ -110,11 +130,13 @@ class Reads:
             "freshness": state,
             "fetched_at": _iso(fetched_at),
             "point": stream.point,
+            "point_within_km": stream.point_within_km,  # how far from the asked point its record may lie
+            "freshness_budget_s": stream.budget_s,  # older than this (from observed_at): stale
             "price": {
                 "tier": stream.price_tier,
                 "amount_atomic": str(paid.amount_atomic),
                 "usdc": pricing.display(paid.amount_atomic),
-                "networks": [o.network for o in paid.offers],
+                "networks": list(paid.networks),
             },
             "sharing": stream.sharing.value,
             "license": stream.license,
@@ -209,6 +231,11 @@ class Reads:
 
     # ---- paid ----
 
+    @property
+    def source(self) -> str:
+        """What every data answer says it was read from: recorded payloads, or the upstreams themselves."""
+        return "replay" if self.services.replay_url else "live"
+
     def find_stream(self, stream_id: str) -> Stream | Answer:
         """A stream the public may see, or the 404 (an unshared stream does not exist to callers)."""
         stream = self.registry.get(stream_id)
@@ -218,7 +245,7 @@ class Reads:
 
     async def stream_answer(self, stream: Stream, params: Mapping[str, str]) -> Answer:
         """The paid read of one stream (the caller has paid): its query's rules, then the data tier."""
-        query = stream_query(stream, params)
+        query = stream_query(stream, params, self.services.coverage)
         if isinstance(query, Problem):
             return problem_answer(query)
         tier = self.services.tier
@@ -227,6 +254,10 @@ class Reads:
             read = await tier.read(stream, point=query.point, max_age_s=query.max_age_s)
         except Unavailable as exc:
             return _unavailable(stream.id, exc.reason)
+        except NoDataAtPoint as exc:
+            return _no_data_at_point(exc)
+        if not read.records:  # an empty answer is sold only when the caller's own filter matched nothing
+            return _unavailable(stream.id, "the upstream has no records right now")
         records = apply_filters(read.records, query.filters)
         return Answer(
             200,
@@ -234,6 +265,7 @@ class Reads:
                 "stream": stream.id,
                 "name": stream.name,
                 "type": stream.type.value,
+                "source": self.source,
                 **_freshness_fields(read),
                 "count": len(records),
                 "records": [r.as_dict() for r in records],
@@ -245,7 +277,7 @@ class Reads:
 
     async def world_answer(self, params: Mapping[str, str]) -> Answer:
         """The paid picture around a point (the caller has paid): its query's rules, then every part's read."""
-        query = world_query(params)
+        query = world_query(params, self.services.coverage)
         if isinstance(query, Problem):
             return problem_answer(query)
         names = ("weather", "air_quality", "earthquakes", "disasters", "natural_events", "iss", "space_weather")
@@ -259,11 +291,17 @@ class Reads:
             self._section("space.kp", query, "latest"),
         )
         picture = dict(zip(names, sections, strict=True))
-        if not picture["weather"]["available"]:  # the core of the picture: without it nothing is sold
-            return _unavailable("weather.current", picture["weather"]["reason"])
+        weather = picture["weather"]
+        if weather.get("no_data_for_point"):  # the core of the picture: without it nothing is sold
+            return _no_data_at_point(NoDataAtPoint("weather.current", weather["reason"]))
+        if not weather["available"]:
+            return _unavailable("weather.current", weather["reason"])
+        for section in picture.values():
+            section.pop("no_data_for_point", None)
+        point = {"lat": query.point.lat, "lon": query.point.lon, "radius_km": query.radius_km}
         return Answer(
             200,
-            {"lat": query.point.lat, "lon": query.point.lon, "radius_km": query.radius_km, **picture},
+            {**point, "source": self.source, **picture},
             {"x-cache": ",".join(f"{n}={s.get('cache', 'n/a')}" for n, s in picture.items())},
         )
 
@@ -271,12 +309,24 @@ class Reads:
         stream = self.registry.get(stream_id)
         if stream is None:
             return {"stream": stream_id, "available": False, "reason": "not offered"}
+        within_km = stream.point_within_km
+        # replayed and nothing recorded near the point: no upstream call (a 404 would count as a failure)
+        if (
+            stream.point
+            and within_km is not None
+            and (gap := uncovered(stream.id, within_km, query.point, self.services.coverage))
+        ):
+            return {"stream": stream_id, "available": False, "reason": gap.message}
         tier = self.services.tier
         assert tier is not None
         try:
             read = await tier.read(stream, point=query.point if stream.point else None, max_age_s=query.max_age_s)
         except Unavailable as exc:
             return {"stream": stream_id, "available": False, "reason": exc.reason}
+        except NoDataAtPoint as exc:
+            return {"stream": stream_id, "available": False, "reason": exc.reason, "no_data_for_point": True}
+        if not read.records:  # nothing to describe: a section with no record is not data
+            return {"stream": stream_id, "available": False, "reason": "the upstream has no records right now"}
         section: dict[str, Any] = {
             "stream": stream_id,
             "available": True,
