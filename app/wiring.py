@@ -27,7 +27,19 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 import ledger
-from adapters import DATA_DIR, Adapter, CacheTier, DataTier, Fetcher, Registry, ReplayServer, Scheduler, Sharing
+from adapters import (
+    DATA_DIR,
+    Adapter,
+    CacheTier,
+    DataTier,
+    Fetcher,
+    Registry,
+    ReplayServer,
+    Scheduler,
+    Sharing,
+    live_coverage,
+    recorded_coverage,
+)
 from adapters.sources import all_adapters
 from app.edge import discovery
 from app.edge.abuse import AbuseGuard, CappedHttpToolsProtocol
@@ -35,13 +47,16 @@ from app.edge.admin import dashboard
 from app.edge.admin.api import AdminApi
 from app.edge.admin.auth import AdminAuth
 from app.edge.admin.matrix import source_matrix
+from app.edge.cors import Cors
 from app.edge.gate import PaymentGate, Services
+from app.edge.health import ChainProbes, chain_rpcs
 from app.edge.rate_limiter import Limit, RateLimiter
-from app.edge.routes import Api
+from app.edge.routes import EXCEPTION_HANDLERS, Api
 from app.mcp.server import McpServer
 from app.runtime import metrics
 from app.runtime.metrics import MetricsEndpoint, RequestMetrics
 from app.runtime.settings import SETTINGS_JSON_VAR, Settings, SettingsError, load_settings, settings_from_json
+from app.usecases import batch_setup
 from app.usecases.controls import Controls
 from app.usecases.pricing import Pricing
 from app.usecases.reconcile import Reconciler, auditors_for, chains_of, every
@@ -75,19 +90,21 @@ def network_terms(settings: Settings, supported: SupportedResponse) -> list[Netw
     terms = []
     if settings.evm is not None:
         evm = settings.evm
-        if evm.network not in kinds:
-            raise SettingsError(f"the facilitator does not support exact payments on {evm.network}")
-        terms.append(
-            NetworkTerms(
-                network=evm.network,
-                asset=evm.asset,
-                pay_to=evm.pay_to,
-                decimals=evm.decimals,
-                extra={"name": evm.eip712_name, "version": evm.eip712_version},
-                max_timeout_seconds=settings.max_timeout_seconds,
-            )
+        exact = NetworkTerms(
+            network=evm.network,
+            asset=evm.asset,
+            pay_to=evm.pay_to,
+            decimals=evm.decimals,
+            extra={"name": evm.eip712_name, "version": evm.eip712_version},
+            max_timeout_seconds=settings.max_timeout_seconds,
         )
-    if settings.svm is not None:
+        if "exact" in settings.schemes:
+            if evm.network not in kinds:
+                raise SettingsError(f"the facilitator does not support exact payments on {evm.network}")
+            terms.append(exact)
+        if batch_setup.offered(settings):
+            terms.append(batch_setup.terms(settings, exact))
+    if settings.svm is not None and "exact" in settings.schemes:
         svm = settings.svm
         fee_payer = (kinds[svm.network].extra or {}).get("feePayer") if svm.network in kinds else None
         if not isinstance(fee_payer, str):
@@ -199,7 +216,11 @@ def create_app(
             raise SettingsError(f"WORLDGATE_STREAM_SHARING: {exc}") from None
     base_registry = registry  # the settings' sharing; the operator's changes (in Postgres) apply over it
     adapters = adapters if adapters is not None else all_adapters()
+    # replayed upstreams answer only where something was recorded: point reads elsewhere are refused unquoted
+    replayed = settings.upstream_replay_url is not None or settings.replay_upstreams
+    coverage = recorded_coverage() if replayed else live_coverage
     services = Services(
+        coverage=coverage,
         idempotency_ttl_s=settings.idempotency_ttl_s,
         # a retry waits for the first attempt with its payment id at most as long as that one can take
         settle_wait_s=settings.facilitator_verify_timeout_s + settings.facilitator_settle_timeout_s + 30,
@@ -209,14 +230,17 @@ def create_app(
         "networks": networks,
         "facilitator": "remote" if settings.facilitator_url else "local",
     }
-    api = Api(registry, services, info=info)
+    probes = ChainProbes(
+        chain_rpcs(settings), timeout_s=settings.health_rpc_timeout_s, cache_s=settings.health_rpc_cache_s
+    )
+    api = Api(registry, services, info=info, chains=probes, scheduler=settings.scheduler)
     mcp = McpServer(api, services, settings)  # the tools at /mcp: the same data functions, the same checkout
     terms_holder: list[NetworkTerms] = []
 
     def apply_sharing(overrides: dict[str, str]) -> None:
         """Swap in the registry view and prices an operator's sharing change implies (all in this worker)."""
         live = base_registry.with_sharing({k: Sharing(v) for k, v in overrides.items()})
-        pricing = Pricing(live, terms_holder, settings.price_tiers, settings.route_prices)
+        pricing = Pricing(live, terms_holder, settings.price_tiers, settings.route_prices, coverage=coverage)
         api.registry, services.pricing = live, pricing
         if services.tier is not None:
             services.tier.registry = live
@@ -246,7 +270,9 @@ def create_app(
             facilitator = await build_facilitator(settings, pool)
             stack.push_async_callback(facilitator.close)
             terms_holder[:] = network_terms(settings, await facilitator.supported())
-            services.pricing = Pricing(registry, terms_holder, settings.price_tiers, settings.route_prices)
+            services.pricing = Pricing(
+                registry, terms_holder, settings.price_tiers, settings.route_prices, coverage=coverage
+            )
             replay_url = settings.upstream_replay_url
             if replay_url is None and settings.replay_upstreams:
                 replay = ReplayServer().start()  # serve runs one for all its workers; this is for a bare app
@@ -286,6 +312,12 @@ def create_app(
                 return (await reconciler.run(trigger)).as_dict()
 
             admin.reconcile = reconcile_now
+            if batch_setup.offered(settings):
+                batch = batch_setup.build(settings, pool, services)
+                stack.push_async_callback(batch.rpc.close)
+                services.batch = batch.checkout
+                settling = asyncio.create_task(batch.settler.run(), name="batch-settler")
+                stack.push_async_callback(_cancel, settling)
             if settings.reconcile.interval_s > 0:
                 scheduled = asyncio.create_task(every(reconciler, settings.reconcile.interval_s), name="reconcile")
                 stack.push_async_callback(_cancel, scheduled)
@@ -308,10 +340,11 @@ def create_app(
     scrape = Route("/metrics", MetricsEndpoint(settings.metrics_token, admin_auth.check, live_gauges))
     found = discovery.routes(services, lambda: api.registry, settings)
     routes = [*api.routes(), mcp.route(), *admin.routes(), *dashboard.routes(admin_auth), *found, scrape]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.add_middleware(PaymentGate, services=services, settings=settings)
     # caps and per-address limits before the gate decodes anything; per-payer limits inside the checkout
     app.add_middleware(AbuseGuard, services=services, limiter=limiter, settings=settings.limits)
+    app.add_middleware(Cors, origins=settings.cors_origins)  # preflights answered before the guard counts them
     app.add_middleware(RequestMetrics)  # outermost: counts every answer, the gate's too, and binds the request id
     app.state.services = services
     app.state.limiter = limiter

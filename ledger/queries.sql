@@ -267,6 +267,7 @@ SELECT id, payment_key, scheme_id, network, asset, payer, pay_to, amount_atomic,
 FROM payments
 WHERE state IN ('claimed', 'verified', 'served', 'settling')
       AND updated_at < now() - make_interval(secs => $1)
+      AND scheme_id <> 'v2-eip155-batch-settlement'  -- a batch voucher moves no money itself: its channel's claim and sweep do
 ORDER BY updated_at, id
 LIMIT $2;
 
@@ -278,6 +279,7 @@ SELECT id, payment_key, scheme_id, network, asset, payer, pay_to, amount_atomic,
 FROM payments
 WHERE state IN ('released', 'expired')
       AND updated_at < now() - make_interval(secs => $1)
+      AND scheme_id <> 'v2-eip155-batch-settlement'
 ORDER BY updated_at DESC, id DESC
 LIMIT $2;
 
@@ -290,7 +292,7 @@ SELECT pay.id, pay.payment_key, pay.scheme_id, pay.network, pay.asset, pay.payer
         WHERE p.entry_id = e.id AND p.amount_atomic > 0 AND p.asset = pay.network || '/' || lower(pay.asset))
            AS booked_atomic
 FROM payments pay LEFT JOIN journal_entries e ON e.payment_id = pay.id AND e.kind = 'settlement'
-WHERE pay.state = 'settled' AND pay.id > $1
+WHERE pay.state = 'settled' AND pay.id > $1 AND pay.scheme_id <> 'v2-eip155-batch-settlement'
 ORDER BY pay.id
 LIMIT $2;
 
@@ -301,21 +303,29 @@ SELECT pay.id, pay.payment_key, pay.scheme_id, pay.network, pay.asset, pay.payer
        (SELECT sum(p.amount_atomic) FROM journal_postings p
         WHERE p.entry_id = e.id AND p.amount_atomic > 0 AND p.asset = pay.network || '/' || lower(pay.asset))
            AS booked_atomic
-FROM (SELECT * FROM payments WHERE state = 'settled' ORDER BY random() LIMIT $1) pay
+FROM (SELECT * FROM payments WHERE state = 'settled' AND scheme_id <> 'v2-eip155-batch-settlement' ORDER BY random() LIMIT $1) pay
      LEFT JOIN journal_entries e ON e.payment_id = pay.id AND e.kind = 'settlement'
 ORDER BY pay.id;
 
 -- name: flag_lock
 -- The open/resolved state of a finding, locked so concurrent flaggers agree on who raised it.
-SELECT resolved_at IS NOT NULL AS resolved FROM reconcile_flags WHERE payment_id = $1 AND kind = $2 FOR UPDATE;
+-- `resolved`: reconcile had resolved it, so seeing it again reopens it (an operator's close stands).
+SELECT resolved_at IS NOT NULL AND closed_by IS NULL AS resolved
+FROM reconcile_flags WHERE payment_id = $1 AND kind = $2 FOR UPDATE;
 
 -- name: flag_upsert
 -- Raise a finding, or see it again: one row per (payment, kind); seeing it again bumps last_seen_at,
--- takes the new detail and reopens it. `inserted` is true only for a new row.
+-- takes the new detail and reopens it, unless an operator closed it (closed_by). A reopened finding
+-- is news again, so its acknowledgement is cleared. `inserted` is true only for a new row.
 INSERT INTO reconcile_flags (payment_id, kind, detail, tx_hash) VALUES ($1, $2, $3, $4)
 ON CONFLICT (payment_id, kind) DO UPDATE
     SET detail = EXCLUDED.detail, tx_hash = COALESCE(EXCLUDED.tx_hash, reconcile_flags.tx_hash),
-        last_seen_at = now(), resolved_at = NULL
+        last_seen_at = now(),
+        resolved_at = CASE WHEN reconcile_flags.closed_by IS NULL THEN NULL ELSE reconcile_flags.resolved_at END,
+        acknowledged_at = CASE WHEN reconcile_flags.closed_by IS NULL AND reconcile_flags.resolved_at IS NOT NULL
+                               THEN NULL ELSE reconcile_flags.acknowledged_at END,
+        acknowledged_by = CASE WHEN reconcile_flags.closed_by IS NULL AND reconcile_flags.resolved_at IS NOT NULL
+                               THEN NULL ELSE reconcile_flags.acknowledged_by END
 RETURNING (xmax = 0) AS inserted;
 
 -- name: flags_resolve

@@ -83,6 +83,8 @@ class SettleResponse(Wire):
     payer: str | None = None
     error_reason: str | None = None
     error_message: str | None = None
+    amount: str | None = None  # batch-settlement: what went on chain (a deposit); exact omits it
+    extra: dict[str, Any] | None = None  # batch-settlement: chargedAmount and the channel's state
 
 
 class SupportedKind(Wire):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .codec import SettleResponse, VerifyResponse
 from .errors import Reason
@@ -49,6 +50,8 @@ class Settlement:
     message: str | None = None
     gas_cost_atomic: int | None = None  # native units (wei, lamports) paid to settle; known to the local facilitator
     gas_payer: str | None = None  # who paid them: the EVM relayer, the SVM fee payer
+    amount: str | None = None  # batch-settlement: a deposit's amount; exact leaves it out
+    extra: dict[str, Any] | None = None  # batch-settlement: chargedAmount and channelState for the client
 
     @property
     def pending(self) -> bool:
@@ -63,4 +66,6 @@ class Settlement:
             payer=self.payer,
             error_reason=self.reason,
             error_message=self.message,
+            amount=self.amount,
+            extra=self.extra,
         )

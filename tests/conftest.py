@@ -22,6 +22,7 @@ from app.runtime.logs import JsonFormatter
 from app.runtime.settings import AdminSettings, LimitSettings, ReconcileSettings, Settings, replace
 from app.wiring import MIGRATIONS_DIR, create_app
 from payments.devnet.anvil import Anvil
+from payments.devnet.batch import install_batch_settlement
 from payments.devnet.evm import EvmDevnet, provision
 from payments.devnet.solana_process import SolanaDevnetProcess
 
@@ -55,7 +56,9 @@ def redis_url(state_dir: Path) -> Iterator[str]:
 def devnet() -> Iterator[EvmDevnet]:
     anvil = Anvil(84532).start()
     try:
-        yield provision(anvil.rpc_url, 84532)
+        devnet = provision(anvil.rpc_url, 84532)
+        install_batch_settlement(anvil.rpc_url)  # the channel contracts, as `worldgate serve` places them
+        yield devnet
     finally:
         anvil.stop()
 
@@ -97,6 +100,8 @@ def settings(
         admin=AdminSettings(secret=ADMIN_SECRET),
         reconcile=ReconcileSettings(interval_s=0),  # tests run reconcile themselves, when they mean to
         limits=TEST_LIMITS,
+        # exact alone: the suite pays per request; tests/test_batch_gateway.py turns batch-settlement on
+        schemes=("exact",),
     )
 
 

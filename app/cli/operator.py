@@ -1,35 +1,38 @@
-"""The `worldgate` command: serve, migrate, devnet, and (app/cli/ledger_admin.py) ledger and admin."""
+"""The `worldgate` command: serve, migrate, devnet, and (app/cli/ledger_admin.py) ledger and admin.
+
+Building the parser imports nothing heavy, so `--version` and `--help` answer at once; each command
+imports what it uses in its handler (settings, the embedded services, the ledger, the payment code).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import shutil
-import signal
 import sys
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapters import ReplayServer
 from app import __version__
-from app.cli import pay as paycli
-from app.cli.command_settings import LEDGER, ledger_database, settings_for, with_admin_secret
+from app.cli import pay_args
+from app.cli.batch_cmd import add_batch
 from app.cli.ledger_admin import add_ledger_and_admin
-from app.runtime import embedded
-from app.runtime.settings import SETTINGS_JSON_VAR, Settings, SettingsError, redact_url, replace, settings_json
+
+if TYPE_CHECKING:
+    from app.runtime import embedded
+    from app.runtime.settings import Settings
 
 VERSION = __version__
 
 
 def _exit_on_sigterm() -> None:
+    import signal
+
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler Python dies
     # before `finally` runs and the embedded Postgres, Redis and anvil are orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def _banner(settings: Settings, running: embedded.Embedded) -> str:
+    from app.runtime.settings import redact_url
+
     base = f"http://{settings.host}:{settings.port}"
     lines = [
         f"worldgate {VERSION}: pay-per-request world-state data over x402",
@@ -73,15 +76,45 @@ def _banner(settings: Settings, running: embedded.Embedded) -> str:
     return "\n".join(lines)
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be bound (None: it can), checked before anything starts, the way uvicorn binds."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import shutil
+
     import uvicorn
 
     import ledger
+    from adapters import ReplayServer
+    from app.cli.command_settings import settings_for, with_admin_secret
     from app.edge.abuse import CappedHttpToolsProtocol
+    from app.runtime import embedded
+    from app.runtime.settings import SETTINGS_JSON_VAR, replace, settings_json
     from app.wiring import MIGRATIONS_DIR
 
     _exit_on_sigterm()
     settings = with_admin_secret(settings_for(args))
+    busy = port_in_use(settings.host, settings.port)
+    if busy is not None:  # before the embedded services start: a clash fails in a moment, not after them
+        print(
+            f"worldgate: cannot listen on {settings.host}:{settings.port}: {busy} (another `worldgate serve`?);"
+            " pick a free port with --port N (or WORLDGATE_PORT)",
+            file=sys.stderr,
+        )
+        return 2
     running = embedded.start(settings)
     replay: ReplayServer | None = None
     try:
@@ -92,6 +125,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         assert resolved.database_url
         if resolved.auto_migrate:
             asyncio.run(ledger.migrate(resolved.database_url, MIGRATIONS_DIR))
+        if running.devnets is not None:  # a devnet started fresh: its earlier sales are a reset, not a loss
+            asyncio.run(_record_devnets(resolved.database_url, running.devnets.state()))
         if resolved.workers > 1:  # every worker writes its counters here; a scrape of any one sums them all
             metrics_dir = resolved.state_dir.resolve() / "metrics"
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -121,9 +156,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _record_devnets(dsn: str, state: dict[str, Any]) -> None:
+    import ledger
+    from ledger import epochs
+
+    pool = await ledger.create_pool(dsn, size_min=1, size_max=1)
+    try:
+        await epochs.record_devnets(pool, state)
+    finally:
+        await pool.close()
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Needs a database and nothing else: no keys, no chain."""
+    import asyncio
+
     import ledger
+    from app.cli.command_settings import LEDGER, ledger_database, settings_for
     from app.wiring import MIGRATIONS_DIR
 
     with ledger_database(settings_for(args, LEDGER)) as dsn:
@@ -133,6 +182,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from app.cli.command_settings import settings_for
+    from app.runtime import embedded
+
     _exit_on_sigterm()
     settings = settings_for(args, ("state_dir",))
     state_dir = settings.state_dir.resolve()
@@ -152,6 +207,18 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     finally:
         devnets.stop()
     return 0
+
+
+def _cmd_quote(args: argparse.Namespace) -> int:
+    from app.cli import pay
+
+    return pay.cmd_quote(args)
+
+
+def _cmd_pay(args: argparse.Namespace) -> int:
+    from app.cli import pay
+
+    return pay.cmd_pay(args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -182,6 +249,7 @@ def parser() -> argparse.ArgumentParser:
     add("migrate", "Apply the ledger's SQL migrations.").set_defaults(run=cmd_migrate)
 
     add_ledger_and_admin(commands)
+    add_batch(commands)
 
     devnet = add("devnet", "Run the local devnets alone (anvil and Solana, with test USDC) and print devnet.json.")
     devnet.set_defaults(run=cmd_devnet)
@@ -195,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
     )
     quote.add_argument("url", help="the resource, e.g. http://127.0.0.1:8402/v1/streams/static.capitals")
     quote.add_argument("--format", default="table", choices=["table", "json"], help="json: the decoded PaymentRequired")
-    quote.set_defaults(run=paycli.cmd_quote)
+    quote.set_defaults(run=_cmd_quote)
 
     pay = commands.add_parser(
         "pay",
@@ -203,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
         description="Quote the URL, pick the offer the payer key can pay (or --network), refuse it if the price is"
         " above --max, sign it and send the paid request; print the HTTP status, the PAYMENT-RESPONSE receipt and"
         " the body. With --header-only, print only the PAYMENT-SIGNATURE value and send nothing.",
-        epilog=paycli.PAY_EPILOG,
+        epilog=pay_args.PAY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pay.add_argument("url", help="the resource, e.g. http://127.0.0.1:8402/v1/streams/static.capitals")
@@ -213,22 +281,27 @@ def parser() -> argparse.ArgumentParser:
     )
     pay.add_argument(
         "--max",
-        type=paycli.parse_cap,
-        default=paycli.DEFAULT_CAP,
+        type=pay_args.parse_cap,
+        default=pay_args.DEFAULT_CAP,
         metavar="DOLLARS",
-        help=f"spend cap in dollars, exact (default {paycli.DEFAULT_CAP}): a higher price is refused, unpaid",
+        help=f"spend cap in dollars, exact (default {pay_args.DEFAULT_CAP}): a higher price is refused, unpaid",
     )
-    pay.add_argument("--key-file", metavar="PATH", help=f"file holding the payer key (else {paycli.KEY_ENV})")
+    pay.add_argument("--key-file", metavar="PATH", help=f"file holding the payer key (else {pay_args.KEY_ENV})")
+    pay.add_argument(
+        "--devnet",
+        action="store_true",
+        help="pay with the local devnet's payer key for the offer's chain, from devnet.json (what `serve` wrote)",
+    )
     pay.add_argument(
         "--rpc-url",
-        help=f"Solana RPC for a recent blockhash (else {paycli.RPC_ENV}, else the local devnet in devnet.json)",
+        help=f"Solana RPC for a recent blockhash (else {pay_args.RPC_ENV}, else the local devnet in devnet.json)",
     )
     pay.add_argument(
         "--header-only",
         action="store_true",
         help="print only the PAYMENT-SIGNATURE value (one line, for curl -H); do not send the paid request",
     )
-    pay.set_defaults(run=paycli.cmd_pay)
+    pay.set_defaults(run=_cmd_pay)
     return top
 
 
@@ -236,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         result: Any = args.run(args)
-    except SettingsError as exc:
+    except Exception as exc:
+        from app.runtime.settings import SettingsError  # loaded by then: every command reads settings
+
+        if not isinstance(exc, SettingsError):
+            raise
         print(f"worldgate: {exc}", file=sys.stderr)
         return 2
     return int(result or 0)

@@ -26,8 +26,10 @@ from typing import Any
 
 import redis as redis_sync
 
+from app.runtime.devnet_file import write_devnet_state
 from app.runtime.settings import EvmSettings, Settings, SettingsError, SvmSettings, replace
 from payments.devnet.anvil import Anvil
+from payments.devnet.batch import install_batch_settlement
 from payments.devnet.evm import EvmDevnet, provision
 from payments.devnet.process import die_with_parent, stop_child
 from payments.devnet.solana_process import SolanaDevnetProcess
@@ -155,6 +157,7 @@ class Devnets:
     anvil: Anvil
     evm: EvmDevnet
     solana: SolanaDevnetProcess
+    instances: dict[str, str] = field(default_factory=dict)  # "evm"/"svm" → this start's instance id
 
     @property
     def svm(self) -> dict[str, Any]:
@@ -162,7 +165,10 @@ class Devnets:
 
     def state(self) -> dict[str, Any]:
         """devnet.json: what a client needs to pay on either chain (devnet keys included, on purpose)."""
-        return {"evm": self.evm.state(), "svm": self.svm}
+        state = {"evm": self.evm.state(), "svm": self.svm}
+        for name, instance in self.instances.items():
+            state[name] = {**state[name], "instance": instance}
+        return state
 
     def stop(self) -> None:
         self.solana.stop()
@@ -172,10 +178,13 @@ class Devnets:
 def start_devnets(state_dir: Path, *, persistent: bool = True) -> Devnets:
     """Both local chains, and <state_dir>/devnet.json. With `persistent`, the EVM chain is kept in
     <state_dir>/anvil-state.json across runs; the Solana devnet (LiteSVM keeps no files) starts fresh."""
-    anvil = Anvil(DEVNET_CHAIN_ID, state_path=state_dir / "anvil-state.json" if persistent else None).start()
+    state_path = state_dir / "anvil-state.json" if persistent else None
+    evm_kept = state_path is not None and state_path.exists()  # anvil reloads it: the same chain goes on
+    anvil = Anvil(DEVNET_CHAIN_ID, state_path=state_path).start()
     solana: SolanaDevnetProcess | None = None
     try:
         devnet = provision(anvil.rpc_url, DEVNET_CHAIN_ID)
+        install_batch_settlement(anvil.rpc_url)  # the batch-settlement channel contracts, at the SDKs' addresses
         solana = SolanaDevnetProcess().start()
     except BaseException:
         if solana is not None:
@@ -183,7 +192,10 @@ def start_devnets(state_dir: Path, *, persistent: bool = True) -> Devnets:
         anvil.stop()
         raise
     devnets = Devnets(anvil, devnet, solana)
-    (state_dir / "devnet.json").write_text(json.dumps(devnets.state(), indent=2) + "\n")
+    devnets.instances = {
+        name: section["instance"]
+        for name, section in write_devnet_state(state_dir, devnets.state(), evm_kept=evm_kept).items()
+    }
     return devnets
 
 

@@ -64,6 +64,7 @@ from payments import (
     authenticate,
     inspect,
 )
+from payments.evm.batch import SCHEME as BATCH_SCHEME
 
 log = logging.getLogger("worldgate.checkout")
 _LATEST_VALID_BEFORE = 253402300799  # 9999-12-31: beyond it the ledger stores no expiry
@@ -96,7 +97,10 @@ class Checkout:
     ) -> Outcome:
         """Run one bound payment through to its outcome (see the module docstring). `transport` names the
         caller ("http", "mcp") and `store` encodes a delivery in its terms, replayed to payment-identifier
-        retries on the same transport."""
+        retries on the same transport. A batch-settlement voucher goes to its own checkout (batch_checkout.py):
+        it moves no money in the request, so there is no settlement to wait for or retry."""
+        if offer.scheme == BATCH_SCHEME and self.services.batch is not None:
+            return await self.services.batch.pay(paid, payload, offer, serve)
         payment_id = payment_identifier(payload)
         if isinstance(payment_id, Refusal):
             return self._refused(paid, payment_id)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters import DataTier
+from adapters import Coverage, DataTier, live_coverage
 from app.usecases.pricing import Pricing
 from payments import Facilitator
 
@@ -24,3 +24,5 @@ class Services:
     replay_url: str | None = None  # set when upstreams are answered from recordings
     idempotency_ttl_s: float = 86_400.0  # how long a delivered response stays replayable by its payment id
     settle_wait_s: float = 90.0  # how long a retry waits for the first attempt with its payment id
+    coverage: Coverage = live_coverage  # where point reads can be answered (replay mode: near recordings)
+    batch: Any = None  # BatchCheckout, when batch-settlement is offered (app/usecases/batch_setup.py)

@@ -553,8 +553,8 @@ def test_the_corpus_moved_no_money(
 PAID_PATHS = {
     PATH: "",
     "/v1/streams/quakes.usgs": "",
-    "/v1/streams/weather.current": "lat=1&lon=2",
-    "/v1/world": "lat=1&lon=2",
+    "/v1/streams/weather.current": "lat=40.42&lon=-3.7",
+    "/v1/world": "lat=40.42&lon=-3.7",
 }
 HTTP_FUZZ = settings(
     max_examples=150,

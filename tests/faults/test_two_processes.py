@@ -63,7 +63,8 @@ async def test_two_processes_share_one_ledger(
 
     async with httpx.AsyncClient(timeout=30) as client:
         quote, _ = [await client.get(f"{g.url}{PATH}") for g in gateways]  # both warm, both quoting
-    offers = {o["network"].split(":")[0]: o for o in unb64(quote.headers["payment-required"])["accepts"]}
+    accepts = unb64(quote.headers["payment-required"])["accepts"]
+    offers = {o["network"].split(":")[0]: o for o in accepts if o["scheme"] == "exact"}
     sales = [Sale(evm_payer(devnet, offers["eip155"])) for _ in range(PAYMENTS_PER_CHAIN)]
     sales += [Sale(svm_payer(solana.state, offers["solana"])) for _ in range(PAYMENTS_PER_CHAIN)]
     for sale in sales:

@@ -94,6 +94,12 @@ class EvmSettings(_Frozen):
         float, From("WORLDGATE_EVM_RECEIPT_TIMEOUT_S", "evm.receipt_timeout_s"), Field(gt=0)
     ] = 30.0
     rpc_timeout_s: Annotated[float, From("WORLDGATE_EVM_RPC_TIMEOUT_S", "evm.rpc_timeout_s"), Field(gt=0)] = 10.0
+    # signs batch-settlement claims and refunds (the channels' receiverAuthorizer); unset: the relayer key
+    receiver_authorizer_key: Annotated[
+        str | None,
+        From("WORLDGATE_EVM_RECEIVER_AUTHORIZER_KEY", "evm.receiver_authorizer_key_file", secret=True),
+        Field(repr=False),
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -180,6 +186,33 @@ class ReconcileSettings(_Frozen):
     settled_sample: Annotated[
         int, From("WORLDGATE_RECONCILE_SETTLED_SAMPLE", "reconcile.settled_sample"), Field(ge=0)
     ] = 50
+
+
+SCHEMES = ("exact", "batch-settlement")
+
+
+class BatchSettings(_Frozen):
+    """x402 `batch-settlement` on EVM: vouchers booked in the request, claimed and swept on timers."""
+
+    # how often accepted vouchers are claimed on chain (one transaction for many channels), and swept to payTo
+    claim_interval_s: Annotated[
+        float, From("WORLDGATE_BATCH_CLAIM_INTERVAL_S", "batch.claim_interval_s"), Field(gt=0)
+    ] = 60.0
+    settle_interval_s: Annotated[
+        float, From("WORLDGATE_BATCH_SETTLE_INTERVAL_S", "batch.settle_interval_s"), Field(gt=0)
+    ] = 300.0
+    # accepted but unswept value (atomic units, every channel together) past which new vouchers wait; unset: no cap
+    max_unsettled: Annotated[int | None, From("WORLDGATE_BATCH_MAX_UNSETTLED", "batch.max_unsettled"), Field(gt=0)] = (
+        None
+    )
+    # the smallest deposit asked of a payer (atomic units; offers say it as minDeposit): one deposit, many requests
+    min_deposit: Annotated[int, From("WORLDGATE_BATCH_MIN_DEPOSIT", "batch.min_deposit"), Field(gt=0)] = 1_000_000
+    # how long one request may hold its channel (a crashed request's hold lapses after this)
+    reservation_s: Annotated[float, From("WORLDGATE_BATCH_RESERVATION_S", "batch.reservation_s"), Field(gt=0)] = 30.0
+    # the channels' withdrawDelay offered to payers (seconds; the contract takes 900 to 2592000)
+    withdraw_delay_s: Annotated[
+        int, From("WORLDGATE_BATCH_WITHDRAW_DELAY_S", "batch.withdraw_delay_s"), Field(ge=900, le=2_592_000)
+    ] = 900
 
 
 def _rate(name: str) -> From:
@@ -314,7 +347,21 @@ class Settings(BaseSettings):
         str | None, From("WORLDGATE_METRICS_TOKEN", "metrics.token_file", secret=True), Field(repr=False)
     ] = None
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    # the x402 schemes offered: exact (one transfer per request, EVM and Solana) and batch-settlement (EVM vouchers)
+    schemes: Annotated[tuple[str, ...], From("WORLDGATE_SCHEMES", "payments.schemes")] = SCHEMES
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    # browser origins that may read answers (CORS): "*", or a list of origins; empty or "off": no CORS headers
+    cors_origins: Annotated[tuple[str, ...], From("WORLDGATE_CORS_ORIGINS", "server.cors_origins", keep_empty=True)] = (
+        "*",
+    )
+    # how long health's chain RPC checks are reused, and how long each may take
+    health_rpc_cache_s: Annotated[
+        float, From("WORLDGATE_HEALTH_RPC_CACHE_S", "server.health_rpc_cache_s"), Field(ge=0)
+    ] = 5.0
+    health_rpc_timeout_s: Annotated[
+        float, From("WORLDGATE_HEALTH_RPC_TIMEOUT_S", "server.health_rpc_timeout_s"), Field(gt=0)
+    ] = 2.0
 
     @classmethod
     def settings_customise_sources(
@@ -356,6 +403,33 @@ class Settings(BaseSettings):
             if state not in SHARING_STATES:
                 raise SettingsError(f"sharing of {stream_id} is {state!r}: choose one of {', '.join(SHARING_STATES)}")
         return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> tuple[str, ...]:
+        """'*', or origins (scheme://host[:port]) as a list (TOML) or comma-separated text (env)."""
+        items = value if isinstance(value, list | tuple) else str(value or "").split(",")
+        origins = [str(i).strip().rstrip("/") for i in items if str(i).strip()]
+        if [o.lower() for o in origins] in (["off"], ["none"]):
+            return ()
+        for origin in origins:
+            parts = urlsplit(origin)
+            if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example or *")
+        if "*" in origins and len(origins) > 1:
+            raise ValueError("'*' allows every origin: list origins, or give * alone")
+        return tuple(o if o == "*" else o.lower() for o in origins)
+
+    @field_validator("schemes", mode="before")
+    @classmethod
+    def _schemes(cls, value: Any) -> tuple[str, ...]:
+        """x402 schemes as a list (TOML) or comma-separated text (env); at least one, each one we build."""
+        items = value if isinstance(value, list | tuple) else str(value or "").split(",")
+        schemes = tuple(dict.fromkeys(str(i).strip() for i in items if str(i).strip()))
+        unknown = [s for s in schemes if s not in SCHEMES]
+        if unknown or not schemes:
+            raise ValueError(f"{', '.join(unknown) or 'nothing'}: choose from {', '.join(SCHEMES)}")
+        return schemes
 
     @field_validator("metrics_token")
     @classmethod

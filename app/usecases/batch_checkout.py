@@ -1,0 +1,294 @@
+"""The checkout of a `batch-settlement` payment: a voucher checked and booked in the request, no transaction.
+
+A payer deposits once into an on-chain channel (the deposit rides on its first paid request and is the
+only chain transaction in a request's path), then signs one cumulative voucher per request. A voucher is
+served when: it passes the local checks (channel id, terms, EIP-712 signature), its cumulative is exactly
+what the channel was charged plus this price, within the channel's deposit and the operator's cap on
+unsettled value. The ledger reserves the channel for the request in one transaction (one request per
+channel at a time, across workers and replicas), the handler runs, and the voucher is accepted with its
+revenue booked in a second transaction; a handler that produced no data releases it, and nothing is
+owed. The settler (batch_settler.py) claims and sweeps accepted vouchers later, many per transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio
+
+import ledger
+from app.runtime import metrics
+from app.runtime.logs import bind
+from app.usecases.outcomes import (
+    NOT_RECORDED,
+    Banned,
+    Delivered,
+    NotServed,
+    Outcome,
+    RateLimited,
+    Refused,
+    Serve,
+    Unavailable,
+    Unsettled,
+    Verified,
+)
+from app.usecases.pricing import PaidRoute
+from app.usecases.services import Services
+from ledger import PaymentRecord, PaymentState, channels
+from ledger.channels import Channel, ChannelConfig, VoucherRefused
+from payments import PaymentError, PaymentPayload, PaymentRequirements, Reason, Refusal, Settlement
+from payments.evm.batch import (
+    BatchSettlementChain,
+    ChannelSnapshot,
+    CheckedVoucher,
+    channel_state_extra,
+    check_payment,
+    payment_response_extra,
+)
+
+log = logging.getLogger("worldgate.batch")
+SCHEME_ID = "v2-eip155-batch-settlement"
+
+# The ledger's voucher refusals, as the scheme's reason codes (clients recover from the cumulative ones).
+_REASONS = {
+    channels.Refusal.CHANNEL_NOT_FOUND: Reason.BATCH_CHANNEL_NOT_FOUND,
+    channels.Refusal.CHANNEL_BUSY: Reason.BATCH_CHANNEL_BUSY,
+    channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH: Reason.BATCH_CUMULATIVE_AMOUNT_MISMATCH,
+    channels.Refusal.CUMULATIVE_EXCEEDS_BALANCE: Reason.BATCH_CUMULATIVE_EXCEEDS_BALANCE,
+    channels.Refusal.VOUCHER_ALREADY_USED: Reason.BATCH_CUMULATIVE_AMOUNT_MISMATCH,
+}
+UNSETTLED_CAP = "batch_unsettled_cap"  # ours: too much is owed unswept; retry after the next settlement
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTerms:
+    """How this deployment takes vouchers."""
+
+    reservation_s: float = 30.0  # how long a request may hold its channel before the hold lapses
+    max_unsettled_atomic: int | None = None  # the operator's cap on accepted, unswept value (all channels)
+
+
+def ledger_config(checked: CheckedVoucher) -> ChannelConfig:
+    config = checked.config
+    return ChannelConfig(
+        channel_id=checked.channel_id,
+        network=checked.network,
+        token=config.token,
+        payer=config.payer,
+        payer_authorizer=config.payer_authorizer,
+        receiver=config.receiver,
+        receiver_authorizer=config.receiver_authorizer,
+        withdraw_delay=int(config.withdraw_delay),
+        salt=config.salt,
+    )
+
+
+class BatchCheckout:
+    def __init__(self, services: Services, chain: BatchSettlementChain, terms: BatchTerms) -> None:
+        self.services = services
+        self.chain = chain
+        self.terms = terms
+
+    async def pay(self, paid: PaidRoute, payload: PaymentPayload, offer: PaymentRequirements, serve: Serve) -> Outcome:
+        checked = check_payment(payload, offer)
+        if isinstance(checked, Refusal):
+            return self._refused(paid, checked)
+        if checked.kind == "refund":
+            message = "refunds are not taken on data routes yet; the deposit stays withdrawable on chain"
+            return self._refused(paid, Refusal(Reason.BATCH_REFUND_PAYLOAD, message))
+        bind(payment_key=f"{checked.network}:{checked.channel_id}:{checked.max_claimable}", payer=checked.payer)
+        if self.services.banned(checked.payer):
+            metrics.REFUSED("payer_banned").inc()
+            return Banned(checked.payer)
+        pool = self.services.pool
+        if pool is None:
+            return Unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet")
+        try:
+            if not checked.signer_verified:  # a zero payerAuthorizer: the payer's own signature, on chain
+                forged = await self.chain.voucher_signature_refusal(checked)
+                if forged is not None:
+                    return self._refused(paid, forged)
+        except PaymentError as exc:
+            return Unavailable(exc.reason, "the voucher could not be checked right now; nothing was charged")
+        limited = self.services.payer_limited
+        wait = await limited(checked.payer) if limited is not None else None
+        if wait is not None:
+            metrics.REFUSED("rate_limited").inc()
+            message = f"too many payment attempts from this payer; retry after {wait} s (nothing was charged)"
+            return RateLimited("rate_limited", message, wait)
+        deposited = None
+        if checked.kind == "deposit":
+            deposited = await self._deposit(paid, checked)
+            if not isinstance(deposited, Settlement):
+                return deposited
+        return await self._sell(paid, offer, checked, serve, deposited)
+
+    def _refused(self, paid: PaidRoute, refusal: Refusal) -> Refused:
+        log.info("voucher refused", extra={"route": paid.path, "reason": refusal.reason})
+        metrics.REFUSED(refusal.reason).inc()
+        return Refused(refusal)
+
+    async def _deposit(self, paid: PaidRoute, checked: CheckedVoucher) -> Settlement | Outcome:
+        """Send the payer's deposit (the gateway's relayer pays the gas) and mirror the channel it funds."""
+        assert checked.deposit is not None
+        try:
+            outcome = await self.chain.deposit(checked)
+        except PaymentError as exc:
+            return Unavailable(exc.reason, "the deposit could not be sent right now; nothing was charged")
+        network = checked.network
+        if not outcome.success:
+            if not outcome.sent:  # refused before sending
+                return self._refused(
+                    paid, Refusal(outcome.reason or Reason.BATCH_DEPOSIT_PAYLOAD, outcome.message or "")
+                )
+            reason = outcome.reason or Reason.BATCH_DEPOSIT_TRANSACTION_FAILED
+            message = outcome.message or "the deposit did not land; nothing was charged"
+            return Unsettled(
+                Settlement(False, network, outcome.transaction, checked.payer, reason, message), reason, message
+            )
+        log.info("deposit landed", extra={"route": paid.path, "tx": outcome.transaction, "amount": outcome.amount})
+        snapshot = next((c for c in outcome.channels if c.channel_id == checked.channel_id), None)
+        if snapshot is None:
+            snapshot = await self.chain.read_channel(checked.channel_id)
+        await self._mirror(checked, snapshot)
+        return Settlement(
+            True, network, outcome.transaction, checked.payer, amount=str(outcome.amount), gas_payer=outcome.gas_payer
+        )
+
+    async def _mirror(self, checked: CheckedVoucher, snapshot: ChannelSnapshot) -> Channel:
+        return await channels.mirror_channel(
+            self.services.pool,
+            ledger_config(checked),
+            balance_atomic=snapshot.balance,
+            claimed_atomic=snapshot.total_claimed,
+            withdraw_requested_at=snapshot.withdraw_requested_at,
+            withdrawal_amount_atomic=snapshot.withdrawal_amount,
+            refund_nonce=snapshot.refund_nonce,
+        )
+
+    async def _reserve(
+        self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher
+    ) -> channels.Reserved | VoucherRefused:
+        price = int(offer.amount)
+        record = PaymentRecord(
+            payment_key=channels.payment_key(checked.network, checked.channel_id, checked.max_claimable),
+            scheme_id=SCHEME_ID,
+            network=checked.network,
+            asset=offer.asset.lower(),
+            payer=checked.payer,
+            pay_to=offer.pay_to.lower(),
+            amount_atomic=price,
+            route=paid.route,
+            resource=paid.path,
+            stream=paid.stream.id if paid.stream else None,
+            valid_before=None,
+        )
+        return await channels.reserve_voucher(
+            self.services.pool,
+            record=record,
+            channel_id=checked.channel_id,
+            max_claimable_atomic=checked.max_claimable,
+            price_atomic=price,
+            signature="0x" + checked.signature.hex(),
+            reservation_s=self.terms.reservation_s,
+            max_unsettled_atomic=self.terms.max_unsettled_atomic,
+        )
+
+    async def _reserved(
+        self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher
+    ) -> channels.Reserved | Outcome:
+        """Reserve the channel for this voucher; a channel this gateway has not seen (another replica's
+        deposit, a restart) or whose deposit grew is read from the chain once and tried again."""
+        try:
+            reserved = await self._reserve(paid, offer, checked)
+            stale = isinstance(reserved, VoucherRefused) and reserved.reason in (
+                channels.Refusal.CHANNEL_NOT_FOUND,
+                channels.Refusal.CUMULATIVE_EXCEEDS_BALANCE,
+            )
+            if stale:
+                snapshot = await self.chain.read_channel(checked.channel_id)
+                if snapshot.exists:
+                    await self._mirror(checked, snapshot)
+                    reserved = await self._reserve(paid, offer, checked)
+        except ledger.LedgerUnavailable:
+            return Unavailable("ledger_unavailable", NOT_RECORDED)
+        except PaymentError as exc:
+            return Unavailable(exc.reason, "the channel could not be read right now; nothing was charged")
+        if isinstance(reserved, VoucherRefused):
+            if reserved.reason is channels.Refusal.UNSETTLED_CAP:
+                metrics.REFUSED(UNSETTLED_CAP).inc()
+                message = "this gateway holds its cap of unsettled vouchers; retry after the next settlement"
+                return Refused(Refusal(UNSETTLED_CAP, message))
+            return self._refused(paid, Refusal(_REASONS[reserved.reason], reserved.detail))
+        return reserved
+
+    async def _sell(
+        self,
+        paid: PaidRoute,
+        offer: PaymentRequirements,
+        checked: CheckedVoucher,
+        serve: Serve,
+        deposited: Settlement | None,
+    ) -> Outcome:
+        reserved = await self._reserved(paid, offer, checked)
+        if not isinstance(reserved, channels.Reserved):
+            return reserved
+        pool, payment_id = self.services.pool, reserved.payment_id
+        await ledger.claims.advance(pool, payment_id, PaymentState.CLAIMED, PaymentState.VERIFIED)
+        try:
+            served = await serve(Verified(payment_id, checked.payer))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await channels.release_voucher(pool, payment_id, checked.channel_id, "handler_error")
+            raise
+        if not served.ok:
+            await channels.release_voucher(pool, payment_id, checked.channel_id, served.reason or "not_served")
+            return NotServed(served)
+        price = int(offer.amount)
+        postings = ledger.batch_acceptance_postings(
+            network=checked.network,
+            asset=offer.asset,
+            pay_to=offer.pay_to,
+            revenue_account=paid.revenue_account,
+            amount_atomic=price,
+        )
+        with anyio.CancelScope(shield=True):  # served: the voucher is booked even if the client went away
+            try:
+                await channels.accept_voucher(
+                    pool,
+                    payment_id,
+                    checked.channel_id,
+                    checked.max_claimable,
+                    "0x" + checked.signature.hex(),
+                    postings,
+                )
+            except channels.ReservationLost:
+                message = "the request took longer than its channel reservation; nothing was charged, sign again"
+                return Unsettled(
+                    Settlement(False, checked.network, reason=Reason.BATCH_CHANNEL_BUSY),
+                    Reason.BATCH_CHANNEL_BUSY,
+                    message,
+                )
+            except ledger.LedgerError:
+                log.exception("voucher served but not booked", extra={"route": paid.path, "payment_id": payment_id})
+                return Unavailable("ledger_unavailable", NOT_RECORDED)
+        metrics.VERIFIED(checked.network).inc()
+        before = reserved.channel
+        state = channel_state_extra(
+            checked.channel_id,
+            before.balance_atomic,
+            before.claimed_atomic,
+            before.withdraw_requested_at,
+            before.refund_nonce,
+            checked.max_claimable,
+        )
+        settlement = Settlement(
+            True,
+            checked.network,
+            transaction=deposited.transaction if deposited else "",
+            payer=checked.payer,
+            amount=deposited.amount if deposited else None,
+            extra=payment_response_extra(state, price),
+        )
+        return Delivered(served, settlement, payment_id)

@@ -1,0 +1,191 @@
+"""Batch settlement through the gateway, judged by the official Python client (issue 15).
+
+The client deposits once and pays each request with a voucher; the gateway books each voucher in the
+ledger and sends no transaction for it; a flush claims every voucher in one transaction and sweeps
+exactly what was sold to payTo; the books verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from eth_account import Account
+
+import ledger
+from app.runtime.settings import BatchSettings, Settings
+from app.usecases import batch_setup
+from app.usecases.services import Services
+from payments.devnet.evm import EvmDevnet, mint
+
+from .chain import b64, new_payer, rpc, unb64, usdc_balance
+from .conftest import Gateway, running_gateway, with_settings
+from .test_batch_payments import STRANGER_KEY, Payer
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT_PYTHON = ROOT / ".venv-x402-svm" / "bin" / "python"
+CAPITALS = "/v1/streams/static.capitals"
+PRICE = 1000
+REQUESTS = 100
+
+
+@pytest.fixture(scope="module")
+def batch_settings(settings: Settings) -> Settings:
+    # the timers far off: the test flushes when it means to
+    timers = BatchSettings(claim_interval_s=3600, settle_interval_s=3600)
+    return with_settings(settings, schemes=("exact", "batch-settlement"), batch=timers)
+
+
+def relayer_nonce(devnet: EvmDevnet) -> int:
+    return int(rpc(devnet, "eth_getTransactionCount", devnet.relayer_address, "latest"), 16)
+
+
+def pay(url: str, key: str, network: str, count: int) -> dict[str, Any]:
+    env = {**os.environ, "URL": url, "PAYER_KEY": key, "NETWORK": network, "COUNT": str(count)}
+    command = [str(CLIENT_PYTHON), "tests/clients/pay_batch.py"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answer
+
+
+async def test_the_402_offers_batch_settlement_beside_exact(batch_settings: Settings) -> None:
+    with running_gateway(batch_settings) as gateway:
+        answer = await gateway.get(CAPITALS)
+    accepts = unb64(answer.headers["payment-required"])["accepts"]
+    [batch] = [o for o in accepts if o["scheme"] == "batch-settlement"]
+    assert batch["network"] == "eip155:84532" and batch["amount"] == str(PRICE)
+    extra = batch["extra"]
+    assert extra["receiverAuthorizer"].startswith("0x") and isinstance(extra["withdrawDelay"], int)
+    assert (extra["name"], extra["version"]) == ("USDC", "2")
+    assert {o["scheme"] for o in accepts} == {"exact", "batch-settlement"}
+    [base] = [n for n in answer.json()["about"]["networks"] if n["network"] == "eip155:84532"]  # once, both schemes
+    assert base["schemes"] == ["exact", "batch-settlement"]
+
+
+@pytest.mark.skipif(not CLIENT_PYTHON.exists(), reason="the official Python client's venv is missing: make install")
+async def test_the_official_client_pays_100_requests_by_voucher_and_a_flush_moves_exactly_their_price(
+    batch_settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    key = new_payer(devnet)
+    payer = Account.from_key(key).address
+    with running_gateway(batch_settings) as gateway:
+        sent_before = relayer_nonce(devnet)
+        paid = await asyncio.to_thread(pay, f"{gateway.url}{CAPITALS}?limit=3", key, devnet.network, REQUESTS)
+        sent_during = relayer_nonce(devnet) - sent_before
+    assert paid["statuses"] == [200] * REQUESTS, paid["last_body"]
+    assert json.loads(paid["last_body"])["stream"] == "static.capitals"
+    charged = [int(r["extra"]["chargedAmount"]) for r in paid["responses"]]
+    assert charged == [PRICE] * REQUESTS
+    cumulative = [int(r["extra"]["channelState"]["chargedCumulativeAmount"]) for r in paid["responses"]]
+    assert cumulative == [PRICE * (i + 1) for i in range(REQUESTS)]
+    assert sent_during <= 5, f"{sent_during} gateway transactions for {REQUESTS} paid requests"
+    rows = await pool.fetch("SELECT state, amount_atomic FROM payments WHERE payer = $1", payer.lower())
+    assert sorted({r["state"] for r in rows}) == ["accepted"] and len(rows) == REQUESTS
+
+    settler = batch_setup.build(batch_settings, pool, Services(pool=pool)).settler
+    pay_to_before = usdc_balance(devnet, devnet.pay_to)
+    report = await settler.flush()
+    assert report.claims >= 1 and report.settled_atomic >= REQUESTS * PRICE
+    assert usdc_balance(devnet, devnet.pay_to) - pay_to_before == report.settled_atomic
+    rows = await pool.fetch("SELECT state FROM payments WHERE payer = $1", payer.lower())
+    assert {r["state"] for r in rows} == {"settled"}
+    assert (await ledger.verify.verify(pool)).ok
+
+
+# ---- hostile vouchers, through the gateway ----
+
+
+class Channel:
+    """A payer and one channel opened through the gateway, vouchers sent as PAYMENT-SIGNATURE headers."""
+
+    def __init__(self, gateway: Gateway, devnet: EvmDevnet, offer: dict[str, Any]) -> None:
+        self.gateway, self.offer = gateway, offer
+        self.payer = Payer(devnet, offer["payTo"])
+        mint(devnet.rpc_url, devnet.asset, self.payer.address, 10 * PRICE * 1000)
+        self.config = self.payer.config(
+            receiverAuthorizer=offer["extra"]["receiverAuthorizer"], withdrawDelay=offer["extra"]["withdrawDelay"]
+        )
+
+    async def send(self, payload: dict[str, Any]) -> httpx.Response:
+        header = b64({"x402Version": 2, "accepted": self.offer, "payload": payload})
+        return await self.gateway.get(f"{CAPITALS}?limit=1", headers={"PAYMENT-SIGNATURE": header})
+
+    async def open(self, deposit: int) -> None:
+        answer = await self.send(self.payer.deposit_payload(self.config, deposit, PRICE))
+        assert answer.status_code == 200, answer.text
+
+    async def voucher(self, cumulative: int, **kw: Any) -> httpx.Response:
+        return await self.send(self.payer.voucher_payload(self.config, cumulative, **kw))
+
+
+def reason_of(answer: httpx.Response) -> str:
+    assert answer.status_code == 402, answer.text
+    assert "payment-response" not in answer.headers  # nothing served, nothing said to be charged
+    return str(unb64(answer.headers["payment-required"])["error"])
+
+
+async def accepted_for(pool: asyncpg.Pool, payer: str) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM payments WHERE payer = $1 AND state = 'accepted'", payer))
+
+
+async def test_hostile_vouchers_are_refused_with_a_reason_and_nothing_served(
+    batch_settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    with running_gateway(batch_settings) as gateway:
+        [offer] = [
+            o
+            for o in unb64((await gateway.get(CAPITALS)).headers["payment-required"])["accepts"]
+            if o["scheme"] == "batch-settlement"
+        ]
+        channel = Channel(gateway, devnet, offer)
+        await channel.open(3 * PRICE)  # the deposit and the first voucher (PRICE)
+        payer = channel.payer.address.lower()
+        replayed = reason_of(await channel.voucher(PRICE))
+        lower = reason_of(await channel.voucher(PRICE // 2))
+        jump = reason_of(await channel.voucher(3 * PRICE))
+        forged = reason_of(await channel.voucher(2 * PRICE, key=STRANGER_KEY))
+        other_receiver = await channel.send(
+            channel.payer.voucher_payload({**channel.config, "receiver": Account.create().address}, 2 * PRICE)
+        )
+        assert (await channel.voucher(2 * PRICE)).status_code == 200
+        assert (await channel.voucher(3 * PRICE)).status_code == 200
+        above_deposit = reason_of(await channel.voucher(4 * PRICE))
+    assert replayed.endswith("cumulative_amount_mismatch") and lower.endswith("cumulative_amount_mismatch")
+    assert jump.endswith("cumulative_amount_mismatch")
+    assert forged.endswith("voucher_signature"), forged
+    assert other_receiver.status_code == 402 and reason_of(other_receiver).endswith("receiver_mismatch")
+    assert above_deposit.endswith("cumulative_exceeds_balance"), above_deposit
+    assert await accepted_for(pool, payer) == 3  # the deposit's voucher and the two good ones
+
+
+async def test_twenty_concurrent_vouchers_on_one_channel_are_served_once(
+    batch_settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    """Across two gateways sharing the ledger: of 20 copies of the next voucher, one is accepted."""
+    with running_gateway(batch_settings) as first, running_gateway(batch_settings) as second:
+        [offer] = [
+            o
+            for o in unb64((await first.get(CAPITALS)).headers["payment-required"])["accepts"]
+            if o["scheme"] == "batch-settlement"
+        ]
+        channel = Channel(first, devnet, offer)
+        await channel.open(10 * PRICE)
+        payload = channel.payer.voucher_payload(channel.config, 2 * PRICE)
+        header = b64({"x402Version": 2, "accepted": offer, "payload": payload})
+        answers = await asyncio.gather(
+            *(
+                (first, second)[i % 2].get(f"{CAPITALS}?limit=1", headers={"PAYMENT-SIGNATURE": header})
+                for i in range(20)
+            )
+        )
+    assert sorted(a.status_code for a in answers).count(200) == 1, [a.status_code for a in answers]
+    assert all(a.status_code in (200, 402) for a in answers)
+    assert await accepted_for(pool, channel.payer.address.lower()) == 2
