@@ -99,6 +99,7 @@ async def gauges(pool: asyncpg.Pool) -> dict[str, dict[str, int]]:
         flags = await pool.fetch(queries["open_flags_by_kind"])
     return {
         "exposure": {r["network"]: int(r["amount_atomic"]) for r in exposure},
+        "exposure_age_s": {r["network"]: int(r["oldest_s"]) for r in exposure},
         "queue": {r["state"]: int(r["payments"]) for r in queue},
         "flags": {r["kind"]: int(r["flags"]) for r in flags},
     }

@@ -42,14 +42,16 @@ LIMIT $10;
 SELECT state, count(*) AS payments, COALESCE(sum(amount_atomic), 0) AS amount_atomic,
        min(updated_at) AS oldest_updated_at
 FROM payments
-WHERE state IN ('claimed', 'verified', 'served', 'settling')
+WHERE state IN ('claimed', 'verified', 'served', 'settling', 'accepted', 'claimed_onchain')
 GROUP BY state
 ORDER BY state;
 
 -- name: exposure_by_network
--- Money whose data left (or is leaving) before its settlement is final: what we stand to lose.
-SELECT network, COALESCE(sum(amount_atomic), 0) AS amount_atomic
-FROM payments WHERE state IN ('served', 'settling')
+-- Money whose data left (or is leaving) before its settlement is final: what we stand to lose, and how
+-- long the oldest of it has waited (batch vouchers wait for their claim and sweep by design).
+SELECT network, COALESCE(sum(amount_atomic), 0) AS amount_atomic,
+       EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS oldest_s
+FROM payments WHERE state IN ('served', 'settling', 'accepted', 'claimed_onchain')
 GROUP BY network;
 
 -- name: open_flags_by_kind

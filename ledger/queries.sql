@@ -70,7 +70,8 @@ WITH pay AS MATERIALIZED (
 )
 SELECT /*group*/ AS key,
        count(*) FILTER (WHERE pay.state = 'settled') AS settled,
-       count(*) FILTER (WHERE pay.state = 'settling') AS pending,
+       -- pending: charged, money not yet moved (exact: settling; batch: accepted or claimed, not swept)
+       count(*) FILTER (WHERE pay.state IN ('settling', 'accepted', 'claimed_onchain')) AS pending,
        count(*) FILTER (WHERE pay.state = 'failed') AS failed,
        count(*) FILTER (WHERE pay.state IN ('released', 'expired')) AS released,
        count(*) FILTER (WHERE pay.state IN ('claimed', 'verified', 'served')) AS in_flight,
@@ -98,8 +99,9 @@ WITH sel AS MATERIALIZED (
 )
 SELECT count(*) FILTER (WHERE sel.state = 'settled') AS settled,
        COALESCE(sum(booked.revenue_atomic), 0) AS revenue_atomic,
-       count(*) FILTER (WHERE sel.state = 'settling') AS pending,
-       COALESCE(sum(sel.amount_atomic) FILTER (WHERE sel.state = 'settling'), 0) AS pending_atomic,
+       count(*) FILTER (WHERE sel.state IN ('settling', 'accepted', 'claimed_onchain')) AS pending,
+       COALESCE(sum(sel.amount_atomic) FILTER (WHERE sel.state IN ('settling', 'accepted', 'claimed_onchain')), 0)
+           AS pending_atomic,
        count(*) FILTER (WHERE sel.state = 'failed') AS failed,
        COALESCE(sum(sel.amount_atomic) FILTER (WHERE sel.state = 'failed'), 0) AS failed_atomic,
        count(*) FILTER (WHERE sel.state IN ('released', 'expired')) AS released,
@@ -109,19 +111,28 @@ SELECT count(*) FILTER (WHERE sel.state = 'settled') AS settled,
            AS in_flight_atomic,
        count(*) FILTER (WHERE booked.reversed) AS refunded,
        COALESCE(sum(booked.reversed_atomic), 0) AS refunded_atomic,
-       count(*) FILTER (WHERE sel.state IN ('served', 'settling')) AS exposure,
-       COALESCE(sum(sel.amount_atomic) FILTER (WHERE sel.state IN ('served', 'settling')), 0) AS exposure_atomic
+       count(*) FILTER (WHERE sel.state IN ('served', 'settling', 'accepted', 'claimed_onchain')) AS exposure,
+       COALESCE(sum(sel.amount_atomic) FILTER (WHERE sel.state IN ('served', 'settling', 'accepted', 'claimed_onchain')),
+                0) AS exposure_atomic
 FROM sel LEFT JOIN booked ON booked.payment_id = sel.id;
 
 -- name: summary_gas
--- Gas the relayers paid for the window's settled payments, per network (native atomic units).
-SELECT pay.network, count(*) AS settled, COALESCE(sum(pay.gas_cost_atomic), 0) AS gas_cost_atomic
-FROM payments pay
-WHERE pay.state = 'settled'
-      AND COALESCE(pay.settled_at, pay.created_at) >= $1 AND COALESCE(pay.settled_at, pay.created_at) < $2
-      /*filters*/
-GROUP BY pay.network
-ORDER BY pay.network;
+-- Gas the relayers paid for the window's settled payments, per network (native atomic units); batch
+-- settlement's gas is its claims' and sweeps' (batch_transactions), recorded in the window, unfiltered.
+SELECT network, sum(settled)::bigint AS settled, sum(gas_cost_atomic) AS gas_cost_atomic FROM (
+    SELECT pay.network, count(*) AS settled, COALESCE(sum(pay.gas_cost_atomic), 0) AS gas_cost_atomic
+    FROM payments pay
+    WHERE pay.state = 'settled'
+          AND COALESCE(pay.settled_at, pay.created_at) >= $1 AND COALESCE(pay.settled_at, pay.created_at) < $2
+          /*filters*/
+    GROUP BY pay.network
+    UNION ALL
+    SELECT network, 0, COALESCE(sum(gas_cost_atomic), 0) FROM batch_transactions
+    WHERE recorded_at >= $1 AND recorded_at < $2
+    GROUP BY network
+) parts
+GROUP BY network
+ORDER BY network;
 
 -- name: summary_open_flags
 -- Open reconciliation findings about the window's payments, per kind.

@@ -227,7 +227,9 @@ class Summary:
     Counts are payments; `*_atomic` amounts are USDC atomic units, except `gas_by_network` (each
     network's native atomic units: wei, lamports). `revenue_atomic` is the journal's revenue for these
     payments, net of reversals; `refunded_atomic` is what reversal entries took back from revenue.
-    `exposure` is data served or being settled but not settled (states served and settling).
+    `pending` is charged but the money has not moved yet: an exact payment settling, or a batch voucher
+    accepted or claimed on chain and not yet swept to payTo. `exposure` is data served whose money has not
+    moved (served, settling, and batch vouchers not yet swept).
     `open_flags` counts unresolved reconciliation findings about these payments, by kind.
     """
 

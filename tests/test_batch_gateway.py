@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,9 @@ async def test_the_official_client_pays_100_requests_by_voucher_and_a_flush_move
     assert sent_during <= 5, f"{sent_during} gateway transactions for {REQUESTS} paid requests"
     rows = await pool.fetch("SELECT state, amount_atomic FROM payments WHERE payer = $1", payer.lower())
     assert sorted({r["state"] for r in rows}) == ["accepted"] and len(rows) == REQUESTS
+    window = (datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(minutes=1))
+    [owed] = await ledger.reports.report(pool, "network", *window, payer=payer.lower())
+    assert (owed.pending, owed.settled, owed.revenue_atomic) == (REQUESTS, 0, REQUESTS * PRICE)  # booked, not moved
 
     settler = batch_setup.build(batch_settings, pool, Services(pool=pool)).settler
     pay_to_before = usdc_balance(devnet, devnet.pay_to)
@@ -97,6 +101,8 @@ async def test_the_official_client_pays_100_requests_by_voucher_and_a_flush_move
     assert usdc_balance(devnet, devnet.pay_to) - pay_to_before == report.settled_atomic
     rows = await pool.fetch("SELECT state FROM payments WHERE payer = $1", payer.lower())
     assert {r["state"] for r in rows} == {"settled"}
+    [swept] = await ledger.reports.report(pool, "network", *window, payer=payer.lower())
+    assert (swept.pending, swept.settled, swept.revenue_atomic) == (0, REQUESTS, REQUESTS * PRICE)
     assert (await ledger.verify.verify(pool)).ok
 
 

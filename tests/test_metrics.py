@@ -141,6 +141,7 @@ async def test_exposure_is_read_from_the_ledger_at_scrape_time(gateway: Gateway,
         assert await claims.advance(pool, payment_id, before, after)
     exposed = await scrape(gateway)
     assert value(exposed, "worldgate_unsettled_exposure_atomic", network=network) == 12_345
+    assert value(exposed, "worldgate_unsettled_oldest_seconds", network=network) >= 0
     assert value(exposed, "worldgate_payments_open", state="settling") >= 1
     assert await claims.advance(pool, payment_id, "settling", "failed", reason="test")
     assert ("worldgate_unsettled_exposure_atomic", (("network", network),)) not in await scrape(gateway)

@@ -160,11 +160,16 @@ def live_families(state: dict[str, Any]) -> list[GaugeMetricFamily]:
     """Shared state as gauges: exposure and queue from Postgres, circuits from Redis."""
     exposure = GaugeMetricFamily(
         "worldgate_unsettled_exposure_atomic",
-        "Token amount of payments served or settling but not yet settled (atomic units)",
+        "Token amount of payments served whose money has not moved yet: exact settling, batch vouchers not swept",
         labels=["network"],
     )
     for network, amount in sorted(state.get("exposure", {}).items()):
         exposure.add_metric([network], float(amount))
+    age = GaugeMetricFamily(
+        "worldgate_unsettled_oldest_seconds", "Age of the oldest payment counted in the exposure", labels=["network"]
+    )
+    for network, seconds in sorted(state.get("exposure_age_s", {}).items()):
+        age.add_metric([network], float(seconds))
     queue = GaugeMetricFamily("worldgate_payments_open", "Payments not final yet, by state", labels=["state"])
     for state_name, count in sorted(state.get("queue", {}).items()):
         queue.add_metric([state_name], float(count))
@@ -176,7 +181,7 @@ def live_families(state: dict[str, Any]) -> list[GaugeMetricFamily]:
     flags = GaugeMetricFamily("worldgate_reconcile_flags_open", "Open reconciliation findings", labels=["kind"])
     for kind, count in sorted(state.get("flags", {}).items()):
         flags.add_metric([kind], float(count))
-    return [exposure, queue, circuits, flags]
+    return [exposure, age, queue, circuits, flags]
 
 
 def exposition(state: dict[str, Any]) -> bytes:
