@@ -127,3 +127,14 @@ def pay_for(key: str, devnet: EvmDevnet, accepted: dict[str, Any], **overrides: 
     fields: dict[str, Any] = {"to": accepted["payTo"], "value": int(accepted["amount"])}
     fields.update(overrides)
     return payment_header(accepted, sign_authorization(key, devnet, **fields))
+
+
+def assert_one_served(answers: list[httpx.Response]) -> None:
+    """Copies of one payment sent at once: one is served; every other is told the payment is spent (402
+    payment_already_claimed) or still being processed (503 settlement_pending, retry the same payment),
+    never asked to pay again and never given the data."""
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) == 1 and set(statuses) <= {200, 402, 503}, statuses
+    others = {a.json()["error"] for a in answers if a.status_code != 200}
+    assert others <= {"payment_already_claimed", "settlement_pending"}, others
+    assert sum("records" in a.json() for a in answers) == 1  # the data left exactly once

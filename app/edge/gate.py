@@ -281,7 +281,10 @@ class PaymentGate:
                     "network": settlement.network,
                 }
             )
-            await _respond(send, answer.status, [_JSON, _NO_STORE, _receipt(settlement, version)], body)
+            headers = [_JSON, _NO_STORE, _receipt(settlement, version)]
+            if answer.retry_after is not None:  # pending: wait, then send the same payment again
+                headers.append((b"retry-after", str(answer.retry_after).encode()))
+            await _respond(send, answer.status, headers, body)
         else:
             assert answer.kind is Kind.ERROR and answer.status is not None
             headers = [_JSON, _NO_STORE]

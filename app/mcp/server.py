@@ -456,6 +456,9 @@ class McpServer:
         if answer.kind is Kind.UNSETTLED:
             assert paid is not None and answer.error is not None and answer.settlement is not None
             response = to_builtins(answer.settlement.response())
+            if answer.retry_after is not None:  # pending: no fresh quote, which would invite a second payment
+                pending = {**answer.document(), "retry_after": answer.retry_after, PAYMENT_RESPONSE_META_KEY: response}
+                return tool_result(pending, error=True, meta={PAYMENT_RESPONSE_META_KEY: response})
             document = self._required(tool, paid, answer.error, answer.message)
             document[PAYMENT_RESPONSE_META_KEY] = response
             return tool_result(document, error=True, meta={PAYMENT_RESPONSE_META_KEY: response})

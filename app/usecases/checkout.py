@@ -67,6 +67,21 @@ from payments import (
 from payments.evm.batch import SCHEME as BATCH_SCHEME
 
 log = logging.getLogger("worldgate.checkout")
+# A payment whose key a request still holds: its outcome is not known yet, so a retry of it is told to wait
+# and retry the same payment, never to sign a new one (which could charge the payer twice).
+_IN_PROGRESS = (PaymentState.CLAIMED, PaymentState.VERIFIED, PaymentState.SERVED, PaymentState.SETTLING)
+PENDING_MESSAGE = (
+    "this payment is still being processed for an earlier request; retry this same payment after Retry-After "
+    "(do not sign a new one: this one may still be charged)"
+)
+
+
+def _pending(offer: PaymentRequirements, inspection: Inspection, holder: claims.Holder) -> Unsettled:
+    reason = Reason.SETTLEMENT_PENDING
+    settlement = Settlement(False, offer.network, holder.tx_hash or "", inspection.payer, reason, PENDING_MESSAGE)
+    return Unsettled(settlement, reason, PENDING_MESSAGE)
+
+
 _LATEST_VALID_BEFORE = 253402300799  # 9999-12-31: beyond it the ledger stores no expiry
 
 
@@ -214,6 +229,8 @@ class Checkout:
             )
         except ledger.LedgerUnavailable:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
+        if holder is not None and holder.state in _IN_PROGRESS:
+            return _pending(offer, inspection, holder)
         if not taken or holder is None:
             return self._refused(paid, already_claimed(holder))
         delivered = await serve_settled(paid, offer, inspection, serve, holder)

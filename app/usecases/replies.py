@@ -29,6 +29,9 @@ from app.usecases.outcomes import (
 from payments import Settlement
 
 UNAVAILABLE_RETRY_AFTER_S = 5  # what a 503 asks the client to wait; nothing was charged
+# A settlement whose outcome is unknown: 503 with Retry-After, never a 402 (which invites a second payment);
+# the same payment sent again after this gets the outcome (the data, or "not charged").
+PENDING_RETRY_AFTER_S = 10
 BANNED = "this payer may not buy here; nothing was charged"
 
 
@@ -70,6 +73,9 @@ def reply(outcome: Outcome) -> Reply:
     if isinstance(outcome, NotServed):
         return Reply(Kind.NOT_SERVED, None, served=outcome.served)
     if isinstance(outcome, Unsettled):
+        if outcome.settlement.pending:
+            wait = PENDING_RETRY_AFTER_S
+            return Reply(Kind.UNSETTLED, 503, outcome.reason, outcome.message, wait, settlement=outcome.settlement)
         return Reply(Kind.UNSETTLED, 402, outcome.reason, outcome.message, settlement=outcome.settlement)
     if isinstance(outcome, Banned):
         return Reply(Kind.ERROR, 403, "payer_banned", BANNED)

@@ -140,9 +140,10 @@ def remote(
 
 
 def pending(sale: Sale) -> None:
-    """The client got a 402 settlement_pending with no data, and the ledger keeps the payment open."""
+    """The client got a 503 settlement_pending (Retry-After, never a 402 inviting a second payment) with no
+    data, and the ledger keeps the payment open."""
     answer = sale.answers[0]
-    assert answer.status_code == 402, answer.text
+    assert answer.status_code == 503 and int(answer.headers["retry-after"]) > 0, answer.text
     assert answer.json()["error"] == "settlement_pending" and "records" not in answer.text
     receipt = settle_receipt(answer)
     assert receipt is not None and receipt["success"] is False

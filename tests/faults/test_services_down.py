@@ -24,7 +24,7 @@ from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana_process import SolanaDevnetProcess
 
-from ..chain import b64, unb64
+from ..chain import assert_one_served, b64, unb64
 from ..conftest import Gateway, running_gateway
 from ..ledger_helpers import FreshDatabase
 from ..services import TcpProxy
@@ -310,9 +310,7 @@ async def test_redis_lost_mid_run(
         health = await gateway.get("/v1/health")
     finally:
         proxy.up()
-    statuses = sorted(a.status_code for a in answers)
-    assert statuses == [200] + [402] * 19, statuses
-    assert all(a.json()["error"] == "payment_already_claimed" for a in answers if a.status_code == 402)
+    assert_one_served(answers)
     assert [r.status_code for r in reads] == [200, 200], [r.text for r in reads]
     assert [r.headers["x-cache"] for r in reads] == ["MISS", "HIT"]  # Redis gone: memory keeps the value
     assert catalog.status_code == 200
