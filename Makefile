@@ -53,6 +53,7 @@ test: install browser  ## the whole suite against real Postgres, Redis and anvil
 bench: install  ## worldgate vs the official x402 middleware, same chain, same run; prints ratios
 	$(PY) bench/cli_start.py
 	$(PY) bench/paid.py $(BENCH_ARGS)
+	$(PY) bench/batch.py $(BATCH_BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

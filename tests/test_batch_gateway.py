@@ -23,17 +23,22 @@ from eth_account import Account
 import ledger
 from app.runtime.settings import BatchSettings, Settings
 from app.usecases import batch_setup
+from app.usecases.batch_settler import DROP_AFTER_S
+from app.usecases.retries import REDELIVER_AFTER_S
 from app.usecases.services import Services
+from ledger import batch_recovery
 from payments.devnet.evm import EvmDevnet, mint
 
 from .chain import b64, new_payer, rpc, unb64, usdc_balance
 from .conftest import Gateway, running_gateway, with_settings
+from .ledger_helpers import fresh_pool_fixture  # noqa: F401
 from .test_batch_payments import STRANGER_KEY, Payer
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_PYTHON = ROOT / ".venv-x402-svm" / "bin" / "python"
 CAPITALS = "/v1/streams/static.capitals"
 PRICE = 1000
+PAY_TO = "0x" + "ab" * 20
 REQUESTS = 100
 
 
@@ -195,3 +200,91 @@ async def test_twenty_concurrent_vouchers_on_one_channel_are_served_once(
     assert sorted(a.status_code for a in answers).count(200) == 1, [a.status_code for a in answers]
     assert all(a.status_code in (200, 402) for a in answers)
     assert await accepted_for(pool, channel.payer.address.lower()) == 2
+
+
+# ---- a booked voucher whose answer never left ----
+
+
+async def _undelivered(pool: asyncpg.Pool, payment_key: str) -> None:
+    """As if the answer never reached the payer (a crash after booking, a client gone): the gate marks a sale
+    delivered just after answering, so wait for that mark, then take it back."""
+    for _ in range(100):
+        if await pool.fetchval("SELECT delivered_at IS NOT NULL FROM payments WHERE payment_key = $1", payment_key):
+            break
+        await asyncio.sleep(0.05)
+    await pool.execute("UPDATE payments SET delivered_at = NULL WHERE payment_key = $1", payment_key)
+
+
+async def test_a_booked_voucher_never_delivered_is_served_again_once_and_never_charged_again(
+    batch_settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    with running_gateway(batch_settings) as gateway:
+        [offer] = [
+            o
+            for o in unb64((await gateway.get(CAPITALS)).headers["payment-required"])["accepts"]
+            if o["scheme"] == "batch-settlement"
+        ]
+        channel = Channel(gateway, devnet, offer)
+        deposit = channel.payer.deposit_payload(channel.config, 3 * PRICE, PRICE)
+        assert (await channel.send(deposit)).status_code == 200
+        payer = channel.payer.address.lower()
+        held = usdc_balance(devnet, channel.payer.address)
+        channel_id = channel.payer.channel_id(channel.config).lower()
+        key = f"{offer['network']}:{channel_id}:{PRICE}"
+
+        # the deposit's own request, sent again: served from the booked sale, no second deposit
+        await _undelivered(pool, key)
+        too_soon = await channel.send(deposit)  # its own request may still be answering: refused
+        await asyncio.sleep(REDELIVER_AFTER_S)
+        again = await channel.send(deposit)
+        once_more = await channel.send(deposit)  # delivered now: refused as before
+
+        # a voucher, sent again
+        assert (await channel.voucher(2 * PRICE)).status_code == 200
+        await _undelivered(pool, f"{offer['network']}:{channel_id}:{2 * PRICE}")
+        await asyncio.sleep(REDELIVER_AFTER_S)
+        forged = await channel.voucher(2 * PRICE, key=STRANGER_KEY)
+        voucher_again = await channel.voucher(2 * PRICE)
+        assert (await channel.voucher(3 * PRICE)).status_code == 200  # the payer goes on
+    assert too_soon.status_code == 402 and "payment-response" not in too_soon.headers, too_soon.text
+    assert again.status_code == 200 and json.loads(again.text)["stream"] == "static.capitals", again.text
+    assert unb64(again.headers["payment-response"])["extra"]["channelState"]["chargedCumulativeAmount"] == str(PRICE)
+    assert once_more.status_code == 402 and "payment-response" not in once_more.headers, once_more.text
+    assert reason_of(forged).endswith("voucher_signature")
+    assert voucher_again.status_code == 200 and "records" in voucher_again.json(), voucher_again.text
+    assert usdc_balance(devnet, channel.payer.address) == held  # one deposit
+    assert await accepted_for(pool, payer) == 3  # three vouchers booked, each once
+    charged = await pool.fetchval("SELECT charged_atomic FROM batch_channels WHERE channel_id = $1", channel_id)
+    assert int(charged) == 3 * PRICE
+    assert (await ledger.verify.verify(pool)).ok
+
+
+async def test_the_settler_closes_a_hash_written_ahead_that_never_reached_the_chain(
+    batch_settings: Settings,
+    fresh_pool: asyncpg.Pool,
+) -> None:
+    """A hash written ahead whose transaction never left (the process died before sending it) is closed as
+    dropped once it is old enough; a young one may still be on its way and stays open. Resolved rows are final."""
+    parts = batch_setup.build(batch_settings, fresh_pool, Services(pool=fresh_pool))
+    network, old, young = parts.settler.network, "0x" + os.urandom(32).hex(), "0x" + os.urandom(32).hex()
+    await fresh_pool.execute(
+        "INSERT INTO batch_pending_tx (tx_hash, network, kind, rows, created_at)"
+        " VALUES ($1, $2, 'claim', '{\"claims\": []}', now() - make_interval(secs => $3))",
+        old,
+        network,
+        DROP_AFTER_S + 1,
+    )
+    await batch_recovery.write_ahead(fresh_pool, young, network, "settle", batch_recovery.sweep_rows(PAY_TO, PAY_TO))
+    try:
+        recovery = await parts.settler.recover()
+    finally:
+        await parts.rpc.close()
+    assert recovery.recorded == () and not recovery.sweep_in_flight
+    outcomes = {r["tx_hash"]: r["outcome"] for r in await fresh_pool.fetch("SELECT * FROM batch_pending_tx")}
+    assert outcomes == {old: "dropped", young: None}
+    with pytest.raises(asyncpg.PostgresError, match="only its resolution"):
+        await fresh_pool.execute("UPDATE batch_pending_tx SET outcome = 'recorded' WHERE tx_hash = $1", old)
+    with pytest.raises(asyncpg.PostgresError):
+        await fresh_pool.execute("DELETE FROM batch_pending_tx WHERE tx_hash = $1", young)
+    with pytest.raises(ledger.LedgerError):
+        await batch_recovery.write_ahead(fresh_pool, young, network, "refund", {})

@@ -75,7 +75,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise SettingsError("batch-settlement is not offered here (WORLDGATE_SCHEMES, a local facilitator, an EVM key)")
 
     async def run(dsn: str) -> str:
-        pool = await ledger.create_pool(dsn, size_min=1, size_max=2)
+        # a flush holds two advisory locks (the settler's, the relayer's) and writes ahead on a third connection
+        pool = await ledger.create_pool(dsn, size_min=1, size_max=4)
         try:
             if args.batch_command == "status":
                 rows = _rows(await ledger.channels.batch_status(pool))
@@ -86,6 +87,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             finally:
                 await parts.rpc.close()
             document = {
+                "recovered": list(report.recovered),  # claims or sweeps a crash left unbooked, booked from receipts
                 "claims": report.claims,
                 "channels": report.channels,
                 "claimed_atomic": report.claimed_atomic,

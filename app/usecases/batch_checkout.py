@@ -8,17 +8,22 @@ unsettled value. The ledger reserves the channel for the request in one transact
 channel at a time, across workers and replicas), the handler runs, and the voucher is accepted with its
 revenue booked in a second transaction; a handler that produced no data releases it, and nothing is
 owed. The settler (batch_settler.py) claims and sweeps accepted vouchers later, many per transaction.
+
+No charge without the data: a voucher booked whose answer never left (the process died after booking it, or
+the client went away) is served again when the same voucher comes back for the same resource, under the
+booked sale, never charged again (`_served_again`; the exact scheme's redelivery, app/usecases/retries.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
 import anyio
 
 import ledger
-from app.runtime import metrics
+from app.runtime import faultpoints, metrics
 from app.runtime.logs import bind
 from app.usecases.outcomes import (
     NOT_RECORDED,
@@ -34,8 +39,9 @@ from app.usecases.outcomes import (
     Verified,
 )
 from app.usecases.pricing import PaidRoute
+from app.usecases.retries import REDELIVER_AFTER_S, REDELIVERY_LEASE_S
 from app.usecases.services import Services
-from ledger import PaymentRecord, PaymentState, channels
+from ledger import PaymentRecord, PaymentState, batch_recovery, channels, claims
 from ledger.channels import Channel, ChannelConfig, VoucherRefused
 from payments import PaymentError, PaymentPayload, PaymentRequirements, Reason, Refusal, Settlement
 from payments.evm.batch import (
@@ -119,6 +125,9 @@ class BatchCheckout:
             return RateLimited("rate_limited", message, wait)
         deposited = None
         if checked.kind == "deposit":
+            again = await self._deposit_served_again(paid, offer, checked, serve)
+            if again is not None:
+                return again
             deposited = await self._deposit(paid, checked)
             if not isinstance(deposited, Settlement):
                 return deposited
@@ -197,7 +206,7 @@ class BatchCheckout:
 
     async def _reserved(
         self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher
-    ) -> channels.Reserved | Outcome:
+    ) -> channels.Reserved | VoucherRefused | Outcome:
         """Reserve the channel for this voucher; a channel this gateway has not seen (another replica's
         deposit, a restart) or whose deposit grew is read from the chain once and tried again."""
         try:
@@ -215,13 +224,88 @@ class BatchCheckout:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         except PaymentError as exc:
             return Unavailable(exc.reason, "the channel could not be read right now; nothing was charged")
-        if isinstance(reserved, VoucherRefused):
-            if reserved.reason is channels.Refusal.UNSETTLED_CAP:
-                metrics.REFUSED(UNSETTLED_CAP).inc()
-                message = "this gateway holds its cap of unsettled vouchers; retry after the next settlement"
-                return Refused(Refusal(UNSETTLED_CAP, message))
-            return self._refused(paid, Refusal(_REASONS[reserved.reason], reserved.detail))
         return reserved
+
+    def _voucher_refused(self, paid: PaidRoute, refused: VoucherRefused) -> Refused:
+        if refused.reason is channels.Refusal.UNSETTLED_CAP:
+            metrics.REFUSED(UNSETTLED_CAP).inc()
+            message = "this gateway holds its cap of unsettled vouchers; retry after the next settlement"
+            return Refused(Refusal(UNSETTLED_CAP, message))
+        return self._refused(paid, Refusal(_REASONS[refused.reason], refused.detail))
+
+    # ---- a booked voucher whose answer never left ----
+
+    async def _deposit_served_again(
+        self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher, serve: Serve
+    ) -> Outcome | None:
+        """A deposit payload whose deposit landed and whose voucher was booked, sent again because its answer
+        never came: served again rather than depositing twice (which the chain would refuse anyway)."""
+        try:
+            found = await channels.channel(self.services.pool, checked.channel_id)
+        except ledger.LedgerUnavailable:
+            return Unavailable("ledger_unavailable", NOT_RECORDED)
+        return await self._served_again(paid, offer, checked, serve, found)
+
+    async def _served_again(
+        self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher, serve: Serve, found: Channel | None
+    ) -> Outcome | None:
+        """The channel's last voucher, booked and never delivered, sent again (same signature, same resource):
+        serve the data again under that sale, never charged again; one retry at a time (a lease). None: not
+        such a voucher, and the caller refuses it as before."""
+        if found is None or found.charged_atomic != checked.max_claimable:
+            return None  # only the last voucher: a payer that signed a later one got the earlier answers
+        pool = self.services.pool
+        try:
+            lease = await batch_recovery.take_redelivery(
+                pool,
+                payment_key=channels.payment_key(checked.network, checked.channel_id, checked.max_claimable),
+                signature="0x" + checked.signature.hex(),
+                resource=paid.path,
+                amount_atomic=int(offer.amount),
+                booked_for_s=REDELIVER_AFTER_S,  # younger, its own request may still be answering
+                lease_s=REDELIVERY_LEASE_S,
+            )
+        except ledger.LedgerUnavailable:
+            return Unavailable("ledger_unavailable", NOT_RECORDED)
+        if lease is None:
+            return None
+        try:
+            served = await serve(Verified(lease.payment_id, checked.payer))
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(ledger.LedgerError):
+                await claims.drop_redelivery(pool, lease.payment_id)
+            raise
+        if not served.ok:
+            with anyio.CancelScope(shield=True), contextlib.suppress(ledger.LedgerError):
+                await claims.drop_redelivery(pool, lease.payment_id)  # no data now: a later retry may try again
+            return NotServed(served)
+        log.warning(
+            "booked voucher redelivered: its first answer never left",
+            extra={"route": paid.path, "payment_id": lease.payment_id, "state": lease.state},
+        )
+        metrics.REDELIVERED(paid.path).inc()
+        return Delivered(served, self._settlement(checked, found, int(offer.amount), None), lease.payment_id)
+
+    def _settlement(
+        self, checked: CheckedVoucher, before: Channel, price: int, deposited: Settlement | None
+    ) -> Settlement:
+        """The PAYMENT-RESPONSE of a booked voucher: the channel's state and what this request charged."""
+        state = channel_state_extra(
+            checked.channel_id,
+            before.balance_atomic,
+            before.claimed_atomic,
+            before.withdraw_requested_at,
+            before.refund_nonce,
+            checked.max_claimable,
+        )
+        return Settlement(
+            True,
+            checked.network,
+            transaction=deposited.transaction if deposited else "",
+            payer=checked.payer,
+            amount=deposited.amount if deposited else None,
+            extra=payment_response_extra(state, price),
+        )
 
     async def _sell(
         self,
@@ -232,9 +316,15 @@ class BatchCheckout:
         deposited: Settlement | None,
     ) -> Outcome:
         reserved = await self._reserved(paid, offer, checked)
+        if isinstance(reserved, VoucherRefused):
+            again = None
+            if reserved.reason is channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH:  # maybe this very voucher, booked
+                again = await self._served_again(paid, offer, checked, serve, reserved.channel)
+            return again if again is not None else self._voucher_refused(paid, reserved)
         if not isinstance(reserved, channels.Reserved):
             return reserved
         pool, payment_id = self.services.pool, reserved.payment_id
+        faultpoints.reach("batch_after_reserve")
         await ledger.claims.advance(pool, payment_id, PaymentState.CLAIMED, PaymentState.VERIFIED)
         try:
             served = await serve(Verified(payment_id, checked.payer))
@@ -245,6 +335,7 @@ class BatchCheckout:
         if not served.ok:
             await channels.release_voucher(pool, payment_id, checked.channel_id, served.reason or "not_served")
             return NotServed(served)
+        faultpoints.reach("batch_after_serve")
         price = int(offer.amount)
         postings = ledger.batch_acceptance_postings(
             network=checked.network,
@@ -274,21 +365,5 @@ class BatchCheckout:
                 log.exception("voucher served but not booked", extra={"route": paid.path, "payment_id": payment_id})
                 return Unavailable("ledger_unavailable", NOT_RECORDED)
         metrics.VERIFIED(checked.network).inc()
-        before = reserved.channel
-        state = channel_state_extra(
-            checked.channel_id,
-            before.balance_atomic,
-            before.claimed_atomic,
-            before.withdraw_requested_at,
-            before.refund_nonce,
-            checked.max_claimable,
-        )
-        settlement = Settlement(
-            True,
-            checked.network,
-            transaction=deposited.transaction if deposited else "",
-            payer=checked.payer,
-            amount=deposited.amount if deposited else None,
-            extra=payment_response_extra(state, price),
-        )
-        return Delivered(served, settlement, payment_id)
+        faultpoints.reach("batch_after_accept")  # booked, the answer not yet sent
+        return Delivered(served, self._settlement(checked, reserved.channel, price, deposited), payment_id)

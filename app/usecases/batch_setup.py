@@ -87,5 +87,6 @@ def build(settings: Settings, pool: asyncpg.Pool, services: Services) -> BatchPa
         rows_per_claim=rows_per_claim(gas_limit),
         claim_interval_s=batch.claim_interval_s,
         settle_interval_s=batch.settle_interval_s,
+        rpc=rpc,
     )
     return BatchParts(checkout, settler, rpc)
