@@ -27,11 +27,11 @@ TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak256(
 )
 
 
-def _word_address(address: str) -> bytes:
+def word_address(address: str) -> bytes:
     return bytes(12) + bytes.fromhex(address[2:])
 
 
-def _word_uint(value: int) -> bytes:
+def word_uint(value: int) -> bytes:
     return value.to_bytes(32, "big")
 
 
@@ -42,8 +42,8 @@ def domain_separator(name: str, version: str, chain_id: int, verifying_contract:
         DOMAIN_TYPEHASH
         + keccak256(name.encode())
         + keccak256(version.encode())
-        + _word_uint(chain_id)
-        + _word_address(verifying_contract)
+        + word_uint(chain_id)
+        + word_address(verifying_contract)
     )
 
 
@@ -59,11 +59,11 @@ def transfer_authorization_digest(
     """The digest an EIP-3009 TransferWithAuthorization signature signs (addresses as 0x hex)."""
     struct_hash = keccak256(
         TRANSFER_WITH_AUTHORIZATION_TYPEHASH
-        + _word_address(from_address)
-        + _word_address(to_address)
-        + _word_uint(value)
-        + _word_uint(valid_after)
-        + _word_uint(valid_before)
+        + word_address(from_address)
+        + word_address(to_address)
+        + word_uint(value)
+        + word_uint(valid_after)
+        + word_uint(valid_before)
         + nonce
     )
     return keccak256(b"\x19\x01" + domain + struct_hash)

@@ -39,7 +39,6 @@ SCHEME_ID = "v2-eip155-exact"
 VALID_BEFORE_BUFFER_S = 6
 SIGNATURE_BYTES_MAX = 2048  # EIP-1271 wallets may sign with more than 65 bytes; nothing needs kilobytes
 RECEIPT_TIMEOUT_S_DEFAULT = 30.0
-RECEIPT_POLL_S_MAX = 0.5
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
 ERC6492_SUFFIX = bytes.fromhex("6492" * 16)
 TRANSFER_TOPIC = "0x" + keccak256(b"Transfer(address,address,uint256)").hex()
@@ -380,7 +379,7 @@ class ExactEvmScheme:
             tx_hash, lost = broadcast[-1], f"{exc.message}; "
         else:
             lost = ""
-        receipt = await self._await_receipt(tx_hash)
+        receipt = await self._rpc.await_receipt(tx_hash, self._receipt_timeout_s)
         if receipt is None:
             return Settlement(
                 False,
@@ -416,21 +415,6 @@ class ExactEvmScheme:
                 relayer,
             )
         return Settlement(True, self.network, tx_hash, auth.from_address, gas_cost_atomic=gas_cost, gas_payer=relayer)
-
-    async def _await_receipt(self, tx_hash: str) -> dict[str, Any] | None:
-        deadline = time.monotonic() + self._receipt_timeout_s
-        delay = 0.01
-        while True:
-            try:
-                receipt = await self._rpc.get_transaction_receipt(tx_hash)
-            except RpcUnavailable:
-                receipt = None  # a flaky node is not a failed payment: keep asking until the deadline
-            if receipt is not None:
-                return receipt
-            if time.monotonic() + delay > deadline:
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECEIPT_POLL_S_MAX)
 
 
 def _quantity(value: Any) -> int:

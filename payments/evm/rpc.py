@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from eth_abi import decode as abi_decode
 
 from ..jsonrpc import JsonRpc, RpcError, RpcUnavailable
+
+RECEIPT_POLL_S_MAX = 0.5  # receipts are polled from 10 ms, doubling up to this
 
 ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 
@@ -69,6 +73,22 @@ class EvmRpc(JsonRpc):
         if receipt is not None and not isinstance(receipt, dict):
             raise RpcUnavailable("eth_getTransactionReceipt: node answered something that is not a receipt")
         return receipt
+
+    async def await_receipt(self, tx_hash: str, timeout_s: float) -> dict[str, Any] | None:
+        """Poll for a receipt (backing off to RECEIPT_POLL_S_MAX) until `timeout_s` passes: None if none came."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            try:
+                receipt = await self.get_transaction_receipt(tx_hash)
+            except RpcUnavailable:
+                receipt = None  # a flaky node is not a failed transaction: keep asking until the deadline
+            if receipt is not None:
+                return receipt
+            if time.monotonic() + delay > deadline:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECEIPT_POLL_S_MAX)
 
     async def get_transaction(self, tx_hash: str) -> dict[str, Any] | None:
         """The transaction as the node knows it (`blockNumber` null while it waits in the mempool), or None."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
-from ..eip712 import keccak256
+from ..eip712 import keccak256, word_address, word_uint
 
 BATCH_SETTLEMENT_ADDRESS = "0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003"
 ERC3009_DEPOSIT_COLLECTOR_ADDRESS = "0x4020806089470a89826cB9fB1f4059150b550004"
@@ -36,14 +36,6 @@ RECEIVE_WITH_AUTHORIZATION_TYPEHASH = keccak256(
     b"ReceiveWithAuthorization(address from,address to,uint256 value,uint256 validAfter,"
     b"uint256 validBefore,bytes32 nonce)"
 )
-
-
-def word_address(address: str) -> bytes:
-    return bytes(12) + bytes.fromhex(address[2:])
-
-
-def word_uint(value: int) -> bytes:
-    return value.to_bytes(32, "big")
 
 
 @lru_cache(maxsize=16)

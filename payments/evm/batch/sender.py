@@ -8,8 +8,6 @@ a call over it is refused before anything is signed rather than sent to run out 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from ...errors import Reason
@@ -21,7 +19,6 @@ from .digests import BATCH_SETTLEMENT_ADDRESS
 from .outcomes import BatchOutcome
 
 RECEIPT_TIMEOUT_S_DEFAULT = 30.0
-RECEIPT_POLL_S_MAX = 0.5
 
 
 def describe_revert(error: RpcError) -> str:
@@ -106,7 +103,7 @@ class TransactionSender:
             if not broadcast:
                 return self._failed(Reason.UNEXPECTED_SETTLE_ERROR, exc.message)
             tx_hash, lost = broadcast[-1], f"{exc.message}; "  # maybe sent: ask for its receipt all the same
-        receipt = await self._await_receipt(tx_hash)
+        receipt = await self._rpc.await_receipt(tx_hash, self._receipt_timeout_s)
         if receipt is None:
             message = f"{lost}no receipt within {self._receipt_timeout_s:.0f} s"
             return self._failed(Reason.SETTLEMENT_PENDING, message, transaction=tx_hash)
@@ -133,18 +130,3 @@ class TransactionSender:
                 block_number=mined.block_number,
             ), None
         return mined, receipt
-
-    async def _await_receipt(self, tx_hash: str) -> dict[str, Any] | None:
-        deadline = time.monotonic() + self._receipt_timeout_s
-        delay = 0.01
-        while True:
-            try:
-                receipt = await self._rpc.get_transaction_receipt(tx_hash)
-            except RpcUnavailable:
-                receipt = None  # a flaky node is not a failed transaction: keep asking until the deadline
-            if receipt is not None:
-                return receipt
-            if time.monotonic() + delay > deadline:
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECEIPT_POLL_S_MAX)
