@@ -53,8 +53,10 @@ def relayer_nonce(devnet: EvmDevnet) -> int:
     return int(rpc(devnet, "eth_getTransactionCount", devnet.relayer_address, "latest"), 16)
 
 
-def pay(url: str, key: str, network: str, count: int) -> dict[str, Any]:
+def pay(url: str, key: str, network: str, count: int, rpc_url: str | None = None) -> dict[str, Any]:
     env = {**os.environ, "URL": url, "PAYER_KEY": key, "NETWORK": network, "COUNT": str(count)}
+    if rpc_url is not None:
+        env["RPC_URL"] = rpc_url
     command = [str(CLIENT_PYTHON), "tests/clients/pay_batch.py"]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -109,6 +111,30 @@ async def test_the_official_client_pays_100_requests_by_voucher_and_a_flush_move
     [swept] = await ledger.reports.report(pool, "network", *window, payer=payer.lower())
     assert (swept.pending, swept.settled, swept.revenue_atomic) == (0, REQUESTS, REQUESTS * PRICE)
     assert (await ledger.verify.verify(pool)).ok
+
+
+@pytest.mark.skipif(not CLIENT_PYTHON.exists(), reason="the official Python client's venv is missing: make install")
+async def test_a_client_that_lost_its_channel_state_rebases_on_the_corrective_402(
+    batch_settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    """Each run of the client is a new process with no channel state. Its second run signs a voucher below what
+    the channel was charged; the corrective 402 carries the channel's state and our last voucher, and the
+    official client re-bases on it and pays on: nothing charged twice, nothing skipped."""
+    key = new_payer(devnet)
+    with running_gateway(batch_settings) as gateway:
+        url = f"{gateway.url}{CAPITALS}?limit=1"
+        first = await asyncio.to_thread(pay, url, key, devnet.network, 3, devnet.rpc_url)
+        second = await asyncio.to_thread(pay, url, key, devnet.network, 3, devnet.rpc_url)
+        header = b64({"x402Version": 2, "accepted": {}, "payload": {}})  # any refusal: the route's own offers
+        plain = unb64((await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})).headers["payment-required"])
+    assert first["statuses"] == second["statuses"] == [200] * 3, second["last_body"]
+    cumulative = [
+        int(r["extra"]["channelState"]["chargedCumulativeAmount"]) for r in first["responses"] + second["responses"]
+    ]
+    assert cumulative == [PRICE * (i + 1) for i in range(6)]
+    assert await accepted_for(pool, Account.from_key(key).address.lower()) == 6
+    [batch] = [o for o in plain["accepts"] if o["scheme"] == "batch-settlement"]
+    assert "channelState" not in batch["extra"]  # only a cumulative mismatch carries a channel's state
 
 
 # ---- hostile vouchers, through the gateway ----

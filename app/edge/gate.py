@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -257,7 +258,8 @@ class PaymentGate:
             await _respond(send, *_delivery(answer.served.result, answer.settlement, version))
         elif answer.kind is Kind.QUOTE:
             assert answer.status is not None and answer.error is not None
-            await self._quote(send, paid, base_url, answer.status, answer.error, answer.message or "")
+            quoted = dataclasses.replace(paid, offers=answer.offers) if answer.offers else paid
+            await self._quote(send, quoted, base_url, answer.status, answer.error, answer.message or "")
         elif answer.kind is Kind.REPLAYED:
             assert answer.stored is not None
             await _respond(send, *_unstored(answer.stored))

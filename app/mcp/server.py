@@ -449,7 +449,8 @@ class McpServer:
             return CallToolResult.model_validate_json(answer.stored)
         if answer.kind is Kind.QUOTE:
             assert paid is not None and answer.error is not None
-            return self._payment_required(tool, paid, answer.error, answer.message)
+            quoted = replace(paid, offers=answer.offers) if answer.offers else paid
+            return self._payment_required(tool, quoted, answer.error, answer.message)
         if answer.kind is Kind.NOT_SERVED:
             assert answer.served is not None
             return answer_result(answer.served.result)

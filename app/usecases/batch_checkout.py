@@ -50,6 +50,7 @@ from payments.evm.batch import (
     CheckedVoucher,
     channel_state_extra,
     check_payment,
+    corrective_requirements,
     payment_response_extra,
 )
 
@@ -226,12 +227,28 @@ class BatchCheckout:
             return Unavailable(exc.reason, "the channel could not be read right now; nothing was charged")
         return reserved
 
-    def _voucher_refused(self, paid: PaidRoute, refused: VoucherRefused) -> Refused:
+    def _voucher_refused(self, paid: PaidRoute, refused: VoucherRefused, offer: PaymentRequirements) -> Refused:
         if refused.reason is channels.Refusal.UNSETTLED_CAP:
             metrics.REFUSED(UNSETTLED_CAP).inc()
             message = "this gateway holds its cap of unsettled vouchers; retry after the next settlement"
             return Refused(Refusal(UNSETTLED_CAP, message))
-        return self._refused(paid, Refusal(_REASONS[refused.reason], refused.detail))
+        refusal = self._refused(paid, Refusal(_REASONS[refused.reason], refused.detail))
+        if refused.reason is not channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH or refused.channel is None:
+            return refusal
+        # A corrective 402: the channel as we book it, and the last voucher we hold, so a client that lost its
+        # place (a new process, lost storage) re-bases on what it was charged and signs the next voucher.
+        channel = refused.channel
+        state = channel_state_extra(
+            channel.channel_id,
+            channel.balance_atomic,
+            channel.claimed_atomic,
+            channel.withdraw_requested_at,
+            channel.refund_nonce,
+            channel.charged_atomic,
+        )
+        corrected = corrective_requirements(offer, state, channel.signed_max_atomic, channel.signature)
+        offers = tuple(corrected if (o.scheme, o.network) == (offer.scheme, offer.network) else o for o in paid.offers)
+        return Refused(refusal.refusal, offers)
 
     # ---- a booked voucher whose answer never left ----
 
@@ -320,7 +337,7 @@ class BatchCheckout:
             again = None
             if reserved.reason is channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH:  # maybe this very voucher, booked
                 again = await self._served_again(paid, offer, checked, serve, reserved.channel)
-            return again if again is not None else self._voucher_refused(paid, reserved)
+            return again if again is not None else self._voucher_refused(paid, reserved, offer)
         if not isinstance(reserved, channels.Reserved):
             return reserved
         pool, payment_id = self.services.pool, reserved.payment_id

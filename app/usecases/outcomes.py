@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from payments import Refusal, Settlement
+from payments import PaymentRequirements, Refusal, Settlement
 
 NOT_RECORDED = "the payment could not be recorded in the ledger; nothing was charged"
 
@@ -32,6 +32,9 @@ class Served:
 @dataclass(frozen=True, slots=True)
 class Refused:
     refusal: Refusal  # answer with a fresh quote carrying this reason (402, or the refusal's status)
+    # the quote's offers, when they must say more than the route's own (a batch channel's state, so that a
+    # client which lost its place can re-base); None: the route's offers
+    offers: tuple[PaymentRequirements, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from app.usecases.outcomes import (
     Unavailable,
     Unsettled,
 )
-from payments import Settlement
+from payments import PaymentRequirements, Settlement
 
 UNAVAILABLE_RETRY_AFTER_S = 5  # what a 503 asks the client to wait; nothing was charged
 # A settlement whose outcome is unknown: 503 with Retry-After, never a 402 (which invites a second payment);
@@ -55,6 +55,7 @@ class Reply:
     served: Served | None = None  # the handler's result (delivered, not served)
     stored: bytes | None = None  # a replayed delivery
     fields: Mapping[str, Any] = field(default_factory=dict)  # more of the error document, after `error`
+    offers: tuple[PaymentRequirements, ...] | None = None  # a QUOTE's offers when not the route's own
 
     def document(self) -> dict[str, Any]:
         """An ERROR reply's JSON document."""
@@ -69,7 +70,7 @@ def reply(outcome: Outcome) -> Reply:
         return Reply(Kind.REPLAYED, None, stored=outcome.stored)
     if isinstance(outcome, Refused):
         refusal = outcome.refusal
-        return Reply(Kind.QUOTE, refusal.status, refusal.reason, refusal.message)
+        return Reply(Kind.QUOTE, refusal.status, refusal.reason, refusal.message, offers=outcome.offers)
     if isinstance(outcome, NotServed):
         return Reply(Kind.NOT_SERVED, None, served=outcome.served)
     if isinstance(outcome, Unsettled):

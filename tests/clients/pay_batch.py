@@ -1,7 +1,9 @@
 """The official x402 Python client paying a worldgate URL N times by batch-settlement vouchers (run in
 .venv-x402-svm, where the SDK lives). Unmodified SDK: BatchSettlementEvmScheme registered for the network,
 requests sent through its httpx client, which deposits on the first request and signs a voucher per request.
-Input from the environment: URL, PAYER_KEY (0x hex), NETWORK (CAIP-2), COUNT.
+Input from the environment: URL, PAYER_KEY (0x hex), NETWORK (CAIP-2), COUNT, and RPC_URL (optional: with it
+the signer can read the chain, which the SDK needs to re-base on a corrective 402 when it starts without
+the channel's state, as every new process of this script does for a channel it opened before).
 Output: one JSON line {statuses, responses: [decoded PAYMENT-RESPONSE...], last_body}.
 """
 
@@ -14,11 +16,14 @@ from eth_account import Account
 from x402 import x402Client
 from x402.http.clients import x402HttpxClient
 from x402.mechanisms.evm.batch_settlement.client import BatchSettlementEvmScheme, BatchSettlementEvmSchemeOptions
+from x402.mechanisms.evm.signers import EthAccountSignerWithRPC
 
 
 async def main() -> None:
     client = x402Client()
-    scheme = BatchSettlementEvmScheme(Account.from_key(os.environ["PAYER_KEY"]), BatchSettlementEvmSchemeOptions())
+    account = Account.from_key(os.environ["PAYER_KEY"])
+    signer = EthAccountSignerWithRPC(account, os.environ["RPC_URL"]) if os.environ.get("RPC_URL") else account
+    scheme = BatchSettlementEvmScheme(signer, BatchSettlementEvmSchemeOptions())
     client.register(os.environ["NETWORK"], scheme)
     statuses, responses, body = [], [], ""
     async with x402HttpxClient(client) as http:
