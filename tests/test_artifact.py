@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from .services import postgres
+from .services import free_port, postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -215,7 +215,8 @@ async def _applied(url: str) -> list[str]:
 def test_serve_without_services_or_the_dev_extra_says_what_to_do(
     installed: Path, tmp_path: Path, configured: dict[str, str], missing: str
 ) -> None:
-    env = _bare_env(installed, tmp_path, **configured)
+    # a port of its own: the check under test comes after the port check, and 8402 may be in use here
+    env = _bare_env(installed, tmp_path, WORLDGATE_PORT=str(free_port()), **configured)
     result = subprocess.run(
         [installed / "worldgate", "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
