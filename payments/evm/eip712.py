@@ -25,6 +25,10 @@ TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak256(
     b"TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,"
     b"uint256 validBefore,bytes32 nonce)"
 )
+RECEIVE_WITH_AUTHORIZATION_TYPEHASH = keccak256(  # batch-settlement deposits: only `to` may submit it
+    b"ReceiveWithAuthorization(address from,address to,uint256 value,uint256 validAfter,"
+    b"uint256 validBefore,bytes32 nonce)"
+)
 
 
 def word_address(address: str) -> bytes:
@@ -47,6 +51,11 @@ def domain_separator(name: str, version: str, chain_id: int, verifying_contract:
     )
 
 
+def typed_digest(domain: bytes, struct_hash: bytes) -> bytes:
+    """What an EIP-712 signature signs: the struct's hash under its domain."""
+    return keccak256(b"\x19\x01" + domain + struct_hash)
+
+
 def transfer_authorization_digest(
     domain: bytes,
     from_address: str,
@@ -55,10 +64,13 @@ def transfer_authorization_digest(
     valid_after: int,
     valid_before: int,
     nonce: bytes,
+    *,
+    typehash: bytes = TRANSFER_WITH_AUTHORIZATION_TYPEHASH,
 ) -> bytes:
-    """The digest an EIP-3009 TransferWithAuthorization signature signs (addresses as 0x hex)."""
+    """The digest an EIP-3009 authorization signature signs (addresses as 0x hex): TransferWithAuthorization,
+    or with `typehash` RECEIVE_WITH_AUTHORIZATION_TYPEHASH, whose fields are the same."""
     struct_hash = keccak256(
-        TRANSFER_WITH_AUTHORIZATION_TYPEHASH
+        typehash
         + word_address(from_address)
         + word_address(to_address)
         + word_uint(value)
@@ -66,7 +78,7 @@ def transfer_authorization_digest(
         + word_uint(valid_before)
         + nonce
     )
-    return keccak256(b"\x19\x01" + domain + struct_hash)
+    return typed_digest(domain, struct_hash)
 
 
 def split_signature(signature: bytes) -> tuple[int, bytes, bytes] | None:

@@ -7,9 +7,16 @@ contract's; tests check every digest against the reference vectors and the contr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
 
-from ..eip712 import keccak256, word_address, word_uint
+from ..eip712 import (
+    RECEIVE_WITH_AUTHORIZATION_TYPEHASH,
+    domain_separator,
+    keccak256,
+    transfer_authorization_digest,
+    typed_digest,
+    word_address,
+    word_uint,
+)
 
 BATCH_SETTLEMENT_ADDRESS = "0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003"
 ERC3009_DEPOSIT_COLLECTOR_ADDRESS = "0x4020806089470a89826cB9fB1f4059150b550004"
@@ -22,7 +29,6 @@ MIN_WITHDRAW_DELAY = 15 * 60  # the contract's bounds, both inclusive
 MAX_WITHDRAW_DELAY = 30 * 24 * 3600
 UINT128_MAX = 2**128 - 1
 
-DOMAIN_TYPEHASH = keccak256(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
 CHANNEL_CONFIG_TYPEHASH = keccak256(
     b"ChannelConfig(address payer,address payerAuthorizer,address receiver,address receiverAuthorizer,"
     b"address token,uint40 withdrawDelay,bytes32 salt)"
@@ -32,26 +38,15 @@ REFUND_TYPEHASH = keccak256(b"Refund(bytes32 channelId,uint256 nonce,uint128 amo
 _CLAIM_ENTRY_TYPE = b"ClaimEntry(bytes32 channelId,uint128 maxClaimableAmount,uint128 totalClaimed)"
 CLAIM_ENTRY_TYPEHASH = keccak256(_CLAIM_ENTRY_TYPE)
 CLAIM_BATCH_TYPEHASH = keccak256(b"ClaimBatch(ClaimEntry[] claims)" + _CLAIM_ENTRY_TYPE)
-RECEIVE_WITH_AUTHORIZATION_TYPEHASH = keccak256(
-    b"ReceiveWithAuthorization(address from,address to,uint256 value,uint256 validAfter,"
-    b"uint256 validBefore,bytes32 nonce)"
-)
 
 
-@lru_cache(maxsize=16)
 def scheme_domain_separator(chain_id: int) -> bytes:
     """The settlement contract's domain on one chain (its address is the same everywhere)."""
-    return keccak256(
-        DOMAIN_TYPEHASH
-        + keccak256(DOMAIN_NAME.encode())
-        + keccak256(DOMAIN_VERSION.encode())
-        + word_uint(chain_id)
-        + word_address(BATCH_SETTLEMENT_ADDRESS)
-    )
+    return domain_separator(DOMAIN_NAME, DOMAIN_VERSION, chain_id, BATCH_SETTLEMENT_ADDRESS)
 
 
 def _typed(chain_id: int, struct_hash: bytes) -> bytes:
-    return keccak256(b"\x19\x01" + scheme_domain_separator(chain_id) + struct_hash)
+    return typed_digest(scheme_domain_separator(chain_id), struct_hash)
 
 
 def channel_id_of(
@@ -110,13 +105,13 @@ def receive_authorization_digest(
     nonce: bytes,
 ) -> bytes:
     """ERC-3009 ReceiveWithAuthorization under the token's own domain."""
-    struct_hash = keccak256(
-        RECEIVE_WITH_AUTHORIZATION_TYPEHASH
-        + word_address(from_address)
-        + word_address(to_address)
-        + word_uint(value)
-        + word_uint(valid_after)
-        + word_uint(valid_before)
-        + nonce
+    return transfer_authorization_digest(
+        token_domain,
+        from_address,
+        to_address,
+        value,
+        valid_after,
+        valid_before,
+        nonce,
+        typehash=RECEIVE_WITH_AUTHORIZATION_TYPEHASH,
     )
-    return keccak256(b"\x19\x01" + token_domain + struct_hash)
