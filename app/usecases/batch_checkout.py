@@ -25,13 +25,12 @@ import anyio
 import ledger
 from app.runtime import faultpoints, metrics
 from app.runtime.logs import bind
+from app.usecases import admission
 from app.usecases.outcomes import (
     NOT_RECORDED,
-    Banned,
     Delivered,
     NotServed,
     Outcome,
-    RateLimited,
     Refused,
     Serve,
     Unavailable,
@@ -105,9 +104,8 @@ class BatchCheckout:
             message = "refunds are not taken on data routes yet; the deposit stays withdrawable on chain"
             return self._refused(paid, Refusal(Reason.BATCH_REFUND_PAYLOAD, message))
         bind(payment_key=f"{checked.network}:{checked.channel_id}:{checked.max_claimable}", payer=checked.payer)
-        if self.services.banned(checked.payer):
-            metrics.REFUSED("payer_banned").inc()
-            return Banned(checked.payer)
+        if (ban := admission.banned(self.services, paid, checked.payer)) is not None:
+            return ban
         pool = self.services.pool
         if pool is None:
             return Unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet")
@@ -118,12 +116,8 @@ class BatchCheckout:
                     return self._refused(paid, forged)
         except PaymentError as exc:
             return Unavailable(exc.reason, "the voucher could not be checked right now; nothing was charged")
-        limited = self.services.payer_limited
-        wait = await limited(checked.payer) if limited is not None else None
-        if wait is not None:
-            metrics.REFUSED("rate_limited").inc()
-            message = f"too many payment attempts from this payer; retry after {wait} s (nothing was charged)"
-            return RateLimited("rate_limited", message, wait)
+        if (limited := await admission.over_limit(self.services, paid, checked.payer)) is not None:
+            return limited
         deposited = None
         if checked.kind == "deposit":
             again = await self._deposit_served_again(paid, offer, checked, serve)
@@ -135,9 +129,7 @@ class BatchCheckout:
         return await self._sell(paid, offer, checked, serve, deposited)
 
     def _refused(self, paid: PaidRoute, refusal: Refusal) -> Refused:
-        log.info("voucher refused", extra={"route": paid.path, "reason": refusal.reason})
-        metrics.REFUSED(refusal.reason).inc()
-        return Refused(refusal)
+        return admission.refused(paid, refusal)
 
     async def _deposit(self, paid: PaidRoute, checked: CheckedVoucher) -> Settlement | Outcome:
         """Send the payer's deposit (the gateway's relayer pays the gas) and mirror the channel it funds."""
@@ -229,9 +221,8 @@ class BatchCheckout:
 
     def _voucher_refused(self, paid: PaidRoute, refused: VoucherRefused, offer: PaymentRequirements) -> Refused:
         if refused.reason is channels.Refusal.UNSETTLED_CAP:
-            metrics.REFUSED(UNSETTLED_CAP).inc()
             message = "this gateway holds its cap of unsettled vouchers; retry after the next settlement"
-            return Refused(Refusal(UNSETTLED_CAP, message))
+            return self._refused(paid, Refusal(UNSETTLED_CAP, message))
         refusal = self._refused(paid, Refusal(_REASONS[refused.reason], refused.detail))
         if refused.reason is not channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH or refused.channel is None:
             return refusal

@@ -27,13 +27,12 @@ import anyio
 import ledger
 from app.runtime import faultpoints, metrics
 from app.runtime.logs import bind
+from app.usecases import admission
 from app.usecases.outcomes import (
     NOT_RECORDED,
-    Banned,
     Delivered,
     NotServed,
     Outcome,
-    RateLimited,
     Refused,
     Serve,
     Served,
@@ -124,10 +123,8 @@ class Checkout:
         if isinstance(inspection, Refusal):
             return self._refused(paid, inspection)
         bind(payment_key=inspection.payment_key, payer=inspection.payer)  # on every later log line
-        if self.services.banned(inspection.payer):  # before verification: a banned payer costs us no RPC call
-            log.info("banned payer refused", extra={"route": paid.path})
-            metrics.REFUSED("payer_banned").inc()
-            return Banned(inspection.payer)
+        if (ban := admission.banned(self.services, paid, inspection.payer)) is not None:
+            return ban
         pool, facilitator = self.services.pool, self.services.facilitator
         if pool is None or facilitator is None:
             return Unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet")
@@ -140,21 +137,14 @@ class Checkout:
             return Unavailable(exc.reason, "the payment could not be verified right now; nothing was charged")
         if forged is not None:
             return self._refused(paid, forged)
-        limited = self.services.payer_limited
-        wait = await limited(inspection.payer) if limited is not None else None
-        if wait is not None:  # authenticated, before the claim: nothing is recorded, verified or charged
-            log.info("payer rate limited", extra={"route": paid.path, "retry_after": wait})
-            metrics.REFUSED("rate_limited").inc()
-            message = f"too many payment attempts from this payer; retry after {wait} s (nothing was charged)"
-            return RateLimited("rate_limited", message, wait)
+        if (limited := await admission.over_limit(self.services, paid, inspection.payer)) is not None:
+            return limited
         if idempotent is None:
             return await self._claim_and_sell(paid, payload, offer, inspection, serve)
         return await self._idempotent(paid, payload, offer, inspection, serve, idempotent)
 
     def _refused(self, paid: PaidRoute, refusal: Refusal) -> Refused:
-        log.info("payment refused", extra={"route": paid.path, "reason": refusal.reason})
-        metrics.REFUSED(refusal.reason).inc()
-        return Refused(refusal)
+        return admission.refused(paid, refusal)
 
     async def _idempotent(
         self,
