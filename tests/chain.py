@@ -20,20 +20,7 @@ from payments.evm.client import sign_transfer_authorization
 
 def devnet_from_state(state: dict[str, Any]) -> EvmDevnet:
     """The devnet a `devnet.json` `evm` section describes (as `worldgate serve` writes it)."""
-    return EvmDevnet(
-        network=state["network"],
-        chain_id=state["chain_id"],
-        rpc_url=state["rpc_url"],
-        asset=state["asset"],
-        eip712_name=state["eip712"]["name"],
-        eip712_version=state["eip712"]["version"],
-        pay_to=state["pay_to"],
-        payer_address=state["payer_address"],
-        payer_private_key=state["payer_private_key"],
-        relayer_address=state["relayer_address"],
-        relayer_private_key=state["relayer_private_key"],
-        owner_address="",
-    )
+    return EvmDevnet.from_state(state)
 
 
 def rpc(devnet: EvmDevnet, method: str, *params: Any) -> Any:

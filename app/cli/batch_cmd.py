@@ -22,26 +22,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     """The batch commands' settings; the devnet's chain when none is configured (as `serve` runs it)."""
     from app.cli.command_settings import settings_for
     from app.runtime.devnet_file import devnet_state
-    from app.runtime.settings import EvmSettings, SettingsError, replace
+    from app.runtime.embedded import devnet_settings
+    from app.runtime.settings import SettingsError, replace
+    from payments.devnet.evm import EvmDevnet
 
     settings = settings_for(args, BATCH)
     if settings.evm is None:
         state = devnet_state(settings.state_dir)
         if state is None or "evm" not in state:
             raise SettingsError("no EVM chain is configured and no devnet is running (start `worldgate serve`)")
-        evm = state["evm"]
-        settings = replace(
-            settings,
-            evm=EvmSettings(
-                network=evm["network"],
-                rpc_url=evm["rpc_url"],
-                asset=evm["asset"],
-                pay_to=evm["pay_to"],
-                eip712_name=evm["eip712"]["name"],
-                eip712_version=evm["eip712"]["version"],
-                relayer_key=evm["relayer_private_key"],
-            ),
-        )
+        settings = replace(settings, evm=devnet_settings(EvmDevnet.from_state(state["evm"])))
     return settings
 
 

@@ -83,6 +83,24 @@ class EvmDevnet:
             "relayer_private_key": self.relayer_private_key,
         }
 
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EvmDevnet:
+        """The devnet a devnet.json `evm` section describes (`state()` read back; the owner is not in it)."""
+        return cls(
+            network=state["network"],
+            chain_id=state["chain_id"],
+            rpc_url=state["rpc_url"],
+            asset=state["asset"],
+            eip712_name=state["eip712"]["name"],
+            eip712_version=state["eip712"]["version"],
+            pay_to=state["pay_to"],
+            payer_address=state["payer_address"],
+            payer_private_key=state["payer_private_key"],
+            relayer_address=state["relayer_address"],
+            relayer_private_key=state["relayer_private_key"],
+            owner_address="",
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
