@@ -11,7 +11,6 @@ recorded with what the receipt says, reverted → closed, not on chain → close
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -246,7 +245,7 @@ class BatchSettler:
         next_settle = loop.time() + self.settle_interval_s
         while True:
             await asyncio.sleep(self.claim_interval_s)
-            with contextlib.suppress(ledger.LedgerError, PaymentError):
+            try:
                 await channels.expire_reservations(self.pool)
                 async with ledger.locks.try_advisory_lock(self.pool, f"batch-settler:{self.network}") as held:
                     if not held:
@@ -257,3 +256,5 @@ class BatchSettler:
                     if loop.time() >= next_settle and not recovery.sweep_in_flight:
                         next_settle = loop.time() + self.settle_interval_s
                         await self.settle()
+            except (ledger.LedgerError, PaymentError) as exc:  # the next tick tries again; say why this one stopped
+                log.warning("batch settler run stopped", extra={"network": self.network, "detail": str(exc)})
