@@ -28,6 +28,7 @@ from app.usecases.outcomes import Delivered, Refused, Served, Verified
 from app.usecases.pricing import PaidRoute
 from app.usecases.queries import Problem
 from app.usecases.replies import Kind, Reply, reply
+from app.usecases.retries import Requested
 from app.usecases.services import Services
 from payments import Reason, Refusal, Settlement, encode_header, encode_json
 
@@ -200,7 +201,7 @@ class PaymentGate:
             metrics.QUOTES(paid.path).inc()
             await _respond(send, 402, headers, body)
             return
-        await self._paid(scope, receive, send, paid, base_url, header, version)
+        await self._paid(scope, receive, send, paid, base_url, header, version, Requested(scope["method"], problem))
 
     async def _quote(self, send: Send, paid: PaidRoute, base_url: str, status: int, error: str, message: str) -> None:
         """A fresh quote naming why the payment was refused."""
@@ -210,7 +211,15 @@ class PaymentGate:
         await _respond(send, status, headers, quote.body)
 
     async def _paid(
-        self, scope: Scope, receive: Receive, send: Send, paid: PaidRoute, base_url: str, header: bytes, version: int
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        paid: PaidRoute,
+        base_url: str,
+        header: bytes,
+        version: int,
+        requested: Requested,  # what a payment-identifier is bound to
     ) -> None:
         # Two payment headers (v2 and v1, or one twice) make it ambiguous which payment is charged: refuse both.
         sent = sum(1 for key, _ in scope["headers"] if key in (_V2_HEADER, _V1_HEADER))
@@ -243,7 +252,9 @@ class PaymentGate:
 
         watcher = asyncio.create_task(departure.watch())
         try:
-            outcome = await self.checkout.pay(paid, payload, offer, serve, transport="http", store=stored)
+            outcome = await self.checkout.pay(
+                paid, payload, offer, serve, transport="http", store=stored, request=requested
+            )
             present = not departure.gone  # at the start of the answer: TCP cannot tell us more
         finally:
             watcher.cancel()
@@ -263,6 +274,10 @@ class PaymentGate:
         elif answer.kind is Kind.REPLAYED:
             assert answer.stored is not None
             await _respond(send, *_unstored(answer.stored))
+        elif answer.kind is Kind.ACKNOWLEDGED:  # no data: the receipt and a short document
+            assert answer.settlement is not None and answer.status is not None
+            headers = [_JSON, _NO_STORE, _receipt(answer.settlement, version)]
+            await _respond(send, answer.status, headers, encode_json(dict(answer.fields)))
         elif answer.kind is Kind.NOT_SERVED:
             assert answer.served is not None
             buffered: _Buffered = answer.served.result

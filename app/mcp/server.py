@@ -59,6 +59,7 @@ from app.usecases.pricing import PaidRoute
 from app.usecases.queries import Problem
 from app.usecases.reads import UNKNOWN_STREAM, Answer, Reads, problem_answer
 from app.usecases.replies import Kind, Reply, reply
+from app.usecases.retries import Requested
 from app.usecases.services import Services
 from payments import Refusal, Settlement, encode_json, to_builtins
 
@@ -408,7 +409,9 @@ class McpServer:
             delivery = self._delivered(delivered.served.result, delivered.settlement)
             return delivery.model_dump_json(by_alias=True, exclude_none=True).encode()
 
-        outcome = await self.checkout.pay(paid, payload, offer, serve, transport="mcp", store=stored)
+        # A payment-identifier is bound to this call: the tool and its arguments (the stream's id is in the path).
+        requested = Requested(f"tools/call {tool}", params)
+        outcome = await self.checkout.pay(paid, payload, offer, serve, transport="mcp", store=stored, request=requested)
         if isinstance(outcome, Delivered):  # handed to the MCP session, which sends it
             await self.checkout.delivered(outcome)
         return self._render(tool, paid, reply(outcome))
@@ -447,6 +450,12 @@ class McpServer:
         if answer.kind is Kind.REPLAYED:
             assert answer.stored is not None
             return CallToolResult.model_validate_json(answer.stored)
+        if answer.kind is Kind.ACKNOWLEDGED:  # no data: the receipt and a short document
+            assert answer.settlement is not None
+            receipt = to_builtins(answer.settlement.response())
+            return tool_result(
+                {**answer.fields, PAYMENT_RESPONSE_META_KEY: receipt}, meta={PAYMENT_RESPONSE_META_KEY: receipt}
+            )
         if answer.kind is Kind.QUOTE:
             assert paid is not None and answer.error is not None
             quoted = replace(paid, offers=answer.offers) if answer.offers else paid

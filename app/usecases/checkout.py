@@ -42,12 +42,16 @@ from app.usecases.outcomes import (
 )
 from app.usecases.pricing import PaidRoute
 from app.usecases.retries import (
+    IN_PROGRESS,
     REDELIVER_AFTER_S,
     REDELIVERY_LEASE_S,
     Idempotency,
     PaymentIds,
+    Requested,
     already_claimed,
+    fingerprint,
     payment_identifier,
+    pending_settlement,
     serve_settled,
 )
 from app.usecases.services import Services
@@ -66,21 +70,6 @@ from payments import (
 from payments.evm.batch import SCHEME as BATCH_SCHEME
 
 log = logging.getLogger("worldgate.checkout")
-# A payment whose key a request still holds: its outcome is not known yet, so a retry of it is told to wait
-# and retry the same payment, never to sign a new one (which could charge the payer twice).
-_IN_PROGRESS = (PaymentState.CLAIMED, PaymentState.VERIFIED, PaymentState.SERVED, PaymentState.SETTLING)
-PENDING_MESSAGE = (
-    "this payment is still being processed for an earlier request; retry this same payment after Retry-After "
-    "(do not sign a new one: this one may still be charged)"
-)
-
-
-def _pending(offer: PaymentRequirements, inspection: Inspection, holder: claims.Holder) -> Unsettled:
-    reason = Reason.SETTLEMENT_PENDING
-    settlement = Settlement(False, offer.network, holder.tx_hash or "", inspection.payer, reason, PENDING_MESSAGE)
-    return Unsettled(settlement, reason, PENDING_MESSAGE)
-
-
 _LATEST_VALID_BEFORE = 253402300799  # 9999-12-31: beyond it the ledger stores no expiry
 
 
@@ -108,20 +97,28 @@ class Checkout:
         *,
         transport: str,
         store: Callable[[Delivered], bytes],
+        request: Requested | None = None,
     ) -> Outcome:
         """Run one bound payment through to its outcome (see the module docstring). `transport` names the
         caller ("http", "mcp") and `store` encodes a delivery in its terms, replayed to payment-identifier
-        retries on the same transport. A batch-settlement voucher goes to its own checkout (batch_checkout.py):
-        it moves no money in the request, so there is no settlement to wait for or retry."""
+        retries on the same transport; `request` (its method and checked query) binds a payment-identifier to
+        this request and price (None: to the payment only). A batch-settlement voucher goes to its own checkout
+        (batch_checkout.py): it moves no money in the request, so there is no settlement to wait for or retry."""
         if offer.scheme == BATCH_SCHEME and self.services.batch is not None:
             return await self.services.batch.pay(paid, payload, offer, serve)
         payment_id = payment_identifier(payload)
         if isinstance(payment_id, Refusal):
             return self._refused(paid, payment_id)
-        idempotent = Idempotency(payment_id, transport, store) if payment_id else None
+        idempotent = None
+        if payment_id:
+            bound = fingerprint(paid, offer, request) if request is not None else None
+            idempotent = Idempotency(payment_id, transport, store, bound)
         inspection = inspect(payload, offer, int(time.time()))
         if isinstance(inspection, Refusal):
-            return self._refused(paid, inspection)
+            held = await self._held_late(payload, offer, inspection)
+            if not isinstance(held, Inspection):
+                return self._refused(paid, held) if isinstance(held, Refusal) else held
+            inspection = held
         bind(payment_key=inspection.payment_key, payer=inspection.payer)  # on every later log line
         if (ban := admission.banned(self.services, paid, inspection.payer)) is not None:
             return ban
@@ -142,6 +139,31 @@ class Checkout:
         if idempotent is None:
             return await self._claim_and_sell(paid, payload, offer, inspection, serve)
         return await self._idempotent(paid, payload, offer, inspection, serve, idempotent)
+
+    async def _held_late(
+        self, payload: PaymentPayload, offer: PaymentRequirements, refusal: Refusal
+    ) -> Inspection | Refusal | Unavailable:
+        """A payment refused for expiring (validBefore) that the ledger already holds is a retry of an earlier
+        request, whose outcome may be pending or settled: it gets that outcome (pending, the data, or "not
+        charged"), never a quote that would invite a second payment. Inspected as at its own validAfter, and
+        only when its signature recovered to its payer (nothing else can vouch for an expired authorization).
+        Anything else keeps its refusal."""
+        authorization = payload.payload.get("authorization") if isinstance(payload.payload, dict) else None
+        pool = self.services.pool
+        if refusal.reason != Reason.EVM_VALID_BEFORE or not isinstance(authorization, dict) or pool is None:
+            return refusal
+        try:
+            signed = inspect(payload, offer, int(authorization["validAfter"]))
+        except (KeyError, TypeError, ValueError):
+            return refusal
+        if isinstance(signed, Refusal) or not signed.signer_verified:
+            return refusal
+        try:
+            holder = await claims.holder(pool, signed.payment_key)
+        except ledger.LedgerUnavailable:
+            return Unavailable("ledger_unavailable", NOT_RECORDED)
+        # A released claim charged nothing and would be claimed again: the expired authorization is refused.
+        return signed if holder is not None and holder.state != PaymentState.RELEASED else refusal
 
     def _refused(self, paid: PaidRoute, refusal: Refusal) -> Refused:
         return admission.refused(paid, refusal)
@@ -219,8 +241,8 @@ class Checkout:
             )
         except ledger.LedgerUnavailable:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
-        if holder is not None and holder.state in _IN_PROGRESS:
-            return _pending(offer, inspection, holder)
+        if holder is not None and holder.state in IN_PROGRESS:
+            return pending_settlement(offer, inspection, holder)
         if not taken or holder is None:
             return self._refused(paid, already_claimed(holder))
         delivered = await serve_settled(paid, offer, inspection, serve, holder)
@@ -360,7 +382,10 @@ class Checkout:
         reason = settlement.reason or Reason.UNEXPECTED_SETTLE_ERROR
         extra = {**attempt.context, "tx": settlement.transaction, "reason": reason}
         if settlement.pending:
-            message = "settlement outcome unknown; the payment stays open until reconciliation checks the chain"
+            message = (
+                "settlement outcome unknown; the payment stays open until reconciliation checks the chain: retry "
+                "this same payment (or payment id) after Retry-After to get the outcome, do not sign a new one"
+            )
             log.warning("settlement pending", extra=extra)
             if settlement.transaction:  # a remote facilitator names its transaction only now: keep it for reconcile
                 try:

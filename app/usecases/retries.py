@@ -1,19 +1,25 @@
 """Retries of a paid request, never charged twice: payment-identifier replays and redeliveries.
 
 A client may put an id in its payment (x402 `payment-identifier`): the first request with it runs the
-sale and stores its delivery; a retry with the same id and payment gets that delivery again (`Replayed`),
-the same id with another payment a 409 (`IdConflict`). A sale that settled but whose answer never left
-(a crash between settlement and response) is served once more under its booked settlement
-(`serve_settled`), whether the retry carries an id or the same payment again.
+sale and stores its delivery; a retry with the same id and payment gets that delivery again (`Replayed`).
+The id is bound to the request's fingerprint (`fingerprint`: method, route, query, price): the same id on
+another request is a 409 (`IdConflict`), as is the same id with another payment once the id delivered.
+A first attempt whose settlement's outcome is unknown keeps its id: a retry with the same payment, or the
+same payer re-signing the same request under the id, is told it is pending (503, Retry-After) until the
+outcome is known, then gets it: the data, or "not charged". A sale that settled but whose answer never
+left (a crash between settlement and response, a pending settlement booked later) is served once more
+under its booked settlement (`serve_settled`), whether the retry carries an id or the same payment again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -30,6 +36,7 @@ from app.usecases.outcomes import (
     Replayed,
     Serve,
     Unavailable,
+    Unsettled,
     Verified,
 )
 from app.usecases.pricing import PAYMENT_IDENTIFIER, PaidRoute
@@ -43,11 +50,37 @@ REPLAY_WAIT_POLL_S = 0.05
 # between settlement and response): a retry with the id then gets the data again, without a second charge.
 REDELIVER_AFTER_S = 2.0
 REDELIVERY_LEASE_S = 30.0  # one retry at a time redelivers a sale; a retry that dies frees it after this
+UNCHARGED_ID = "the payment first sent with this payment id was not charged and the id is free again; retry"
 _SPENT = {  # what became of a payment whose key an earlier claim holds, by that claim's state
     PaymentState.SETTLED: "was already used: it settled for an earlier request",
-    PaymentState.FAILED: "failed to settle for an earlier request",
-    PaymentState.EXPIRED: "expired unsettled",
+    PaymentState.FAILED: "failed to settle for an earlier request (you were not charged)",
+    PaymentState.EXPIRED: "expired unsettled (you were not charged)",
 }
+# A payment whose key a request still holds: its outcome is not known yet, so a retry of it is told to wait
+# and retry the same payment, never to sign a new one (which could charge the payer twice).
+IN_PROGRESS = (PaymentState.CLAIMED, PaymentState.VERIFIED, PaymentState.SERVED, PaymentState.SETTLING)
+PENDING_MESSAGE = (
+    "this payment is still being processed for an earlier request; retry this same payment (or payment id) after "
+    "Retry-After (do not sign a new one: this one may still be charged)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Requested:
+    """What a paid request asked for, in its transport's terms: a payment-identifier is bound to it."""
+
+    method: str  # "GET" over HTTP; "tools/call <tool>" over MCP
+    query: Mapping[str, str]  # the query's parameters as checked (over MCP: the tool's arguments)
+
+
+def fingerprint(paid: PaidRoute, offer: PaymentRequirements, requested: Requested) -> str:
+    """SHA-256 (hex) of the request and its price: the method, the route template and path, the accepted
+    query parameters sorted, and the offer paid (scheme, network, amount, asset, payTo)."""
+    query = sorted((name, value) for name, value in requested.query.items() if name in paid.accepted)
+    price = [offer.scheme, offer.network, str(offer.amount), offer.asset, offer.pay_to]
+    document = {"method": requested.method, "route": paid.route, "path": paid.path, "query": query, "offer": price}
+    canonical = json.dumps(document, separators=(",", ":"), ensure_ascii=True, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +90,7 @@ class Idempotency:
     id: str
     transport: str  # "http" | "mcp": an id is replayed only to the transport that first used it
     encode: Callable[[Delivered], bytes]
+    fingerprint: str | None = None  # the request's (`fingerprint`); None: bound to the payment only
 
 
 def payment_identifier(payload: PaymentPayload) -> str | Refusal | None:
@@ -74,6 +108,14 @@ def payment_identifier(payload: PaymentPayload) -> str | Refusal | None:
             Reason.INVALID_PAYLOAD, "payment-identifier id must be 16-128 letters, digits, hyphens or underscores"
         )
     return str(value)
+
+
+def pending_settlement(offer: PaymentRequirements, inspection: Inspection, holder: claims.Holder) -> Unsettled:
+    """The answer to a retry of a payment whose outcome is not known yet: 503 settlement_pending with
+    Retry-After and the transaction (if one left), never a quote that would invite a second payment."""
+    reason = Reason.SETTLEMENT_PENDING
+    settlement = Settlement(False, offer.network, holder.tx_hash or "", inspection.payer, reason, PENDING_MESSAGE)
+    return Unsettled(settlement, reason, PENDING_MESSAGE)
 
 
 def already_claimed(holder: claims.Holder | None) -> Refusal:
@@ -131,31 +173,51 @@ class PaymentIds:
         pool = self.services.pool
         try:
             held = await idempotency.begin(
-                pool, key.id, inspection.payment_key, key.transport, self.services.idempotency_ttl_s
+                pool,
+                key.id,
+                inspection.payment_key,
+                key.transport,
+                self.services.idempotency_ttl_s,
+                key.fingerprint,
+                inspection.payer,
             )
         except ledger.LedgerUnavailable:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         if held.conflict:
             return IdConflict(held.conflict)
         if not held.first:
-            return await self._replay(paid, inspection, offer, serve, key)
+            assert held.payment_key is not None
+            return await self._replay(paid, inspection, offer, serve, key, held.payment_key)
         outcome = await self._sell(paid, payload, offer, inspection, serve)
         with anyio.CancelScope(shield=True):  # the record must land even if the client went away
             try:
                 if isinstance(outcome, Delivered):
                     await idempotency.complete(pool, key.id, key.encode(outcome))
+                elif isinstance(outcome, Unsettled) and outcome.settlement.pending:
+                    # Only the chain can say whether it was charged: the id stays this payment's, so that
+                    # a retry under it gets the outcome instead of running a second payment.
+                    await idempotency.park(pool, key.id)
                 else:
-                    await idempotency.abandon(pool, key.id)  # not delivered: a retry may try again
+                    await idempotency.abandon(pool, key.id)  # not charged: a retry may try again
             except ledger.LedgerError as exc:
                 log.error("could not record the payment id's outcome", extra={"detail": str(exc)})
         return outcome
 
     async def _replay(
-        self, paid: PaidRoute, inspection: Inspection, offer: PaymentRequirements, serve: Serve, key: Idempotency
+        self,
+        paid: PaidRoute,
+        inspection: Inspection,
+        offer: PaymentRequirements,
+        serve: Serve,
+        key: Idempotency,
+        payment_key: str,
     ) -> Outcome:
-        """Another request holds this id: wait for its delivery, then answer with it (no second charge).
-        If that attempt died (SIGKILL, power cut) its delivery never comes: a payment settled with nothing
-        stored is served again (`_redeliver`); one closed unsettled by reconciliation frees the id."""
+        """Another request holds this id, for the payment `payment_key`: answer with that payment's outcome,
+        never a second charge. While the first attempt runs, wait for its delivery and replay it. Once it
+        ended pending (the settlement's outcome unknown), answer pending until reconciliation knows, then
+        with the data (`_redeliver`) or "not charged". If the first attempt died (SIGKILL, power cut) its
+        delivery never comes: a payment settled with nothing stored is served again; one closed unsettled
+        frees the id."""
         deadline = time.monotonic() + self.services.settle_wait_s
         settled_since: float | None = None
         while True:
@@ -163,17 +225,9 @@ class PaymentIds:
                 state = await idempotency.lookup(self.services.pool, key.id)
                 holder = None
                 if state is not None and state.response is None:
-                    holder = await claims.holder(self.services.pool, inspection.payment_key)
+                    holder = await claims.holder(self.services.pool, payment_key)
             except ledger.LedgerUnavailable:
                 return Unavailable("ledger_unavailable", NOT_RECORDED)
-            if holder is not None and holder.state == PaymentState.SETTLED:
-                settled_since = settled_since or time.monotonic()
-                if time.monotonic() - settled_since >= REDELIVER_AFTER_S:
-                    return await self._redeliver(paid, inspection, offer, serve, key, holder)
-            elif holder is not None and holder.state in (PaymentState.FAILED, PaymentState.EXPIRED):
-                with contextlib.suppress(ledger.LedgerError):
-                    await idempotency.abandon(self.services.pool, key.id)  # nothing charged: the id is free
-                return self._refuse(paid, already_claimed(holder))
             if state is None:
                 return Unavailable(
                     "payment_in_progress", "the first attempt with this payment id did not deliver; retry"
@@ -181,6 +235,20 @@ class PaymentIds:
             if state.response is not None:
                 log.info("payment id replayed", extra={"payment_identifier": key.id})
                 return Replayed(state.response)
+            if holder is not None and holder.state == PaymentState.SETTLED:
+                settled_since = settled_since or time.monotonic()
+                # A first attempt that ended pending stores nothing more: serve at once. One still running
+                # may be about to store its delivery: give it REDELIVER_AFTER_S.
+                if state.pending or time.monotonic() - settled_since >= REDELIVER_AFTER_S:
+                    return await self._redeliver(paid, inspection, offer, serve, key, holder)
+            elif holder is not None and holder.state in (PaymentState.FAILED, PaymentState.EXPIRED):
+                with contextlib.suppress(ledger.LedgerError):
+                    await idempotency.abandon(self.services.pool, key.id)  # nothing charged: the id is free
+                if payment_key != inspection.payment_key:  # the id's first payment failed, not this one
+                    return Unavailable("payment_in_progress", UNCHARGED_ID)
+                return self._refuse(paid, already_claimed(holder))
+            elif state.pending and holder is not None and holder.state in IN_PROGRESS:
+                return pending_settlement(offer, inspection, holder)
             if time.monotonic() > deadline:
                 return Unavailable("payment_in_progress", "the first attempt with this payment id is still running")
             await asyncio.sleep(REPLAY_WAIT_POLL_S)
