@@ -6,6 +6,9 @@ flush`). A claim or sweep is recorded under its transaction hash, once. Its hash
 (ledger/batch_recovery.py) before it is sent, so a settler that dies between the transaction and its record
 leaves it pending, and every run first settles what is pending from its receipt (`recover`): landed →
 recorded with what the receipt says, reverted → closed, not on chain → closed once it is old enough.
+Between its timers it watches the owed channels on chain (`withdrawal_due`): a payer's pending withdrawal
+takes the free escrow once its delay ends, so such a channel is claimed at once, not at the next claim tick
+(the scheme's mandatory rule), and the mirror takes the new balance and withdrawal.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ log = logging.getLogger("worldgate.batch.settler")
 # A hash written ahead that no node knows this long after was never sent (the process died before sending, or
 # the node refused it): closed as dropped. Younger, it may still be on its way.
 DROP_AFTER_S = 600.0
+WITHDRAWAL_WATCH_S = 30.0  # how often owed channels are read for a pending withdrawal (the delay is 900 s at least)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,7 @@ class BatchSettler:
         self.claim_interval_s = claim_interval_s
         self.settle_interval_s = settle_interval_s
         self.rpc = rpc  # receipts of our own claims and sweeps, when recovering
+        self.watch_s = WITHDRAWAL_WATCH_S
 
     # ---- write-ahead ----
 
@@ -217,6 +222,35 @@ class BatchSettler:
         await batch_recovery.resolve(self.pool, pending.tx_hash, Outcome.RECORDED)
         return "recorded"
 
+    # ---- withdrawals ----
+
+    async def withdrawal_due(self) -> bool:
+        """Whether an owed channel has a withdrawal pending on chain with something still claimable: claim now.
+        Reads the owed channels (one eth_call) and mirrors their balance and withdrawal; their claimed total is
+        left to the claims we record (reconcile compares the two)."""
+        owed = await channels.owed_channels(self.pool, self.network, self.rows_per_claim)
+        if not owed:
+            return False
+        due = False
+        for row, chain in zip(owed, await self.chain.read_channels([o.config.channel_id for o in owed]), strict=True):
+            seen = (chain.balance, chain.withdraw_requested_at)
+            if seen != (row.balance_atomic, row.withdraw_requested_at):
+                await channels.mirror_channel(
+                    self.pool,
+                    row.config,
+                    balance_atomic=chain.balance,
+                    claimed_atomic=row.claimed_atomic,
+                    withdraw_requested_at=chain.withdraw_requested_at,
+                    withdrawal_amount_atomic=chain.withdrawal_amount,
+                    refund_nonce=chain.refund_nonce,
+                )
+            due = due or (
+                chain.withdraw_requested_at > 0 and min(row.charged_atomic, chain.balance) > chain.total_claimed
+            )
+        if due:
+            log.warning("a withdrawal is pending on an owed channel: claiming now", extra={"network": self.network})
+        return due
+
     # ---- the timers ----
 
     async def flush(self) -> FlushReport:
@@ -243,9 +277,13 @@ class BatchSettler:
         and what a dead settler left pending settled first."""
         loop = asyncio.get_running_loop()
         next_settle = loop.time() + self.settle_interval_s
+        next_claim = loop.time() + self.claim_interval_s
         while True:
-            await asyncio.sleep(self.claim_interval_s)
+            await asyncio.sleep(max(0.0, min(next_claim - loop.time(), self.watch_s)))
             try:
+                if loop.time() < next_claim and not await self.withdrawal_due():
+                    continue  # between claim ticks, only a pending withdrawal claims
+                next_claim = loop.time() + self.claim_interval_s
                 await channels.expire_reservations(self.pool)
                 async with ledger.locks.try_advisory_lock(self.pool, f"batch-settler:{self.network}") as held:
                     if not held:
