@@ -1,8 +1,10 @@
 """Reconcile findings as an operator works through them: list by state, acknowledge, close.
 
-Reconcile raises findings (`audit.flag`); an operator acknowledges one ("seen, on it") or closes it,
-each time with a note, and every action is kept (reconcile_flag_actions, append-only) with who did it.
-A finding an operator closed stays closed when reconcile sees it again; one reconcile resolved reopens.
+A finding is about a payment, a batch-settlement channel or a recorded claim/sweep transaction (exactly one
+of `payment_id`, `channel_id`, `batch_tx_hash`). Reconcile raises them (`audit.flag`, `channel_audit.flag_*`);
+an operator acknowledges one ("seen, on it") or closes it, each time with a note, and every action is kept
+(reconcile_flag_actions, append-only) with who did it. A finding an operator closed stays closed when reconcile
+sees it again; one reconcile resolved reopens.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class FindingNotFound(LedgerError):
 @dataclass(frozen=True, slots=True)
 class Finding:
     id: int
-    payment_id: int
+    payment_id: int | None  # None: the finding is about a channel or a batch transaction
     kind: str
     detail: str
     tx_hash: str | None
@@ -41,8 +43,10 @@ class Finding:
     closed_by: str | None  # None with closed_at set: reconcile resolved it (the chain agreed)
     note: str | None
     network: str
-    payment_state: str
-    amount_atomic: int
+    payment_state: str | None
+    amount_atomic: int | None  # the payment's, or what a channel or transaction finding puts at stake
+    channel_id: str | None = None
+    batch_tx_hash: str | None = None
 
 
 async def findings(pool: asyncpg.Pool, state: str | None = None, limit: int = LIST_MAX) -> list[Finding]:

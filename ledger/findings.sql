@@ -4,15 +4,18 @@
 -- operator acknowledged it, else open.
 
 -- name: findings_list
--- $1: a state or NULL for all; $3: one finding's id or NULL; oldest first; $2: how many.
+-- $1: a state or NULL for all; $3: one finding's id or NULL; oldest first; $2: how many. A finding's subject is
+-- a payment, a batch channel or a recorded batch transaction (0012): the network and amount are the payment's,
+-- or the finding's own.
 SELECT * FROM (
     SELECT f.id, f.payment_id, f.kind, f.detail, f.tx_hash, f.first_seen_at, f.last_seen_at,
            CASE WHEN f.resolved_at IS NOT NULL THEN 'closed'
                 WHEN f.acknowledged_at IS NOT NULL THEN 'acknowledged'
                 ELSE 'open' END AS state,
            f.acknowledged_at, f.acknowledged_by, f.resolved_at AS closed_at, f.closed_by, f.note,
-           pay.network, pay.state AS payment_state, pay.amount_atomic
-    FROM reconcile_flags f JOIN payments pay ON pay.id = f.payment_id
+           COALESCE(pay.network, f.network) AS network, pay.state AS payment_state,
+           COALESCE(pay.amount_atomic, f.amount_atomic) AS amount_atomic, f.channel_id, f.batch_tx_hash
+    FROM reconcile_flags f LEFT JOIN payments pay ON pay.id = f.payment_id
 ) found
 WHERE ($1::text IS NULL OR found.state = $1) AND ($3::bigint IS NULL OR found.id = $3)
 ORDER BY found.id

@@ -142,7 +142,7 @@ def cmd_ledger_reconcile(args: argparse.Namespace) -> int:
     from app.cli.command_settings import CHAINS, ledger_database, settings_for
     from app.runtime.devnet_file import devnet_state
     from app.usecases.reconcile import Reconciler, auditors_for
-    from ledger import epochs
+    from ledger import channel_audit, epochs
 
     settings = settings_for(args, CHAINS, keys=False)  # the chains' RPCs, not their keys: it only reads them
     chains = _audited_chains(settings)
@@ -156,11 +156,16 @@ def cmd_ledger_reconcile(args: argparse.Namespace) -> int:
             reconciler = Reconciler(pool, auditors, settings.reconcile, write_ahead=not settings.facilitator_url)
             report = await reconciler.run("cli", all_settled=args.all, progress=_ProgressBar("reconcile"))
             flags = await ledger.audit.open_flags(pool, 1000)
+            about_channels = await channel_audit.open_findings(pool, 1000)  # batch channels, claims, sweeps
         finally:
             for rpc in rpcs:
                 await rpc.close()
             await pool.close()
-        return {"run": report.as_dict(), "open_flags": [asdict(f) for f in flags]}
+        return {
+            "run": report.as_dict(),
+            "open_flags": [asdict(f) for f in flags],
+            "open_channel_flags": [asdict(f) for f in about_channels],
+        }
 
     with ledger_database(settings) as dsn:
         result = asyncio.run(run(dsn))
@@ -179,6 +184,8 @@ def cmd_ledger_reconcile(args: argparse.Namespace) -> int:
             print(f"error: {error}")
         for flag in flags:
             print(f"OPEN  payment {flag['payment_id']:>8}  {flag['kind']:<28} {flag['network']:<16} {flag['detail']}")
+        for flag in result["open_channel_flags"]:  # the detail names the channel or the transaction
+            print(f"OPEN  {flag['kind']:<30} {flag['network']:<16} {flag['detail']}")
     return 1 if run_report["errors"] or run_report["skipped"] else 0
 
 

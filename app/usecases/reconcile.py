@@ -20,6 +20,8 @@ not show is flagged. Released and expired EVM
 payments whose authorization the chain shows used are flagged too (money moved that we never booked).
 A settled sale made on an earlier instance of a local devnet (one restarted fresh, see ledger/epochs.py)
 is not asked about: that chain is gone, so its absence is a reset, not a loss (counted as `chain_reset`).
+Batch-settlement vouchers move no money themselves: their channels are compared with the contract, and the
+settler's recorded claims and sweeps with their receipts (app/usecases/channel_reconcile.py).
 
 A run holds a Postgres advisory lock, so with several workers and replicas one runs at a time; it
 saves its progress as it goes, so an interrupted run resumes where it stopped. Everything it does is
@@ -39,10 +41,12 @@ from typing import Any
 import asyncpg
 
 import ledger
-from app.runtime.settings import ReconcileSettings, Settings
+from app.runtime.settings import BatchSettings, ReconcileSettings, Settings
+from app.usecases.channel_reconcile import ChannelReconciler
 from app.usecases.pricing import revenue_account
 from ledger import PaymentState, audit, epochs, idempotency, locks
 from payments import ChainAuditor, EvmAuditor, EvmRpc, SettlementFinding, SvmAuditor, SvmRpc
+from payments.evm.batch.reads import BatchAuditor
 from payments.jsonrpc import RpcUnavailable
 
 log = logging.getLogger("worldgate.reconcile")
@@ -61,6 +65,8 @@ class RunReport:
     flagged: int = 0
     left_pending: int = 0
     chain_reset: int = 0  # settled sales made on a devnet instance that no longer runs: not asked
+    channels: int = 0  # batch-settlement channels compared with their contract
+    batch_transactions: int = 0  # recorded claims and sweeps whose receipts were read
     skipped: str | None = None  # why nothing ran (another run holds the lock)
     errors: list[str] = field(default_factory=list)
     cursor: int = 0
@@ -80,10 +86,13 @@ class Reconciler:
         settings: ReconcileSettings,
         *,
         write_ahead: bool = True,
+        claim_interval_s: float = BatchSettings().claim_interval_s,
     ) -> None:
         self.pool = pool
         self.auditors = dict(auditors)
         self.settings = settings
+        batch = {network: a for network, a in self.auditors.items() if isinstance(a, BatchAuditor)}
+        self.channels = ChannelReconciler(pool, batch, claim_interval_s=claim_interval_s)
         # True with the local facilitator, which records a settlement's hash before broadcasting it, so a
         # `settling` row without one sent nothing. A remote facilitator names its transaction only in its
         # answer: a lost answer leaves a row without a hash whose transaction may well have landed.
@@ -106,6 +115,7 @@ class Reconciler:
             await self._open(report, progress)
             await self._settled(report, all_settled, progress)
             await self._unbooked(report)
+            await self._channels(report, all_settled)
         except (RpcUnavailable, ledger.LedgerUnavailable) as exc:
             error = f"stopped: {exc}"  # the progress saved so far stands; the next run resumes
             report.errors.append(error)
@@ -271,6 +281,18 @@ class Reconciler:
                 detail = f"the chain shows this {payment.state} payment's authorization used; nothing is booked"
                 await self._flag(report, payment.id, "chain_transfer_not_recorded", detail)
 
+    # ---- batch-settlement channels and the settler's transactions ----
+
+    async def _channels(self, report: RunReport, all_settled: bool) -> None:
+        tally = await self.channels.run(self._epochs, every_tx=all_settled)
+        report.channels += tally.channels
+        report.batch_transactions += tally.transactions
+        report.checked += tally.channels + tally.transactions
+        report.flagged += tally.flagged
+        report.left_pending += tally.left_pending
+        report.chain_reset += tally.chain_reset
+        report.errors += tally.errors
+
     async def _flag(self, report: RunReport, payment_id: int, kind: str, detail: str, tx: str | None = None) -> None:
         if await audit.flag(self.pool, payment_id, kind, detail, tx):
             report.flagged += 1
@@ -298,7 +320,10 @@ def auditors_for(chains: list[tuple[str, str]], timeout_s: float = 10.0) -> tupl
         else:
             evm_rpc = EvmRpc(url, timeout_s=timeout_s)
             rpcs.append(evm_rpc)
-            auditors[network] = EvmAuditor(evm_rpc, network)
+            # an EvmAuditor that also reads the batch-settlement contract (channels, claims, sweeps)
+            auditors[network] = (
+                BatchAuditor(evm_rpc, network) if network.startswith("eip155:") else EvmAuditor(evm_rpc, network)
+            )
     return auditors, rpcs
 
 
