@@ -4,13 +4,18 @@ ledger rows the chain does not show are flagged, abandoned claims expire, and ru
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
+from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.transaction import VersionedTransaction
 
 import ledger
 from app.runtime.settings import ReconcileSettings, Settings
@@ -21,6 +26,9 @@ from payments import Facilitator, PaymentPayload, PaymentRequirements, decode_pa
 from payments.codec import convert
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana_process import SolanaDevnetProcess
+from payments.svm.audit import SvmAuditor
+from payments.svm.history import Scan, signatures
+from payments.svm.rpc import SvmRpc
 
 from . import svm
 from .chain import new_payer, pay_for
@@ -212,6 +220,82 @@ async def test_money_moved_for_a_payment_the_books_do_not_hold_is_flagged(
     states = dict(await fresh.pool.fetch("SELECT id, state FROM payments WHERE id = ANY($1)", [lost, released]))
     assert states == {lost: "settled", released: "released"} and report.errors == []
     assert (await reconciler.run("cli")).flagged == 0  # seen again: no new finding
+
+
+def _later_transfers(state: dict[str, Any], payer: Keypair, offer: dict[str, Any], count: int) -> list[str]:
+    """`count` transfers from the payer's token account, each its own (1, 2, ... atomic), the payer paying the fee:
+    its history grows past one page of signatures."""
+    svm.rpc(state, "requestAirdrop", str(payer.pubkey()), 10**9)
+    sent = []
+    for amount in range(1, count + 1):
+        instruction = svm.transfer_ix(
+            offer, source=svm.ata(payer.pubkey(), offer), authority=payer.pubkey(), amount=amount
+        )
+        message = MessageV0.try_compile(payer.pubkey(), [instruction], [], svm.blockhash(state))
+        raw = base64.b64encode(bytes(VersionedTransaction(message, [payer]))).decode()
+        sent.append(svm.rpc(state, "sendTransaction", raw, {"encoding": "base64"}))
+    return sent
+
+
+LATER = 130  # transactions on the payer's token account after its settlement: past the first 100 signatures
+
+
+async def test_a_solana_settlement_older_than_the_last_100_signatures_is_found_and_booked(
+    fresh: FreshDatabase,
+    facilitator: Facilitator,
+    reconciler: Reconciler,
+    gateway: Gateway,
+    solana: SolanaDevnetProcess,
+) -> None:
+    """A settlement whose signature was lost (a remote facilitator's answer that never came) is searched for in the
+    payer's token account history; with 130 later transactions it is on the second page."""
+    offer = await gateway.offer(CAPITALS, family="solana")
+    payer = svm.new_payer(solana.state)
+    payment_id, payload, requirements = await claim_settling(fresh.pool, svm.pay(payer, solana.state, offer), offer)
+    settlement = await facilitator.settle(payload, requirements, _ignore)  # its signature never written
+    assert settlement.success, settlement
+    _later_transfers(solana.state, payer, offer, LATER)
+
+    started = time.monotonic()
+    report = await reconciler.run("cli")
+
+    row = await fresh.pool.fetchrow("SELECT state, tx_hash FROM payments WHERE id = $1", payment_id)
+    assert (row["state"], row["tx_hash"]) == ("settled", settlement.transaction), report
+    scan = reconciler.auditors[offer["network"]].last_scan  # type: ignore[attr-defined]
+    assert scan.pages == 2 and scan.seen == LATER + 1 and not scan.exhausted  # found on the second page
+    assert report.resolved == 1 and report.errors == [] and time.monotonic() - started < 60
+
+
+async def test_a_solana_history_search_stops_at_its_count_and_pages_with_before_and_until(
+    solana: SolanaDevnetProcess, gateway: Gateway
+) -> None:
+    offer = await gateway.offer(CAPITALS, family="solana")
+    payer = svm.new_payer(solana.state)
+    sent = _later_transfers(solana.state, payer, offer, 150)
+    account = str(svm.ata(payer.pubkey(), offer))
+    rpc = SvmRpc(solana.state["rpc_url"])
+    try:
+        newest_first = list(reversed(sent))
+        whole = Scan()
+        found = [e["signature"] async for e in signatures(rpc, account, scan=whole, max_count=1000, deadline_s=30)]
+        assert found == newest_first and whole.pages == 2 and whole.exhausted  # no signature seen twice
+        until = Scan()
+        bounded = [
+            e["signature"]
+            async for e in signatures(rpc, account, scan=until, max_count=1000, deadline_s=30, until=sent[9], page=50)
+        ]
+        assert bounded == newest_first[:140] and until.pages == 3 and until.exhausted  # stops before `until`
+        counted = Scan()
+        first = [e["signature"] async for e in signatures(rpc, account, scan=counted, max_count=120, deadline_s=30)]
+        assert first == newest_first[:120] and not counted.exhausted
+
+        # An auditor held to 100 signatures cannot reach a settlement 130 transactions back; the default can.
+        short = SvmAuditor(rpc, offer["network"], history=100)
+        key = f"{offer['network']}:{'1' * 44}"  # a message hash no transaction carries
+        assert await short.find_settlement(key, payer=str(payer.pubkey()), asset=offer["asset"]) is None
+        assert short.last_scan.seen == 100 and not short.last_scan.exhausted
+    finally:
+        await rpc.close()
 
 
 async def _ignore(_tx_hash: str) -> None:

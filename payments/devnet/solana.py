@@ -351,16 +351,25 @@ class SolanaChain:
         return {"context": self._context(), "value": statuses}
 
     def getSignaturesForAddress(self, params: list[Any]) -> Any:
-        """Landed transactions that name the address, newest first (`limit`, default 1000)."""
+        """Landed transactions that name the address, newest first: `limit` (1 to 1000, default 1000), starting
+        after the signature `before` and stopping at `until` (neither included), as a validator pages."""
         address = Pubkey.from_string(params[0])
         config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
-        found = []
+        limit = int(config.get("limit", 1000))
+        if not 1 <= limit <= 1000:
+            raise RpcFault(-32602, "Invalid limit; max 1000")
+        before, until = config.get("before"), config.get("until")
+        found: list[dict[str, Any]] = []
+        started = before is None
         for signature, landed in reversed(self.landed.items()):
+            if not started:
+                started = signature == before
+                continue
+            if signature == until or len(found) >= limit:
+                break
             if address in VersionedTransaction.from_bytes(landed.transaction).message.account_keys:
                 found.append({"signature": signature, "slot": landed.slot, "err": landed.err, "memo": None,
                               "blockTime": None, "confirmationStatus": "finalized"})  # fmt: skip
-                if len(found) >= int(config.get("limit", 1000)):
-                    break
         return found
 
     def getTransaction(self, params: list[Any]) -> Any:

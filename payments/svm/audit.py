@@ -2,12 +2,14 @@
 
 The landed transaction is read with `read_landed`, the same function settlement checks its own
 payments with. Solana has no authorization to consume apart from the transaction itself, so
-`authorization_used` has nothing to say.
+`authorization_used` has nothing to say; a settlement whose signature was never known is searched for in
+the payer's token account history, page after page (history.py), up to a count and a time budget.
 """
 
 from __future__ import annotations
 
 import base64
+from contextlib import aclosing
 from typing import Any
 
 from solders.pubkey import Pubkey
@@ -16,10 +18,14 @@ from solders.transaction import SanitizeError, VersionedTransaction
 
 from ..audit import CONFIRMED, MISMATCH, NOT_FOUND, PENDING, REVERTED, SettlementFinding
 from .exact import LandedTransfer, read_landed
+from .history import Scan, signatures
 from .programs import associated_token_address
 from .rpc import RpcError, SvmRpc
 
-HISTORY_SEARCHED = 100  # signatures of the payer's token account read back when a settlement has no signature
+# How far back the payer's token account history is searched for a settlement whose signature was never known:
+# at most this many signatures (ten pages) and this long, whichever comes first.
+HISTORY_SEARCHED = 1000
+HISTORY_BUDGET_S = 30.0
 LANDED = ("confirmed", "finalized")  # "processed" may still be on a fork that is dropped
 
 
@@ -33,9 +39,14 @@ def _landed(status: dict[str, Any]) -> bool:
 class SvmAuditor:
     """Reads one Solana network through `rpc`; every RpcUnavailable is the caller's to handle."""
 
-    def __init__(self, rpc: SvmRpc, network: str) -> None:
+    def __init__(
+        self, rpc: SvmRpc, network: str, *, history: int = HISTORY_SEARCHED, history_s: float = HISTORY_BUDGET_S
+    ) -> None:
         self.network = network
         self._rpc = rpc
+        self._history = history
+        self._history_s = history_s
+        self.last_scan = Scan()  # how the last history search ended (pages read, exhausted or stopped at a bound)
 
     def __repr__(self) -> str:
         return f"SvmAuditor(network={self.network!r}, rpc={self._rpc.url!r})"
@@ -106,8 +117,9 @@ class SvmAuditor:
 
     async def find_settlement(self, payment_key: str, *, payer: str, asset: str) -> str | None:
         """The signature of a landed transaction carrying this payment's message (the key is
-        `{network}:{message hash}`), found in the recent history of the payer's token account: a remote
-        facilitator co-signs and sends it, and its signature is unknown to us until it says it."""
+        `{network}:{message hash}`), found in the history of the payer's token account, newest first, paged
+        past the first 100 signatures up to the auditor's count and time bounds: a remote facilitator co-signs
+        and sends it, and its signature is unknown to us until it says it."""
         network, _, message_hash = payment_key.rpartition(":")
         if network != self.network:
             return None
@@ -115,23 +127,22 @@ class SvmAuditor:
             account = associated_token_address(Pubkey.from_string(payer), Pubkey.from_string(asset))
         except ValueError:
             return None
+        self.last_scan = scan = Scan()
+        history = signatures(self._rpc, str(account), scan=scan, max_count=self._history, deadline_s=self._history_s)
         try:
-            history = await self._rpc.request(
-                "getSignaturesForAddress", [str(account), {"limit": HISTORY_SEARCHED, "commitment": "confirmed"}]
-            )
+            async with aclosing(history):
+                async for entry in history:
+                    if entry.get("err") is None and await self._carries(entry["signature"], message_hash):
+                        return str(entry["signature"])
         except RpcError:  # a node without history cannot say
             return None
-        for entry in history if isinstance(history, list) else []:
-            signature = entry.get("signature") if isinstance(entry, dict) else None
-            if not isinstance(signature, str) or entry.get("err") is not None:
-                continue
-            landed = await self._rpc.transaction(signature)
-            encoded = landed.get("transaction") if landed else None
-            try:
-                raw = base64.b64decode(encoded[0]) if isinstance(encoded, list) and encoded else b""
-                found = str(VersionedTransaction.from_bytes(raw).message.hash())
-            except (ValueError, TypeError, SanitizeError):
-                continue
-            if found == message_hash:
-                return signature
         return None
+
+    async def _carries(self, signature: str, message_hash: str) -> bool:
+        landed = await self._rpc.transaction(signature)
+        encoded = landed.get("transaction") if landed else None
+        try:
+            raw = base64.b64decode(encoded[0]) if isinstance(encoded, list) and encoded else b""
+            return str(VersionedTransaction.from_bytes(raw).message.hash()) == message_hash
+        except (ValueError, TypeError, SanitizeError):
+            return False
