@@ -107,3 +107,9 @@ async def take_redelivery(
             queries["batch_take_redelivery"], payment_key, signature, resource, amount_atomic, booked_for_s, lease_s
         )
     return None if row is None else Redelivery(row["id"], row["state"])
+
+
+async def mark_delivered(pool: asyncpg.Pool, payment_id: int) -> None:
+    """The voucher sale's answer was handed to its transport: it is never served again."""
+    with translated():
+        await pool.execute(queries["batch_mark_delivered"], payment_id)

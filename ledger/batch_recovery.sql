@@ -29,7 +29,12 @@ UPDATE payments pay SET redelivery_until = now() + make_interval(secs => $6)
 FROM batch_vouchers v, journal_entries je
 WHERE pay.payment_key = $1 AND v.payment_id = pay.id AND lower(v.signature) = lower($2)
   AND pay.resource = $3 AND pay.amount_atomic = $4
-  AND pay.state IN ('accepted', 'claimed_onchain', 'settled') AND pay.delivered_at IS NULL
+  AND pay.state IN ('accepted', 'claimed_onchain', 'settled') AND pay.delivered_at IS NULL AND v.delivered_at IS NULL
   AND je.payment_id = pay.id AND je.kind = 'settlement' AND je.created_at <= now() - make_interval(secs => $5)
   AND (pay.redelivery_until IS NULL OR pay.redelivery_until < now())
 RETURNING pay.id, pay.state;
+
+-- name: batch_mark_delivered
+-- A voucher sale's answer was handed to its transport: it is never served again (on the voucher's row, not the
+-- payment's: an update of payments rewrites all its indexes, and this runs once per voucher).
+UPDATE batch_vouchers SET delivered_at = now() WHERE payment_id = $1 AND delivered_at IS NULL;

@@ -1,15 +1,15 @@
-"""batch-settlement's ledger side: the channel mirror, one voucher in flight per channel, acceptance, claims, sweeps.
+"""batch-settlement's ledger side: the channel mirror, vouchers booked once per price, claims, sweeps.
 
 A payer deposits into an on-chain channel once; each paid request carries a cumulative voucher. The request path:
-`reserve_voucher` (the channel locked, the cumulative rule checked, the payment claimed and the channel reserved,
-in one transaction) → `claims.advance` claimed → verified → served → `accept_voucher` (charged moves to the
-voucher's ceiling and the sale is booked as revenue against `receivable:batch:<network>:<payTo>`), or
-`release_voucher` (nothing charged; the same voucher may come again). A crashed request's reservation lapses
-(`expire_reservations`, or the next reserve on that channel releases it). The settler: `owed_channels` → one claim
-transaction → `record_claim` (payments → claimed_onchain, gas booked) → `settle(receiver, token)` →
-`record_settlement` (→ settled, the receivable swept to the receiver's account); each hash is recorded once, so
-a settler retrying after a crash books nothing twice. Every operation is one transaction; amounts are ints
-(numeric(78,0) in SQL). Migration 0007 keeps the same rules in constraints and triggers; `ledger verify` rechecks.
+`channel` and `precheck` (is this voucher the channel's next, within what it may be charged?) → the handler runs →
+`book_voucher`, one statement under the channel's row lock (migration 0009): the rule checked again, the payment
+claimed and moved to accepted, the voucher kept, the sale booked as revenue against
+`receivable:batch:<network>:<payTo>`, the channel charged. A handler that fails writes nothing; of two requests
+racing on one channel the second is refused. The settler: `owed_channels` → one claim transaction →
+`record_claim` (payments → claimed_onchain, gas booked) → `settle(receiver, token)` → `record_settlement`
+(→ settled, the receivable swept to the receiver's account); each hash is recorded once, so a settler retrying
+after a crash books nothing twice. Every operation is one transaction; amounts are ints (numeric(78,0) in SQL).
+Migrations 0007 and 0009 keep the same rules in constraints, triggers and functions; `ledger verify` rechecks.
 """
 
 from __future__ import annotations
@@ -37,22 +37,16 @@ BATCH_TRANSITIONS: frozenset[tuple[PaymentState, PaymentState]] = frozenset(
         (PaymentState.CLAIMED_ONCHAIN, PaymentState.SETTLED),
     }
 )
-RESERVATION_EXPIRED = "reservation_expired"
 
 
 class Refusal(StrEnum):
     """Why a voucher was refused (x402's `invalid_batch_settlement_evm_<reason>` where it has one)."""
 
     CHANNEL_NOT_FOUND = "channel_not_found"
-    CHANNEL_BUSY = "channel_busy"  # another request on the channel is in flight
     CUMULATIVE_AMOUNT_MISMATCH = "cumulative_amount_mismatch"  # max != charged + price: answer a corrective 402
     CUMULATIVE_EXCEEDS_BALANCE = "cumulative_exceeds_balance"
     UNSETTLED_CAP = "unsettled_cap_exceeded"  # ours: too much is owed to us, unswept, across all channels
     VOUCHER_ALREADY_USED = "voucher_already_used"  # its payment key is held or consumed (UNIQUE key)
-
-
-class ReservationLost(LedgerIntegrityError):
-    """The voucher's reservation lapsed (and its payment was released) before it was accepted: nothing charged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +83,6 @@ class Channel:
     withdraw_requested_at: int  # unix s, 0 = none
     withdrawal_amount_atomic: int
     refund_nonce: int
-    reserved_payment_id: int | None
-    reserved_until: datetime | None
     mirrored_at: datetime
     updated_at: datetime
 
@@ -98,11 +90,18 @@ class Channel:
     def channel_id(self) -> str:
         return self.config.channel_id
 
+    @property
+    def chargeable_atomic(self) -> int:
+        """What may be charged: the balance, less a pending withdrawal (which the payer may finalize once its
+        delay ends, taking min(amount, balance - claimed)); never less than what is claimed (migration 0009)."""
+        if not self.withdraw_requested_at:
+            return self.balance_atomic
+        return max(self.claimed_atomic, self.balance_atomic - self.withdrawal_amount_atomic)
+
 
 @dataclass(frozen=True, slots=True)
-class Reserved:
-    payment_id: int
-    channel: Channel  # as it was before this reservation
+class Booked:
+    payment_id: int  # the sale, accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +152,11 @@ class ChannelStatus:
     claimed_booked_atomic: int
     vouchers: int
     withdraw_requested_at: int
-    reserved_payment_id: int | None
-    reserved_until: datetime | None
     mirrored_at: datetime
     updated_at: datetime
 
 
 _T = TypeVar("_T")
-_CLAIM = ("payment_key", "scheme_id", "network", "asset", "payer", "pay_to", "amount_atomic", "route", "resource")
-_CLAIM += ("stream", "settlement_mode", "valid_before")  # claim_payment's parameters, in order
 _INTS = {"withdraw_requested_at", "refund_nonce", "vouchers"}  # beside every *_atomic column (numeric -> Decimal)
 
 
@@ -220,165 +215,79 @@ async def channel(pool: asyncpg.Pool, channel_id: str) -> Channel | None:
     return None if row is None else _build(Channel, row)
 
 
-async def _release(connection: asyncpg.Connection, channel_id: str, payment_id: int, reason: str) -> bool:
-    """Clear the channel's reservation if it is this payment's, and release the payment if still in flight."""
-    await connection.fetchval(queries["batch_unreserve"], channel_id, payment_id)
-    return await connection.fetchval(queries["batch_release_payment"], payment_id, reason) is not None
-
-
-def _cumulative_refusal(found: Channel, max_claimable_atomic: int, price_atomic: int) -> VoucherRefused | None:
+def precheck(found: Channel, max_claimable_atomic: int, price_atomic: int) -> VoucherRefused | None:
+    """The cumulative rule, before the handler runs (book_voucher checks it again under the channel's lock)."""
     if max_claimable_atomic != found.charged_atomic + price_atomic:
         detail = f"maxClaimableAmount {max_claimable_atomic} is not charged {found.charged_atomic} + {price_atomic}"
         return VoucherRefused(Refusal.CUMULATIVE_AMOUNT_MISMATCH, found, detail)
-    if max_claimable_atomic > found.balance_atomic:
-        detail = f"maxClaimableAmount {max_claimable_atomic} exceeds the balance {found.balance_atomic}"
+    if max_claimable_atomic > found.chargeable_atomic:
+        detail = f"maxClaimableAmount {max_claimable_atomic} exceeds what the channel holds ({found.chargeable_atomic})"
         return VoucherRefused(Refusal.CUMULATIVE_EXCEEDS_BALANCE, found, detail)
     return None
 
 
-async def reserve_voucher(
+async def book_voucher(
     pool: asyncpg.Pool,
     *,
     record: PaymentRecord,
     channel_id: str,
     max_claimable_atomic: int,
-    price_atomic: int,
-    signature: str,
-    reservation_s: float,
-    max_unsettled_atomic: int | None = None,
-) -> Reserved | VoucherRefused:
-    """Check a voucher against its channel and, if it may be served, claim its payment (state `claimed`: the
-    caller advances it) and reserve the channel for it until `reservation_s` from now. One transaction under
-    the channel's row lock: of concurrent reserves on one channel, across processes, one wins."""
-    channel_id = channel_id.lower()
-    if record.payment_key != (key := payment_key(record.network, channel_id, max_claimable_atomic)):
-        raise LedgerError(f"a batch payment's key must be {key}")
-    if record.amount_atomic != price_atomic or price_atomic <= 0:
-        raise LedgerError("a batch payment's amount is the request's price, which must be positive")
-    with translated():
-        async with pool.acquire() as connection, connection.transaction():
-            row = await connection.fetchrow(queries["batch_channel_lock"], channel_id)
-            if row is None:
-                return VoucherRefused(Refusal.CHANNEL_NOT_FOUND, None, f"no channel {channel_id}")
-            found = _build(Channel, row)
-            terms = (found.config.network, found.config.token, found.config.receiver)
-            if (record.network, record.asset.lower(), record.pay_to.lower()) != terms:
-                raise LedgerError(f"payment {record.payment_key} does not match channel {channel_id}'s terms")
-            if found.reserved_payment_id is not None:
-                if row["reservation_live"]:
-                    return VoucherRefused(Refusal.CHANNEL_BUSY, found, "another request on this channel is in flight")
-                await _release(connection, channel_id, found.reserved_payment_id, RESERVATION_EXPIRED)
-            if (refused := _cumulative_refusal(found, max_claimable_atomic, price_atomic)) is not None:
-                return refused
-            if max_unsettled_atomic is not None:
-                await connection.execute(queries["batch_cap_lock"])
-                unsettled = int(await connection.fetchval(queries["batch_unsettled_total"]))
-                if unsettled + price_atomic > max_unsettled_atomic:
-                    return VoucherRefused(
-                        Refusal.UNSETTLED_CAP, found, f"{unsettled} is owed unswept; the cap is {max_unsettled_atomic}"
-                    )
-            payment_id = await connection.fetchval(queries["claim_payment"], *(getattr(record, f) for f in _CLAIM))
-            if payment_id is None:
-                return VoucherRefused(Refusal.VOUCHER_ALREADY_USED, found, f"{record.payment_key} is held or used")
-            await connection.execute(
-                queries["batch_voucher_upsert"], payment_id, channel_id, max_claimable_atomic, signature
-            )
-            if (
-                await connection.execute(queries["batch_reserve"], channel_id, payment_id, price_atomic, reservation_s)
-                != "UPDATE 1"
-            ):
-                raise LedgerIntegrityError(f"channel {channel_id} could not be reserved")
-    return Reserved(payment_id, found)
-
-
-async def _move(connection: asyncpg.Connection, payment_id: int, before: PaymentState, after: PaymentState) -> None:
-    if await connection.fetchval(queries["advance_payment"], payment_id, before, after, None, None) is None:
-        raise LedgerIntegrityError(f"payment {payment_id} is no longer {before}; not moving it to {after}")
-
-
-async def accept_voucher(
-    pool: asyncpg.Pool,
-    payment_id: int,
-    channel_id: str,
-    max_claimable_atomic: int,
     signature: str,
     postings: Sequence[Posting],
-    *,
-    memo: str | None = None,
-) -> int:
-    """The reserved voucher's data was served: the payment → accepted (through served), the channel's charged
-    total and ceiling → the voucher's, its signature kept, the reservation cleared, and the sale booked (a
-    'settlement' entry, e.g. `journal.batch_acceptance_postings`), all at once. Returns the entry id.
-    Raises ReservationLost if the reservation lapsed first (the payment was released: nothing charged)."""
-    assert_balanced(postings)
+    max_unsettled_atomic: int | None = None,
+) -> Booked | VoucherRefused:
+    """A voucher whose data is ready, booked in one statement under the channel's row lock: the cumulative rule
+    (max = charged + price, within what the channel may be charged), the operator's cap on unsettled value, the
+    payment claimed and accepted (claimed → verified → served → accepted), the voucher kept, the sale booked with
+    `postings` (e.g. `journal.batch_acceptance_postings`), the channel charged. A refusal writes nothing."""
     channel_id = channel_id.lower()
+    price = record.amount_atomic
+    if record.payment_key != (key := payment_key(record.network, channel_id, max_claimable_atomic)):
+        raise LedgerError(f"a batch payment's key must be {key}")
+    if price <= 0:
+        raise LedgerError("a batch payment's amount is the request's price, which must be positive")
+    assert_balanced(postings)
+    owed = (receivable_account(record.network, record.pay_to), asset_id(record.network, record.asset))
+    revenue = -sum(p.amount_atomic for p in postings if p.account.startswith("revenue:"))
+    receivable = sum(p.amount_atomic for p in postings if (p.account, p.asset) == owed)
+    if revenue != price or receivable != price:
+        raise LedgerIntegrityError(f"the postings book {revenue} revenue, {receivable} owed; the price is {price}")
     with translated():
-        async with pool.acquire() as connection, connection.transaction():
-            row = await connection.fetchrow(queries["batch_channel_lock"], channel_id)
-            voucher = await connection.fetchrow(queries["batch_voucher_of_payment"], payment_id)
-            if row is None or voucher is None or voucher["channel_id"] != channel_id:
-                raise LedgerIntegrityError(f"payment {payment_id} is no voucher of channel {channel_id}")
-            if int(voucher["max_claimable_atomic"]) != max_claimable_atomic:
-                raise LedgerIntegrityError(f"payment {payment_id}'s voucher is not for {max_claimable_atomic}")
-            amount = int(voucher["amount_atomic"])
-            owed = (receivable_account(row["network"], row["receiver"]), asset_id(row["network"], row["token"]))
-            revenue = -sum(p.amount_atomic for p in postings if p.account.startswith("revenue:"))
-            receivable = sum(p.amount_atomic for p in postings if (p.account, p.asset) == owed)
-            if revenue != amount or receivable != amount:
-                raise LedgerIntegrityError(
-                    f"the postings book {revenue} revenue, {receivable} owed; the price is {amount}"
-                )
-            state = PaymentState(voucher["state"])
-            if row["reserved_payment_id"] != payment_id or state not in (PaymentState.VERIFIED, PaymentState.SERVED):
-                raise ReservationLost(f"payment {payment_id} is {state} and no longer holds channel {channel_id}")
-            if state == PaymentState.VERIFIED:
-                await _move(connection, payment_id, PaymentState.VERIFIED, PaymentState.SERVED)
-            await _move(connection, payment_id, PaymentState.SERVED, PaymentState.ACCEPTED)
-            entry_id: int = await connection.fetchval(
-                queries["insert_journal_entry"], payment_id, "settlement", None, memo
-            )
-            await _post(connection, entry_id, postings)
-            if (
-                await connection.fetchval(
-                    queries["batch_accept_channel"], channel_id, max_claimable_atomic, signature, amount, payment_id
-                )
-                is None
-            ):
-                raise LedgerIntegrityError(
-                    f"channel {channel_id} was charged {row['charged_atomic']}, not {max_claimable_atomic} - {amount}"
-                )
-    return entry_id
+        row = await pool.fetchrow(
+            queries["batch_book_voucher"],
+            channel_id,
+            record.payment_key,
+            record.scheme_id,
+            record.network,
+            record.asset.lower(),
+            record.payer,
+            record.pay_to.lower(),
+            price,
+            record.route,
+            record.resource,
+            record.stream,
+            record.settlement_mode,
+            max_claimable_atomic,
+            signature,
+            [p.account for p in postings],
+            [p.asset for p in postings],
+            [p.amount_atomic for p in postings],
+            max_unsettled_atomic,
+        )
+        verdict = Refusal(row["verdict"]) if row["verdict"] != "accepted" else None
+        if verdict is None:
+            return Booked(row["booked_id"])
+        found = await channel(pool, channel_id)
+    return VoucherRefused(verdict, found, _REFUSED[verdict])
 
 
-async def _post(connection: asyncpg.Connection, entry_id: int, postings: Sequence[Posting]) -> None:
-    await connection.execute(
-        queries["insert_journal_postings"],
-        entry_id,
-        [p.account for p in postings],
-        [p.asset for p in postings],
-        [p.amount_atomic for p in postings],
-    )
-
-
-async def release_voucher(pool: asyncpg.Pool, payment_id: int, channel_id: str, reason: str) -> bool:
-    """Give up a reserved voucher (verification failed, the handler failed): nothing charged, the channel free,
-    the payment released (the same voucher may be presented again). False if it was no longer in flight."""
-    with translated():
-        async with pool.acquire() as connection, connection.transaction():
-            await connection.fetchrow(queries["batch_channel_lock"], channel_id.lower())
-            return await _release(connection, channel_id.lower(), payment_id, reason)
-
-
-async def expire_reservations(pool: asyncpg.Pool, now: datetime | None = None, *, limit: int = 100) -> list[int]:
-    """Release the payments of reservations past their time (at `now`, else the database's clock): a request
-    that crashed or hung. Returns the payment ids released."""
-    released: list[int] = []
-    with translated():
-        async with pool.acquire() as connection, connection.transaction():
-            for row in await connection.fetch(queries["batch_expired_reservations"], now, limit):
-                if await _release(connection, row["channel_id"], row["reserved_payment_id"], RESERVATION_EXPIRED):
-                    released.append(row["reserved_payment_id"])
-    return released
+_REFUSED = {
+    Refusal.CHANNEL_NOT_FOUND: "no such channel is known",
+    Refusal.CUMULATIVE_AMOUNT_MISMATCH: "maxClaimableAmount is not what the channel was charged plus this price",
+    Refusal.CUMULATIVE_EXCEEDS_BALANCE: "maxClaimableAmount exceeds what the channel holds",
+    Refusal.UNSETTLED_CAP: "the gateway holds its cap of unsettled value",
+    Refusal.VOUCHER_ALREADY_USED: "this voucher was already used",
+}
 
 
 async def owed_channels(pool: asyncpg.Pool, network: str, limit: int = 100) -> list[OwedChannel]:
@@ -400,6 +309,16 @@ async def _recorded_before(
     ):
         raise LedgerIntegrityError(f"transaction {tx_hash} was recorded as another {row['kind']} on {row['network']}")
     return Recorded(tx_hash, [], int(row["amount_atomic"]), row["entry_id"], already_recorded=True)
+
+
+async def _post(connection: asyncpg.Connection, entry_id: int, postings: Sequence[Posting]) -> None:
+    await connection.execute(
+        queries["insert_journal_postings"],
+        entry_id,
+        [p.account for p in postings],
+        [p.asset for p in postings],
+        [p.amount_atomic for p in postings],
+    )
 
 
 async def _adjustment(connection: asyncpg.Connection, postings: list[Posting], memo: str) -> int | None:

@@ -1,24 +1,30 @@
--- batch-settlement: the channel mirror, voucher reservations, acceptance, claims and sweeps (ledger/channels.py),
+-- batch-settlement: the channel mirror, voucher bookings, claims and sweeps (ledger/channels.py),
 -- and the checks `ledger verify` runs over them (ledger/verify.py). Amounts are numeric(78,0).
 
 -- name: batch_channel_upsert
 -- Mirror a channel's on-chain state. Its terms are written once (the id is their hash); the chain's claimed
 -- total only grows, and what we charged never drops below it (nor ever decreases). A voucher ceiling left
--- below the new charged total is useless for a claim and is dropped.
+-- below the new charged total is useless for a claim and is dropped. A snapshot older than a refund already
+-- mirrored (its refundNonce is lower) is stale: its balance and withdrawal are not taken (a voucher racing a
+-- cooperative refund would otherwise be charged against the money refunded).
 INSERT INTO batch_channels (channel_id, network, token, payer, payer_authorizer, receiver, receiver_authorizer,
                             withdraw_delay, salt, balance_atomic, claimed_atomic, charged_atomic,
                             withdraw_requested_at, withdrawal_amount_atomic, refund_nonce)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)
 ON CONFLICT (channel_id) DO UPDATE
-    SET balance_atomic = EXCLUDED.balance_atomic,
+    SET balance_atomic = CASE WHEN EXCLUDED.refund_nonce < batch_channels.refund_nonce THEN batch_channels.balance_atomic
+                              ELSE EXCLUDED.balance_atomic END,
         claimed_atomic = GREATEST(batch_channels.claimed_atomic, EXCLUDED.claimed_atomic),
         charged_atomic = GREATEST(batch_channels.charged_atomic, EXCLUDED.claimed_atomic),
         signed_max_atomic = CASE WHEN batch_channels.signed_max_atomic < EXCLUDED.claimed_atomic THEN NULL
                                  ELSE batch_channels.signed_max_atomic END,
         signature = CASE WHEN batch_channels.signed_max_atomic < EXCLUDED.claimed_atomic THEN NULL
                          ELSE batch_channels.signature END,
-        withdraw_requested_at = EXCLUDED.withdraw_requested_at,
-        withdrawal_amount_atomic = EXCLUDED.withdrawal_amount_atomic,
+        withdraw_requested_at = CASE WHEN EXCLUDED.refund_nonce < batch_channels.refund_nonce
+                                     THEN batch_channels.withdraw_requested_at ELSE EXCLUDED.withdraw_requested_at END,
+        withdrawal_amount_atomic = CASE WHEN EXCLUDED.refund_nonce < batch_channels.refund_nonce
+                                        THEN batch_channels.withdrawal_amount_atomic
+                                        ELSE EXCLUDED.withdrawal_amount_atomic END,
         refund_nonce = GREATEST(batch_channels.refund_nonce, EXCLUDED.refund_nonce),
         mirrored_at = now()
 RETURNING *;
@@ -27,71 +33,29 @@ RETURNING *;
 SELECT * FROM batch_channels WHERE channel_id = $1;
 
 -- name: batch_channel_lock
--- The per-channel lock every voucher operation takes first: one request at a time per channel, across
--- workers and replicas.
-SELECT *, reserved_until > now() AS reservation_live FROM batch_channels WHERE channel_id = $1 FOR UPDATE;
+-- The per-channel lock every channel write takes first (one at a time per channel, across workers and replicas).
+SELECT * FROM batch_channels WHERE channel_id = $1 FOR UPDATE;
 
--- name: batch_cap_lock
--- Serializes the check of the unsettled cap across channels (taken after the channel's lock, always).
-SELECT pg_advisory_xact_lock(hashtextextended('worldgate:batch:unsettled-cap', 0));
+-- name: batch_book_voucher
+-- A served voucher booked in one statement (migration 0009's wg_batch_book_voucher): the verdict, and the payment.
+SELECT verdict, booked_id FROM wg_batch_book_voucher($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                                     $15::text[], $16::text[], $17::numeric[], $18);
 
--- name: batch_unsettled_total
--- What batch payers owe us and have not yet been swept, plus the prices of live reservations.
-SELECT COALESCE(sum(unsettled_atomic + CASE WHEN reserved_until > now() THEN reserved_atomic ELSE 0 END), 0)
-FROM batch_channels;
-
--- name: batch_voucher_upsert
--- The voucher behind a payment just claimed (a re-claim of a released key may carry a fresh signature).
-INSERT INTO batch_vouchers (payment_id, channel_id, max_claimable_atomic, signature) VALUES ($1, $2, $3, $4)
-ON CONFLICT (payment_id) DO UPDATE SET signature = EXCLUDED.signature;
-
--- name: batch_reserve
-UPDATE batch_channels
-SET reserved_payment_id = $2, reserved_atomic = $3, reserved_until = now() + make_interval(secs => $4)
-WHERE channel_id = $1 AND reserved_payment_id IS NULL;
-
--- name: batch_unreserve
--- Clear a reservation, only if it is still the given payment's.
-UPDATE batch_channels SET reserved_payment_id = NULL, reserved_atomic = NULL, reserved_until = NULL
-WHERE channel_id = $1 AND reserved_payment_id = $2
-RETURNING channel_id;
-
--- name: batch_release_payment
--- Give up a batch payment before acceptance: nothing charged, the same voucher may be presented again.
-UPDATE payments SET state = 'released', error_reason = $2
-WHERE id = $1 AND state IN ('claimed', 'verified', 'served')
-RETURNING id;
-
--- name: batch_voucher_of_payment
-SELECT v.payment_id, v.channel_id, v.max_claimable_atomic, v.signature, pay.state, pay.amount_atomic
-FROM batch_vouchers v JOIN payments pay ON pay.id = v.payment_id
-WHERE v.payment_id = $1;
-
--- name: batch_accept_channel
--- The reserved voucher is accepted: it is the channel's new charged total and claimable ceiling.
-UPDATE batch_channels
-SET charged_atomic = $2, signed_max_atomic = $2, signature = $3, unsettled_atomic = unsettled_atomic + $4,
-    reserved_payment_id = NULL, reserved_atomic = NULL, reserved_until = NULL
-WHERE channel_id = $1 AND reserved_payment_id = $5 AND charged_atomic + $4 = $2
-RETURNING channel_id;
-
--- name: batch_expired_reservations
--- Reservations past their time (a request that crashed or hung), oldest first; a channel another
--- transaction holds is skipped (it is being worked on).
-SELECT channel_id, reserved_payment_id FROM batch_channels
-WHERE reserved_until < COALESCE($1::timestamptz, now())
-ORDER BY reserved_until
-LIMIT $2
-FOR UPDATE SKIP LOCKED;
+-- name: batch_chargeable
+-- What may be charged on a channel now: its balance, less a pending withdrawal's share (migration 0009).
+SELECT wg_batch_chargeable(c) FROM batch_channels c WHERE channel_id = $1;
 
 -- name: batch_owed
 -- Channels with accepted vouchers not yet claimed on chain; a pending withdrawal first (its claim must land
--- before the delay ends), then the largest amounts. `claimable` is capped by the balance: a claim above it
+-- before the delay ends), then the largest amounts. A claim is for what was charged less what the operator
+-- refunded before a claim (0010: the payer keeps that in its channel), capped by the balance: a claim above it
 -- reverts the whole batch.
-SELECT *, charged_atomic - claimed_atomic AS owed_atomic, LEAST(charged_atomic, balance_atomic) AS claimable_atomic
+SELECT *, charged_atomic - refunded_atomic - claimed_atomic AS owed_atomic,
+       LEAST(charged_atomic - refunded_atomic, balance_atomic) AS claimable_atomic
 FROM batch_channels
-WHERE network = $1 AND charged_atomic > claimed_atomic AND signature IS NOT NULL
-ORDER BY withdraw_requested_at > 0 DESC, charged_atomic - claimed_atomic DESC, channel_id
+WHERE network = $1 AND charged_atomic > claimed_atomic AND charged_atomic - refunded_atomic > claimed_atomic
+      AND signature IS NOT NULL
+ORDER BY withdraw_requested_at > 0 DESC, charged_atomic - refunded_atomic - claimed_atomic DESC, channel_id
 LIMIT $2;
 
 -- name: batch_tx_lock
@@ -159,7 +123,7 @@ SELECT c.channel_id, c.network, c.token, c.payer, c.receiver, c.balance_atomic, 
        c.charged_atomic - c.claimed_atomic AS owed_atomic, c.claimed_atomic, c.unsettled_atomic,
        COALESCE(s.settled_atomic, 0) AS settled_atomic, COALESCE(s.accepted_atomic, 0) AS accepted_atomic,
        COALESCE(s.claimed_booked_atomic, 0) AS claimed_booked_atomic, COALESCE(s.vouchers, 0) AS vouchers,
-       c.withdraw_requested_at, c.reserved_payment_id, c.reserved_until, c.mirrored_at, c.updated_at
+       c.withdraw_requested_at, c.mirrored_at, c.updated_at
 FROM batch_channels c LEFT JOIN sums s ON s.channel_id = c.channel_id
 WHERE $1::text IS NULL OR c.network = $1
 ORDER BY c.network, c.receiver, c.channel_id;
@@ -245,7 +209,7 @@ LIMIT $1;
 
 -- name: verify_batch_channels
 -- A channel's unsettled total is the sum of its accepted and claimed sales; what it charged covers every voucher
--- it booked; a reservation holds one of its own vouchers still in flight.
+-- it booked.
 WITH sums AS (
     SELECT v.channel_id,
            COALESCE(sum(pay.amount_atomic) FILTER (WHERE pay.state IN ('accepted', 'claimed_onchain')), 0)
@@ -261,11 +225,6 @@ WITH sums AS (
                     || COALESCE(s.unsettled_atomic, 0)
                 WHEN c.charged_atomic < COALESCE(s.booked_max_atomic, 0) THEN
                     'charged is ' || c.charged_atomic || ' but it booked a voucher of ' || s.booked_max_atomic
-                WHEN c.reserved_payment_id IS NOT NULL AND NOT EXISTS (
-                    SELECT 1 FROM batch_vouchers rv JOIN payments rp ON rp.id = rv.payment_id
-                    WHERE rv.payment_id = c.reserved_payment_id AND rv.channel_id = c.channel_id
-                          AND rp.state IN ('claimed', 'verified', 'served')
-                ) THEN 'is reserved by payment ' || c.reserved_payment_id || ', which is not its voucher in flight'
            END AS detail
     FROM batch_channels c LEFT JOIN sums s ON s.channel_id = c.channel_id
 )

@@ -154,7 +154,7 @@ SELECT (SELECT count(*) FROM payments) AS payments,
        (SELECT count(*) FROM payment_events) AS events,
        (SELECT count(*) FROM journal_entries) AS entries,
        (SELECT count(*) FROM journal_postings) AS postings,
-       (SELECT count(*) FROM account_balances) AS balances;
+       (SELECT count(*) FROM (SELECT DISTINCT account, asset FROM account_balances) kept) AS balances;
 
 -- name: verify_entry_postings
 -- Double entry: every entry has at least two postings.
@@ -201,16 +201,19 @@ ORDER BY pay.id
 LIMIT $1;
 
 -- name: verify_account_balances
--- account_balances (kept by trigger) equals the postings summed per (account, asset): same rows,
--- same balances, same posting counts.
+-- account_balances (kept by trigger, in shards) equals the postings summed per (account, asset): same
+-- accounts, same balances, same posting counts.
 WITH sums AS (
     SELECT account, asset, sum(amount_atomic) AS balance_atomic, count(*) AS postings
     FROM journal_postings GROUP BY account, asset
+), b AS (
+    SELECT account, asset, sum(balance_atomic) AS balance_atomic, sum(postings) AS postings
+    FROM account_balances GROUP BY account, asset
 )
 SELECT COALESCE(s.account, b.account) AS account, COALESCE(s.asset, b.asset) AS asset,
        s.balance_atomic AS posted_atomic, s.postings AS posted, b.balance_atomic AS kept_atomic, b.postings AS kept,
        count(*) OVER () AS total
-FROM sums s FULL JOIN account_balances b ON b.account = s.account AND b.asset = s.asset
+FROM sums s FULL JOIN b ON b.account = s.account AND b.asset = s.asset
 WHERE s.account IS NULL OR b.account IS NULL
       OR s.balance_atomic <> b.balance_atomic OR s.postings <> b.postings
 ORDER BY 1, 2
@@ -218,7 +221,7 @@ LIMIT $1;
 
 -- name: verify_event_chains
 -- Each payment's events form a chain of allowed steps ending in its current state: the first enters
--- `claimed` from nothing; each next one starts where the previous ended and is an edge of
+-- `claimed` from nothing (a voucher's may enter `accepted`: it is booked once served); each next one starts where the previous ended and is an edge of
 -- payment_transitions (a re-claim is `released -> claimed`), or stays in the same state (the
 -- payments_log trigger also logs a change of tx_hash, e.g. the write-ahead hash while settling).
 WITH ev AS (
@@ -231,7 +234,11 @@ WITH ev AS (
 ), problems AS (
     SELECT ev.payment_id, ev.id AS event_id,
            CASE
-               WHEN ev.n = 1 AND (ev.from_state IS NOT NULL OR ev.to_state <> 'claimed') THEN
+               WHEN ev.n = 1 AND (ev.from_state IS NOT NULL OR NOT (
+                   ev.to_state = 'claimed'
+                   OR (ev.to_state = 'accepted'
+                       AND EXISTS (SELECT 1 FROM batch_vouchers v WHERE v.payment_id = ev.payment_id))
+               )) THEN
                    'first event ' || ev.id || ' is ' || COALESCE(ev.from_state, 'NULL') || ' -> ' || ev.to_state
                    || ', not NULL -> claimed'
                WHEN ev.n > 1 AND ev.from_state IS DISTINCT FROM ev.previous THEN

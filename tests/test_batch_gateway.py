@@ -234,11 +234,16 @@ async def test_twenty_concurrent_vouchers_on_one_channel_are_served_once(
 async def _undelivered(pool: asyncpg.Pool, payment_key: str) -> None:
     """As if the answer never reached the payer (a crash after booking, a client gone): the gate marks a sale
     delivered just after answering, so wait for that mark, then take it back."""
+    voucher = "SELECT v.delivered_at IS NOT NULL FROM batch_vouchers v JOIN payments p ON p.id = v.payment_id"
     for _ in range(100):
-        if await pool.fetchval("SELECT delivered_at IS NOT NULL FROM payments WHERE payment_key = $1", payment_key):
+        if await pool.fetchval(f"{voucher} WHERE p.payment_key = $1", payment_key):
             break
         await asyncio.sleep(0.05)
-    await pool.execute("UPDATE payments SET delivered_at = NULL WHERE payment_key = $1", payment_key)
+    await pool.execute(
+        "UPDATE batch_vouchers v SET delivered_at = NULL FROM payments p WHERE p.id = v.payment_id"
+        " AND p.payment_key = $1",
+        payment_key,
+    )
 
 
 async def test_a_booked_voucher_never_delivered_is_served_again_once_and_never_charged_again(

@@ -1,6 +1,6 @@
-"""The batch-settlement ledger (ledger/channels.py, migration 0007) against a real Postgres: a channel's whole life
-(mirror → reserve → accept xN → claim → sweep) balancing and verifying, the cumulative rule's refusals, one request
-per channel under concurrency, the unsettled cap, releases and lapsed reservations, and the triggers' guards."""
+"""The batch-settlement ledger (ledger/channels.py, migrations 0007 and 0009) against a real Postgres: a channel's whole
+life (mirror → book xN → claim → sweep) balancing and verifying, the cumulative rule's refusals (which write nothing),
+one booking per voucher under concurrency, the unsettled cap, a pending withdrawal, and the triggers' guards."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from ledger import LedgerError, LedgerIntegrityError, PaymentRecord, PaymentState, channels, claims, journal
-from ledger.channels import ChannelConfig, Refusal, ReservationLost, Reserved, VoucherRefused
+from ledger.channels import Booked, ChannelConfig, Refusal, VoucherRefused
 from ledger.verify import verify
 
 from .ledger_helpers import FreshDatabase, fresh_database, record
@@ -69,17 +69,17 @@ def voucher_record(cfg: ChannelConfig, max_atomic: int, price: int) -> PaymentRe
     )
 
 
-async def reserve(
+async def book(
     pool: asyncpg.Pool, cfg: ChannelConfig, max_atomic: int, price: int, **options: object
-) -> Reserved | VoucherRefused:
-    return await channels.reserve_voucher(
+) -> Booked | VoucherRefused:
+    """A voucher whose data is ready, booked (or refused)."""
+    return await channels.book_voucher(
         pool,
         record=voucher_record(cfg, max_atomic, price),
         channel_id=cfg.channel_id,
         max_claimable_atomic=max_atomic,
-        price_atomic=price,
         signature=f"0xsig{max_atomic}",
-        reservation_s=options.pop("reservation_s", 30),  # type: ignore[arg-type]
+        postings=acceptance(cfg, price),
         **options,  # type: ignore[arg-type]
     )
 
@@ -90,28 +90,27 @@ def acceptance(cfg: ChannelConfig, price: int) -> list[journal.Posting]:
     )
 
 
-async def serve(pool: asyncpg.Pool, payment_id: int) -> None:
-    for before, after in (("claimed", "verified"), ("verified", "served")):
-        assert await claims.advance(pool, payment_id, before, after)
-
-
 async def sale(pool: asyncpg.Pool, cfg: ChannelConfig, price: int) -> int:
-    """One paid request on the channel: reserved, verified, served, accepted. Returns its payment id."""
+    """One paid request on the channel, booked once its data is ready. Returns its payment id."""
     channel = await channels.channel(pool, cfg.channel_id)
     assert channel is not None
-    max_atomic = channel.charged_atomic + price
-    reserved = await reserve(pool, cfg, max_atomic, price)
-    assert isinstance(reserved, Reserved), reserved
-    await serve(pool, reserved.payment_id)
-    await channels.accept_voucher(
-        pool, reserved.payment_id, cfg.channel_id, max_atomic, f"0xsig{max_atomic}", acceptance(cfg, price)
+    booked = await book(pool, cfg, channel.charged_atomic + price, price)
+    assert isinstance(booked, Booked), booked
+    return booked.payment_id
+
+
+async def counts(pool: asyncpg.Pool) -> tuple[int, int, int]:
+    """Payments, vouchers and journal entries: what a refusal must not add to."""
+    row = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM payments) AS p, (SELECT count(*) FROM batch_vouchers) AS v,"
+        " (SELECT count(*) FROM journal_entries) AS e"
     )
-    return reserved.payment_id
+    return row["p"], row["v"], row["e"]
 
 
 async def balance(pool: asyncpg.Pool, account: str, asset: str) -> int:
     value = await pool.fetchval(
-        "SELECT balance_atomic FROM account_balances WHERE account = $1 AND asset = $2", account, asset
+        "SELECT sum(balance_atomic) FROM account_balances WHERE account = $1 AND asset = $2", account, asset
     )
     return int(value or 0)
 
@@ -136,7 +135,7 @@ async def test_a_channel_life_balances_and_verifies(fresh: FreshDatabase) -> Non
     channel_a = await channels.channel(pool, a.channel_id)
     assert channel_a is not None
     assert (channel_a.charged_atomic, channel_a.signed_max_atomic, channel_a.signature) == (2250, 2250, "0xsig2250")
-    assert channel_a.unsettled_atomic == 2250 and channel_a.reserved_payment_id is None
+    assert channel_a.unsettled_atomic == 2250
 
     owed = {o.config.channel_id: o for o in await channels.owed_channels(pool, NETWORK)}
     assert set(owed) == {a.channel_id, b.channel_id}
@@ -182,10 +181,7 @@ async def test_a_channel_life_balances_and_verifies(fresh: FreshDatabase) -> Non
         "SELECT from_state, to_state, tx_hash FROM payment_events WHERE payment_id = $1 ORDER BY id", sold_a[0]
     )
     assert [(e["from_state"], e["to_state"]) for e in events] == [
-        (None, "claimed"),
-        ("claimed", "verified"),
-        ("verified", "served"),
-        ("served", "accepted"),
+        (None, "accepted"),  # booked once its data was ready
         ("accepted", "claimed_onchain"),
         ("claimed_onchain", "settled"),
     ]
@@ -228,15 +224,17 @@ async def test_a_replayed_voucher_is_refused(fresh: FreshDatabase) -> None:
     cfg = config()
     await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
     await sale(pool, cfg, 1000)
-    replayed = await reserve(pool, cfg, 1000, 1000)  # the same voucher again: its ceiling is now what we charged
+    replayed = await book(pool, cfg, 1000, 1000)  # the same voucher again: its ceiling is now what we charged
     assert isinstance(replayed, VoucherRefused) and replayed.reason == Refusal.CUMULATIVE_AMOUNT_MISMATCH
     # the payment key is the backstop: a voucher whose key another claim holds is refused by the UNIQUE key
     taken = voucher_record(cfg, 2000, 1000)
     assert await claims.claim(pool, taken) is not None
-    refused = await reserve(pool, cfg, 2000, 1000)
+    before = await counts(pool)
+    refused = await book(pool, cfg, 2000, 1000)
     assert isinstance(refused, VoucherRefused) and refused.reason == Refusal.VOUCHER_ALREADY_USED
+    assert await counts(pool) == before
     channel = await channels.channel(pool, cfg.channel_id)
-    assert channel is not None and channel.reserved_payment_id is None and channel.charged_atomic == 1000
+    assert channel is not None and channel.charged_atomic == 1000
 
 
 async def test_a_cumulative_amount_other_than_charged_plus_price_is_refused(fresh: FreshDatabase) -> None:
@@ -244,54 +242,54 @@ async def test_a_cumulative_amount_other_than_charged_plus_price_is_refused(fres
     cfg = config()
     await channels.mirror_channel(pool, cfg, balance_atomic=3_000, claimed_atomic=0)
     await sale(pool, cfg, 1000)
-    payments = await pool.fetchval("SELECT count(*) FROM payments")
+    before = await counts(pool)
     for max_atomic, reason in (
         (1500, Refusal.CUMULATIVE_AMOUNT_MISMATCH),  # lower than charged + price
         (1000, Refusal.CUMULATIVE_AMOUNT_MISMATCH),  # equal to charged
         (2500, Refusal.CUMULATIVE_AMOUNT_MISMATCH),  # a jump above the price
     ):
-        refused = await reserve(pool, cfg, max_atomic, 1000)
+        refused = await book(pool, cfg, max_atomic, 1000)
         assert isinstance(refused, VoucherRefused) and refused.reason == reason, (max_atomic, refused)
+        assert channels.precheck(refused.channel, max_atomic, 1000) is not None  # the same rule, before serving
         # what a corrective 402 carries: the charged total and the last voucher
         assert refused.channel is not None
         assert (refused.channel.charged_atomic, refused.channel.signed_max_atomic) == (1000, 1000)
         assert refused.channel.signature == "0xsig1000"
+    assert await counts(pool) == before  # a refusal writes nothing
     await sale(pool, cfg, 1500)  # 2500 of 3000
-    above = await reserve(pool, cfg, 3500, 1000)
+    above = await book(pool, cfg, 3500, 1000)
     assert isinstance(above, VoucherRefused) and above.reason == Refusal.CUMULATIVE_EXCEEDS_BALANCE
-    unknown = await reserve(pool, config(), 1000, 1000)
+    unknown = await book(pool, config(), 1000, 1000)
     assert (
         isinstance(unknown, VoucherRefused) and unknown.reason == Refusal.CHANNEL_NOT_FOUND and unknown.channel is None
     )
-    assert await pool.fetchval("SELECT count(*) FROM payments") == payments + 1  # only the sale of 1500
+    assert (await counts(pool))[0] == before[0] + 1  # only the sale of 1500
     with pytest.raises(LedgerError, match="key must be"):
-        await channels.reserve_voucher(
+        await channels.book_voucher(
             pool,
             record=voucher_record(cfg, 9, 1000),
             channel_id=cfg.channel_id,
             max_claimable_atomic=3500,
-            price_atomic=1000,
             signature="0x",
-            reservation_s=30,
+            postings=acceptance(cfg, 1000),
         )
 
 
-async def test_twenty_concurrent_reserves_on_one_channel_make_one_reservation(fresh: FreshDatabase) -> None:
+async def test_twenty_concurrent_bookings_on_one_channel_book_one(fresh: FreshDatabase) -> None:
     pool = fresh.pool
     cfg = config()
     await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
-    results = await asyncio.gather(*(reserve(pool, cfg, 1000, 1000) for _ in range(20)))
-    winners = [r for r in results if isinstance(r, Reserved)]
+    results = await asyncio.gather(*(book(pool, cfg, 1000, 1000) for _ in range(20)))  # one voucher, twenty times
+    winners = [r for r in results if isinstance(r, Booked)]
     assert len(winners) == 1
-    assert {r.reason for r in results if isinstance(r, VoucherRefused)} == {Refusal.CHANNEL_BUSY}
-    assert await pool.fetchval("SELECT count(*) FROM payments") == 1
+    assert {r.reason for r in results if isinstance(r, VoucherRefused)} == {Refusal.CUMULATIVE_AMOUNT_MISMATCH}
+    assert await counts(pool) == (1, 1, 1)
+    # distinct vouchers (a client racing itself): one booked, the rest refused, the channel charged once
+    racing = await asyncio.gather(*(book(pool, cfg, 2000 + i, 1000 + i) for i in range(20)))
+    [won] = [i for i, r in enumerate(racing) if isinstance(r, Booked)]
     channel = await channels.channel(pool, cfg.channel_id)
-    assert channel is not None and channel.reserved_payment_id == winners[0].payment_id
-    # distinct vouchers (a client racing itself) fare the same: one reservation, the rest busy or mismatched
-    await serve(pool, winners[0].payment_id)
-    await channels.accept_voucher(pool, winners[0].payment_id, cfg.channel_id, 1000, "0xsig1000", acceptance(cfg, 1000))
-    racing = await asyncio.gather(*(reserve(pool, cfg, 2000 + i, 1000 + i) for i in range(20)))
-    assert sum(isinstance(r, Reserved) for r in racing) == 1
+    assert channel is not None and (channel.charged_atomic, channel.unsettled_atomic) == (2000 + won, 2000 + won)
+    assert (await verify(pool)).ok
 
 
 async def test_the_unsettled_cap_refuses_until_a_sweep(fresh: FreshDatabase) -> None:
@@ -300,65 +298,41 @@ async def test_the_unsettled_cap_refuses_until_a_sweep(fresh: FreshDatabase) -> 
     for cfg in (first, second, third):
         await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
     await sale(pool, first, 1000)  # 1000 owed, unswept
-    in_flight = await reserve(pool, second, 1000, 1000, max_unsettled_atomic=2500)  # 2000 with this one in flight
-    assert isinstance(in_flight, Reserved)
-    capped = await reserve(pool, third, 1000, 1000, max_unsettled_atomic=2500)
+    assert isinstance(await book(pool, second, 1000, 1000, max_unsettled_atomic=2500), Booked)  # 2000
+    capped = await book(pool, third, 1000, 1000, max_unsettled_atomic=2500)
     assert isinstance(capped, VoucherRefused) and capped.reason == Refusal.UNSETTLED_CAP
-    assert isinstance(await reserve(pool, third, 500, 500, max_unsettled_atomic=2500), Reserved)
+    assert isinstance(await book(pool, third, 500, 500, max_unsettled_atomic=2500), Booked)  # 2500: the cap, held
+    refused = await book(pool, second, 2000, 1000, max_unsettled_atomic=2500)
+    assert isinstance(refused, VoucherRefused) and refused.reason == Refusal.UNSETTLED_CAP
     await channels.record_claim(pool, NETWORK, [(first.channel_id, 1000)], "0x" + "03" * 32, None, None)
     await channels.record_settlement(pool, NETWORK, RECEIVER, TOKEN, "0x" + "04" * 32, 1000, None, None)
-    await channels.release_voucher(pool, in_flight.payment_id, second.channel_id, "handler failed")
-    assert isinstance(await reserve(pool, second, 1000, 1000, max_unsettled_atomic=2000), Reserved)
-
-
-async def test_a_release_frees_the_channel_and_charges_nothing(fresh: FreshDatabase) -> None:
-    pool = fresh.pool
-    cfg = config()
-    await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
-    reserved = await reserve(pool, cfg, 1000, 1000)
-    assert isinstance(reserved, Reserved)
-    assert await claims.advance(pool, reserved.payment_id, "claimed", "verified")
-    assert await channels.release_voucher(pool, reserved.payment_id, cfg.channel_id, "handler failed")
-    assert not await channels.release_voucher(pool, reserved.payment_id, cfg.channel_id, "twice")
-    channel = await channels.channel(pool, cfg.channel_id)
-    assert channel is not None and channel.reserved_payment_id is None
-    assert (channel.charged_atomic, channel.signed_max_atomic, channel.unsettled_atomic) == (0, None, 0)
-    assert await states(pool, [reserved.payment_id]) == ["released"]
-    assert await pool.fetchval("SELECT count(*) FROM journal_entries") == 0
-    with pytest.raises(ReservationLost):
-        await channels.accept_voucher(
-            pool, reserved.payment_id, cfg.channel_id, 1000, "0xsig1000", acceptance(cfg, 1000)
-        )
-    again = await reserve(pool, cfg, 1000, 1000)  # the same voucher may come again: its key is re-claimed
-    assert isinstance(again, Reserved) and again.payment_id == reserved.payment_id
-    await serve(pool, again.payment_id)
-    await channels.accept_voucher(pool, again.payment_id, cfg.channel_id, 1000, "0xsig1000", acceptance(cfg, 1000))
+    assert isinstance(await book(pool, second, 2000, 1000, max_unsettled_atomic=2500), Booked)  # swept: room again
     assert (await verify(pool)).ok
 
 
-async def test_an_expired_reservation_is_released(fresh: FreshDatabase) -> None:
+async def test_a_pending_withdrawal_bounds_what_may_be_charged(fresh: FreshDatabase) -> None:
     pool = fresh.pool
-    crashed, other = config(), config()
-    for cfg in (crashed, other):
-        await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
-    lapsed = await reserve(pool, crashed, 1000, 1000, reservation_s=0.01)
-    live = await reserve(pool, other, 1000, 1000, reservation_s=60)
-    assert isinstance(lapsed, Reserved) and isinstance(live, Reserved)
-    await serve(pool, lapsed.payment_id)
-    await asyncio.sleep(0.05)
-    assert await channels.expire_reservations(pool) == [lapsed.payment_id]
-    assert await states(pool, [lapsed.payment_id, live.payment_id]) == ["released", "claimed"]
-    with pytest.raises(ReservationLost):  # the slow request wakes up: nothing is charged
-        await channels.accept_voucher(
-            pool, lapsed.payment_id, crashed.channel_id, 1000, "0xsig1000", acceptance(crashed, 1000)
-        )
-    # a lapsed reservation also yields to the next reserve on its channel, without waiting for the sweeper
-    second = await reserve(pool, crashed, 1000, 1000, reservation_s=0.01)
-    assert isinstance(second, Reserved)
-    await asyncio.sleep(0.05)
-    third = await reserve(pool, crashed, 1000, 1000)
-    assert isinstance(third, Reserved) and third.payment_id == second.payment_id == lapsed.payment_id
-    assert await channels.expire_reservations(pool) == []
+    cfg = config()
+    await channels.mirror_channel(pool, cfg, balance_atomic=5_000, claimed_atomic=0)
+    await sale(pool, cfg, 1000)
+    # the payer starts withdrawing 3000: once its delay ends it may take min(3000, balance - claimed)
+    mirrored = await channels.mirror_channel(
+        pool, cfg, balance_atomic=5_000, claimed_atomic=0, withdraw_requested_at=1, withdrawal_amount_atomic=3000
+    )
+    assert mirrored.chargeable_atomic == 2000
+    assert isinstance(await book(pool, cfg, 2000, 1000), Booked)
+    above = await book(pool, cfg, 3000, 1000)
+    assert isinstance(above, VoucherRefused) and above.reason == Refusal.CUMULATIVE_EXCEEDS_BALANCE
+    assert channels.precheck(above.channel, 3000, 1000) == VoucherRefused(
+        Refusal.CUMULATIVE_EXCEEDS_BALANCE,
+        above.channel,
+        "maxClaimableAmount 3000 exceeds what the channel holds (2000)",
+    )
+    # what is claimed stays ours whatever the withdrawal takes
+    claimed = await channels.mirror_channel(
+        pool, cfg, balance_atomic=5_000, claimed_atomic=2000, withdraw_requested_at=1, withdrawal_amount_atomic=4500
+    )
+    assert claimed.chargeable_atomic == 2000
     assert (await verify(pool)).ok
 
 
@@ -375,13 +349,14 @@ async def test_the_mirror_never_lowers_charged_and_keeps_the_terms(fresh: FreshD
     # someone claimed beyond what we know: charged rises to it and the useless voucher is dropped
     beyond = await channels.mirror_channel(pool, cfg, balance_atomic=9_000, claimed_atomic=1500)
     assert (beyond.claimed_atomic, beyond.charged_atomic, beyond.signed_max_atomic) == (1500, 1500, None)
-    assert isinstance(await reserve(pool, cfg, 2000, 500), Reserved)
+    assert isinstance(await book(pool, cfg, 2000, 500), Booked)
     owed_first = config()
     await channels.mirror_channel(pool, owed_first, balance_atomic=400, claimed_atomic=0)
     await sale(pool, owed_first, 400)
     await channels.mirror_channel(pool, owed_first, balance_atomic=100, claimed_atomic=0, withdraw_requested_at=1)
-    [owed] = await channels.owed_channels(pool, NETWORK)
+    owed, booked = await channels.owed_channels(pool, NETWORK)  # a withdrawing channel is claimed first
     assert owed.config.channel_id == owed_first.channel_id and owed.claimable_atomic == 100
+    assert (booked.config.channel_id, booked.owed_atomic) == (cfg.channel_id, 500)
 
 
 async def test_illegal_transitions_are_refused_by_the_trigger(fresh: FreshDatabase) -> None:
@@ -398,22 +373,39 @@ async def test_illegal_transitions_are_refused_by_the_trigger(fresh: FreshDataba
                 accepted,
                 state,
             )
-    reserved = await reserve(pool, cfg, 2000, 1000)
-    assert isinstance(reserved, Reserved)
+    claimed = await claims.claim(pool, voucher_record(cfg, 2000, 1000))
+    assert claimed is not None
     with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="illegal transition claimed -> accepted"):
-        await pool.execute("UPDATE payments SET state = 'accepted' WHERE id = $1", reserved.payment_id)
-    await serve(pool, reserved.payment_id)
+        await pool.execute("UPDATE payments SET state = 'accepted' WHERE id = $1", claimed)
+    for before, after in (("claimed", "verified"), ("verified", "served")):
+        assert await claims.advance(pool, claimed, before, after)
     with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="accepted without"):  # no entry, at commit
-        await pool.execute("UPDATE payments SET state = 'accepted' WHERE id = $1", reserved.payment_id)
-    with pytest.raises(asyncpg.CheckViolationError):  # the state CHECK still knows only real states
+        await pool.execute("UPDATE payments SET state = 'accepted' WHERE id = $1", claimed)
+    for state, refusal in (("settled", "inserted claimed or accepted, not settled"), ("swept", "not swept")):
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError, match=refusal):  # born claimed or accepted
+            await pool.execute(
+                "INSERT INTO payments (payment_key, scheme_id, network, asset, payer, pay_to, amount_atomic, route,"
+                " resource, settlement_mode, state) SELECT payment_key || ':x', scheme_id, network, asset, payer,"
+                " pay_to, amount_atomic, route, resource, settlement_mode, $2 FROM payments WHERE id = $1",
+                claimed,
+                state,
+            )
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="accepted without"):  # no entry, at commit
         await pool.execute(
             "INSERT INTO payments (payment_key, scheme_id, network, asset, payer, pay_to, amount_atomic, route,"
-            " resource, settlement_mode, state) SELECT payment_key || ':x', scheme_id, network, asset, payer, pay_to,"
-            " amount_atomic, route, resource, settlement_mode, 'swept' FROM payments WHERE id = $1",
-            reserved.payment_id,
+            " resource, settlement_mode, state) SELECT payment_key || ':y', scheme_id, network, asset, payer,"
+            " pay_to, amount_atomic, route, resource, settlement_mode, 'accepted' FROM payments WHERE id = $1",
+            claimed,
         )
     with pytest.raises(LedgerIntegrityError, match="the price is 1000"):  # revenue and receivable: the price
-        await channels.accept_voucher(pool, reserved.payment_id, cfg.channel_id, 2000, "0xsig", acceptance(cfg, 999))
+        await channels.book_voucher(
+            pool,
+            record=voucher_record(cfg, 2000, 1000),
+            channel_id=cfg.channel_id,
+            max_claimable_atomic=2000,
+            signature="0xsig",
+            postings=acceptance(cfg, 999),
+        )
     edges = {(r["from_state"], r["to_state"]) for r in await pool.fetch("SELECT * FROM payment_transitions")}
     assert edges >= channels.BATCH_TRANSITIONS and edges >= claims.TRANSITIONS
     assert edges == claims.TRANSITIONS | channels.BATCH_TRANSITIONS

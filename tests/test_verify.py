@@ -322,7 +322,7 @@ async def test_many_violations_are_listed_up_to_the_limit_and_counted(
     fresh: FreshDatabase, superuser: asyncpg.Connection
 ) -> None:
     await seed(fresh.pool)
-    rows = await superuser.fetchval("SELECT count(*) FROM account_balances")
+    rows = await superuser.fetchval("SELECT count(*) FROM (SELECT DISTINCT account, asset FROM account_balances) kept")
     await superuser.execute("ALTER TABLE account_balances DISABLE TRIGGER account_balances_guard")
     await superuser.execute("UPDATE account_balances SET balance_atomic = balance_atomic + 1")
     await superuser.execute("ALTER TABLE account_balances ENABLE TRIGGER account_balances_guard")

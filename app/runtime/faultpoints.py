@@ -16,10 +16,9 @@ import sys
 # In the order a paid request passes them (the journal is written in one transaction with the settled row).
 STEPS = ("after_claim", "after_verify", "after_serve", "after_broadcast", "after_journal")
 # batch-settlement's, apart so the exact scheme's list above stays what tests/faults/test_sigkill.py draws from:
-# a voucher's request (reserved, served, booked with its answer unsent), then the settler's claim and sweep, each
-# landed on chain and not yet recorded (app/usecases/batch_checkout.py, batch_settler.py).
+# a voucher's request (served but not booked, booked with its answer unsent), then the settler's claim and sweep,
+# each landed on chain and not yet recorded (app/usecases/batch_checkout.py, batch_settler.py).
 BATCH_STEPS = (
-    "batch_after_reserve",
     "batch_after_serve",
     "batch_after_accept",
     "batch_after_claim",

@@ -3,11 +3,13 @@
 A payer deposits once into an on-chain channel (the deposit rides on its first paid request and is the
 only chain transaction in a request's path), then signs one cumulative voucher per request. A voucher is
 served when: it passes the local checks (channel id, terms, EIP-712 signature), its cumulative is exactly
-what the channel was charged plus this price, within the channel's deposit and the operator's cap on
-unsettled value. The ledger reserves the channel for the request in one transaction (one request per
-channel at a time, across workers and replicas), the handler runs, and the voucher is accepted with its
-revenue booked in a second transaction; a handler that produced no data releases it, and nothing is
-owed. The settler (batch_settler.py) claims and sweeps accepted vouchers later, many per transaction.
+what the channel was charged plus this price, within what the channel may be charged and the operator's cap
+on unsettled value. The channel is read (not locked) and the rule checked, the handler runs, and then one
+ledger statement books the voucher under the channel's row lock, checking the rule again (ledger/channels.py
+`book_voucher`): across workers and replicas a voucher is booked once, and of two racing on one channel the
+second is refused, its data never sent. A handler that produced no data writes nothing. The answer leaves
+only after the booking commits. The settler (batch_settler.py) claims and sweeps booked vouchers later, many
+per transaction.
 
 No charge without the data: a voucher booked whose answer never left (the process died after booking it, or
 the client went away) is served again when the same voucher comes back for the same resource, under the
@@ -40,7 +42,7 @@ from app.usecases.outcomes import (
 from app.usecases.pricing import PaidRoute
 from app.usecases.retries import REDELIVER_AFTER_S, REDELIVERY_LEASE_S
 from app.usecases.services import Services
-from ledger import PaymentRecord, PaymentState, batch_recovery, channels, claims
+from ledger import PaymentRecord, batch_recovery, channels, claims
 from ledger.channels import Channel, ChannelConfig, VoucherRefused
 from payments import PaymentError, PaymentPayload, PaymentRequirements, Reason, Refusal, Settlement
 from payments.evm.batch import (
@@ -59,7 +61,6 @@ SCHEME_ID = "v2-eip155-batch-settlement"
 # The ledger's voucher refusals, as the scheme's reason codes (clients recover from the cumulative ones).
 _REASONS = {
     channels.Refusal.CHANNEL_NOT_FOUND: Reason.BATCH_CHANNEL_NOT_FOUND,
-    channels.Refusal.CHANNEL_BUSY: Reason.BATCH_CHANNEL_BUSY,
     channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH: Reason.BATCH_CUMULATIVE_AMOUNT_MISMATCH,
     channels.Refusal.CUMULATIVE_EXCEEDS_BALANCE: Reason.BATCH_CUMULATIVE_EXCEEDS_BALANCE,
     channels.Refusal.VOUCHER_ALREADY_USED: Reason.BATCH_CUMULATIVE_AMOUNT_MISMATCH,
@@ -71,7 +72,6 @@ UNSETTLED_CAP = "batch_unsettled_cap"  # ours: too much is owed unswept; retry a
 class BatchTerms:
     """How this deployment takes vouchers."""
 
-    reservation_s: float = 30.0  # how long a request may hold its channel before the hold lapses
     max_unsettled_atomic: int | None = None  # the operator's cap on accepted, unswept value (all channels)
 
 
@@ -169,55 +169,43 @@ class BatchCheckout:
             refund_nonce=snapshot.refund_nonce,
         )
 
-    async def _reserve(
-        self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher
-    ) -> channels.Reserved | VoucherRefused:
-        price = int(offer.amount)
-        record = PaymentRecord(
+    def _record(self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher) -> PaymentRecord:
+        return PaymentRecord(
             payment_key=channels.payment_key(checked.network, checked.channel_id, checked.max_claimable),
             scheme_id=SCHEME_ID,
             network=checked.network,
             asset=offer.asset.lower(),
             payer=checked.payer,
             pay_to=offer.pay_to.lower(),
-            amount_atomic=price,
+            amount_atomic=int(offer.amount),
             route=paid.route,
             resource=paid.path,
             stream=paid.stream.id if paid.stream else None,
             valid_before=None,
         )
-        return await channels.reserve_voucher(
-            self.services.pool,
-            record=record,
-            channel_id=checked.channel_id,
-            max_claimable_atomic=checked.max_claimable,
-            price_atomic=price,
-            signature="0x" + checked.signature.hex(),
-            reservation_s=self.terms.reservation_s,
-            max_unsettled_atomic=self.terms.max_unsettled_atomic,
-        )
 
-    async def _reserved(
-        self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher
-    ) -> channels.Reserved | VoucherRefused | Outcome:
-        """Reserve the channel for this voucher; a channel this gateway has not seen (another replica's
-        deposit, a restart) or whose deposit grew is read from the chain once and tried again."""
+    async def _checked_channel(self, checked: CheckedVoucher, price: int) -> Channel | VoucherRefused | Outcome:
+        """The channel this voucher is for, as the ledger mirrors it, if the voucher is its next one; a channel this
+        gateway has not seen (another replica's deposit, a restart) or whose deposit grew is read from the chain
+        once and checked again."""
+        pool = self.services.pool
         try:
-            reserved = await self._reserve(paid, offer, checked)
-            stale = isinstance(reserved, VoucherRefused) and reserved.reason in (
-                channels.Refusal.CHANNEL_NOT_FOUND,
-                channels.Refusal.CUMULATIVE_EXCEEDS_BALANCE,
+            found = await channels.channel(pool, checked.channel_id)
+            refused = None if found is None else channels.precheck(found, checked.max_claimable, price)
+            stale = found is None or (
+                refused is not None and refused.reason is channels.Refusal.CUMULATIVE_EXCEEDS_BALANCE
             )
             if stale:
                 snapshot = await self.chain.read_channel(checked.channel_id)
-                if snapshot.exists:
-                    await self._mirror(checked, snapshot)
-                    reserved = await self._reserve(paid, offer, checked)
+                if not snapshot.exists:
+                    return VoucherRefused(channels.Refusal.CHANNEL_NOT_FOUND, None, f"no channel {checked.channel_id}")
+                found = await self._mirror(checked, snapshot)
+                refused = channels.precheck(found, checked.max_claimable, price)
         except ledger.LedgerUnavailable:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         except PaymentError as exc:
             return Unavailable(exc.reason, "the channel could not be read right now; nothing was charged")
-        return reserved
+        return refused if refused is not None else found
 
     def _voucher_refused(self, paid: PaidRoute, refused: VoucherRefused, offer: PaymentRequirements) -> Refused:
         if refused.reason is channels.Refusal.UNSETTLED_CAP:
@@ -292,7 +280,9 @@ class BatchCheckout:
             extra={"route": paid.path, "payment_id": lease.payment_id, "state": lease.state},
         )
         metrics.REDELIVERED(paid.path).inc()
-        return Delivered(served, self._settlement(checked, found, int(offer.amount), None), lease.payment_id)
+        return Delivered(
+            served, self._settlement(checked, found, int(offer.amount), None), lease.payment_id, voucher=True
+        )
 
     def _settlement(
         self, checked: CheckedVoucher, before: Channel, price: int, deposited: Settlement | None
@@ -323,28 +313,19 @@ class BatchCheckout:
         serve: Serve,
         deposited: Settlement | None,
     ) -> Outcome:
-        reserved = await self._reserved(paid, offer, checked)
-        if isinstance(reserved, VoucherRefused):
-            again = None
-            if reserved.reason is channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH:  # maybe this very voucher, booked
-                again = await self._served_again(paid, offer, checked, serve, reserved.channel)
-            return again if again is not None else self._voucher_refused(paid, reserved, offer)
-        if not isinstance(reserved, channels.Reserved):
-            return reserved
-        pool, payment_id = self.services.pool, reserved.payment_id
-        faultpoints.reach("batch_after_reserve")
-        await ledger.claims.advance(pool, payment_id, PaymentState.CLAIMED, PaymentState.VERIFIED)
-        try:
-            served = await serve(Verified(payment_id, checked.payer))
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await channels.release_voucher(pool, payment_id, checked.channel_id, "handler_error")
-            raise
-        if not served.ok:
-            await channels.release_voucher(pool, payment_id, checked.channel_id, served.reason or "not_served")
-            return NotServed(served)
-        faultpoints.reach("batch_after_serve")
         price = int(offer.amount)
+        found = await self._checked_channel(checked, price)
+        if isinstance(found, VoucherRefused):
+            again = None
+            if found.reason is channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH:  # maybe this very voucher, booked
+                again = await self._served_again(paid, offer, checked, serve, found.channel)
+            return again if again is not None else self._voucher_refused(paid, found, offer)
+        if not isinstance(found, Channel):
+            return found
+        served = await serve(Verified(None, checked.payer))
+        if not served.ok:
+            return NotServed(served)  # nothing was written: the same voucher may come again
+        faultpoints.reach("batch_after_serve")
         postings = ledger.batch_acceptance_postings(
             network=checked.network,
             asset=offer.asset,
@@ -352,26 +333,24 @@ class BatchCheckout:
             revenue_account=paid.revenue_account,
             amount_atomic=price,
         )
-        with anyio.CancelScope(shield=True):  # served: the voucher is booked even if the client went away
+        with anyio.CancelScope(shield=True):  # the data is ready: book it even if the client went away
             try:
-                await channels.accept_voucher(
-                    pool,
-                    payment_id,
-                    checked.channel_id,
-                    checked.max_claimable,
-                    "0x" + checked.signature.hex(),
-                    postings,
+                booked = await channels.book_voucher(
+                    self.services.pool,
+                    record=self._record(paid, offer, checked),
+                    channel_id=checked.channel_id,
+                    max_claimable_atomic=checked.max_claimable,
+                    signature="0x" + checked.signature.hex(),
+                    postings=postings,
+                    max_unsettled_atomic=self.terms.max_unsettled_atomic,
                 )
-            except channels.ReservationLost:
-                message = "the request took longer than its channel reservation; nothing was charged, sign again"
-                return Unsettled(
-                    Settlement(False, checked.network, reason=Reason.BATCH_CHANNEL_BUSY),
-                    Reason.BATCH_CHANNEL_BUSY,
-                    message,
-                )
-            except ledger.LedgerError:
-                log.exception("voucher served but not booked", extra={"route": paid.path, "payment_id": payment_id})
+            except ledger.LedgerUnavailable:
                 return Unavailable("ledger_unavailable", NOT_RECORDED)
+            except ledger.LedgerError:
+                log.exception("voucher served but not booked", extra={"route": paid.path})
+                return Unavailable("ledger_unavailable", NOT_RECORDED)
+        if isinstance(booked, VoucherRefused):  # another request on the channel was booked first: data not sent
+            return self._voucher_refused(paid, booked, offer)
         metrics.VERIFIED(checked.network).inc()
         faultpoints.reach("batch_after_accept")  # booked, the answer not yet sent
-        return Delivered(served, self._settlement(checked, reserved.channel, price, deposited), payment_id)
+        return Delivered(served, self._settlement(checked, found, price, deposited), booked.payment_id, voucher=True)

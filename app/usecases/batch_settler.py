@@ -273,8 +273,8 @@ class BatchSettler:
             return FlushReport(claims, rows, claimed, settled, tuple(sent), recovery.recorded)
 
     async def run(self) -> None:
-        """The timers: a claim every claim interval, a sweep every settle interval, expired holds released,
-        and what a dead settler left pending settled first."""
+        """The timers: a claim every claim interval, a sweep every settle interval, and what a dead settler left
+        pending settled first."""
         loop = asyncio.get_running_loop()
         next_settle = loop.time() + self.settle_interval_s
         next_claim = loop.time() + self.claim_interval_s
@@ -284,7 +284,6 @@ class BatchSettler:
                 if loop.time() < next_claim and not await self.withdrawal_due():
                     continue  # between claim ticks, only a pending withdrawal claims
                 next_claim = loop.time() + self.claim_interval_s
-                await channels.expire_reservations(self.pool)
                 async with ledger.locks.try_advisory_lock(self.pool, f"batch-settler:{self.network}") as held:
                     if not held:
                         continue

@@ -78,7 +78,7 @@ def build(settings: Settings, pool: asyncpg.Pool, services: Services) -> BatchPa
         evm.network, rpc, relayer, LocalAuthorizer(authorizer_key(settings)), receipt_timeout_s=evm.receipt_timeout_s
     )
     batch = settings.batch
-    checkout = BatchCheckout(services, chain, BatchTerms(batch.reservation_s, batch.max_unsettled))
+    checkout = BatchCheckout(services, chain, BatchTerms(batch.max_unsettled))
     settler = BatchSettler(
         pool,
         chain,

@@ -14,9 +14,9 @@ NOT_RECORDED = "the payment could not be recorded in the ledger; nothing was cha
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """Handed to `serve`: the payment is claimed and verified; the handler may run."""
+    """Handed to `serve`: the payment is verified (and, but for a voucher, claimed); the handler may run."""
 
-    payment_id: int
+    payment_id: int | None  # None: a voucher, booked only once its data is ready
     payer: str
 
 
@@ -63,6 +63,7 @@ class Delivered:
     served: Served
     settlement: Settlement
     payment_id: int = 0  # the ledger's payment: the transport reports its delivery (`Checkout.delivered`)
+    voucher: bool = False  # a batch-settlement sale: its delivery is marked on its voucher
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,10 @@
 Each step gets its own payer and channel: the deposit and two vouchers go through a healthy gateway, then a
 gateway armed at the step (app/runtime/faultpoints.py BATCH_STEPS) kills itself there:
 
-- batch_after_reserve, batch_after_serve, batch_after_accept: on the third voucher's request. A new gateway
-  starts unarmed and the payer retries that voucher once, as a client whose connection died does: reserved
-  or served, the reservation has lapsed and the voucher is sold then; booked, its answer never left, so it
-  is served again under the booked sale, never charged again (app/usecases/batch_checkout.py
-  `_served_again`).
+- batch_after_serve, batch_after_accept: on the third voucher's request. A new gateway starts unarmed and the
+  payer retries that voucher once, as a client whose connection died does: served but not booked, nothing
+  was written and the voucher is sold then; booked, its answer never left, so it is served again under the
+  booked sale, never charged again (app/usecases/batch_checkout.py `_served_again`).
 - batch_after_claim, batch_after_sweep: in the gateway's settler, its claim or sweep landed on chain and not
   yet recorded. The next settler run finds the hash it wrote ahead (ledger/batch_recovery.py) and records it
   from the receipt (app/usecases/batch_settler.py `recover`).
@@ -46,18 +45,16 @@ from .rig import INTENDED_5XX, fault_db, has_data, relayer_key, why  # noqa: F40
 
 PATH = "/v1/streams/static.capitals?limit=1"
 SECTION = "Process crashes (SIGKILL), batch settlement"
-RESERVATION_S = 2.0  # a killed request's hold on its channel lapses after this
 SETTLER_TICK_S = 5.0  # the armed settler's timers: long enough for the gateway to answer its health check first
 IDLE_S = 3600  # every other gateway's settler stays idle: the test flushes when it means to
-IN_REQUEST = faultpoints.BATCH_STEPS[:3]
+IN_REQUEST = faultpoints.BATCH_STEPS[:2]
 WHAT = {
-    "batch_after_reserve": "a voucher's channel reserved and its payment claimed, the handler not yet run",
     "batch_after_serve": "the handler ran (its answer held back), the voucher not yet booked",
     "batch_after_accept": "the voucher booked (accepted, revenue in the journal), the answer not yet sent",
     "batch_after_claim": "the settler's claim landed on chain, not yet recorded",
     "batch_after_sweep": "the settler's sweep to payTo landed on chain, not yet recorded",
 }
-STATE_AT_KILL = {"batch_after_reserve": "claimed", "batch_after_serve": "verified", "batch_after_accept": "accepted"}
+STATE_AT_KILL = {"batch_after_serve": "none", "batch_after_accept": "accepted"}  # "none": no payment row
 
 
 @dataclass
@@ -144,18 +141,17 @@ async def test_sigkill_at_each_batch_step_then_restart_settles_every_voucher_onc
         database_url=fault_db.url,
         evm=replace(settings.evm, relayer_key=relayer_key, pay_to=pay_to),
         schemes=("exact", "batch-settlement"),
-        batch=BatchSettings(claim_interval_s=IDLE_S, settle_interval_s=IDLE_S, reservation_s=RESERVATION_S),
+        batch=BatchSettings(claim_interval_s=IDLE_S, settle_interval_s=IDLE_S),
     )
     pool = fault_db.pool
     started: list[GatewayProcess] = []
 
     def start(step: str | None) -> GatewayProcess:
-        tick = SETTLER_TICK_S if step in faultpoints.BATCH_STEPS[3:] else IDLE_S
+        tick = SETTLER_TICK_S if step in faultpoints.BATCH_STEPS[2:] else IDLE_S
         env = {
             "WORLDGATE_SCHEMES": "exact,batch-settlement",
             "WORLDGATE_BATCH_CLAIM_INTERVAL_S": str(tick),
             "WORLDGATE_BATCH_SETTLE_INTERVAL_S": str(tick),
-            "WORLDGATE_BATCH_RESERVATION_S": str(RESERVATION_S),
         }
         if step is not None:
             env[faultpoints.VARIABLE] = step
@@ -202,8 +198,8 @@ async def test_sigkill_at_each_batch_step_then_restart_settles_every_voucher_onc
             gateway.stop()
             gateway = following
             if name in IN_REQUEST:
-                # the killed request's hold lapses, and a booked sale is old enough to be served again
-                wait = max(RESERVATION_S, REDELIVER_AFTER_S) + 0.2 - (time.monotonic() - killed_at)
+                # a booked sale is old enough to be served again
+                wait = REDELIVER_AFTER_S + 0.2 - (time.monotonic() - killed_at)
                 await asyncio.sleep(max(0.0, wait))
                 step.answers.setdefault(3 * price, []).append(await _get(gateway.url, killed))  # the retry, once
             else:

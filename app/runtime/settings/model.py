@@ -207,8 +207,6 @@ class BatchSettings(_Frozen):
     )
     # the smallest deposit asked of a payer (atomic units; offers say it as minDeposit): one deposit, many requests
     min_deposit: Annotated[int, From("WORLDGATE_BATCH_MIN_DEPOSIT", "batch.min_deposit"), Field(gt=0)] = 1_000_000
-    # how long one request may hold its channel (a crashed request's hold lapses after this)
-    reservation_s: Annotated[float, From("WORLDGATE_BATCH_RESERVATION_S", "batch.reservation_s"), Field(gt=0)] = 30.0
     # the channels' withdrawDelay offered to payers (seconds; the contract takes 900 to 2592000)
     withdraw_delay_s: Annotated[
         int, From("WORLDGATE_BATCH_WITHDRAW_DELAY_S", "batch.withdraw_delay_s"), Field(ge=900, le=2_592_000)
