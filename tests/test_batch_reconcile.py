@@ -177,7 +177,7 @@ async def test_a_claim_the_ledger_never_recorded_is_found_and_a_flush_leaves_the
         assert mirror is not None and mirror.claimed_atomic == 0  # the unrecorded claim is not hidden in the mirror
         assert [f.channel_id for f in await channel_audit.open_findings(fresh.pool)] == [channel_hex]
         shown = await asyncio.to_thread(worldgate, own, devnet, tmp_path, "ledger", "reconcile")
-        assert "OPEN  channel_claimed_mismatch" in shown and channel_hex in shown, shown
+        assert "OPEN  channel_claimed_mismatch" in shown and channel_hex in shown and "batch channels 1" in shown, shown
 
         # The settler claims what we charged (the contract skips it: already claimed), books it, and sweeps.
         flushed = await asyncio.to_thread(worldgate, own, devnet, tmp_path, "batch", "flush", "--format", "json")

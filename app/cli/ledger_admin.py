@@ -179,6 +179,8 @@ def cmd_ledger_reconcile(args: argparse.Namespace) -> int:
             f"checked {run_report['checked']}, resolved {run_report['resolved']}, new findings {run_report['flagged']},"
             f" still pending {run_report['left_pending']}"
             + (f", on a reset devnet (not asked) {run_report['chain_reset']}" if run_report["chain_reset"] else "")
+            + (f"; batch channels {run_report['channels']}" if run_report["channels"] else "")
+            + (f", claims and sweeps {run_report['batch_transactions']}" if run_report["batch_transactions"] else "")
         )
         for error in run_report["errors"]:
             print(f"error: {error}")

@@ -287,7 +287,6 @@ class Reconciler:
         tally = await self.channels.run(self._epochs, every_tx=all_settled)
         report.channels += tally.channels
         report.batch_transactions += tally.transactions
-        report.checked += tally.channels + tally.transactions
         report.flagged += tally.flagged
         report.left_pending += tally.left_pending
         report.chain_reset += tally.chain_reset
