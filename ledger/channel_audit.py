@@ -36,6 +36,7 @@ class ChannelBooks:
     balance_atomic: int  # the mirror's, as last read from the chain
     claimed_atomic: int  # the mirror's claimed total
     charged_atomic: int  # what we charged in all (accepted vouchers)
+    refunded_atomic: int  # of which refunded by the operator before a claim: never to be claimed
     recorded_claimed_atomic: int  # what the claims the ledger recorded add up to
     claim_in_flight: bool  # a claim of it was written ahead and is not resolved: the chain may be ahead of us
     last_payment_id: int | None  # its latest voucher's payment (None: never charged)
@@ -46,6 +47,11 @@ class ChannelBooks:
     @property
     def channel_id(self) -> str:
         return self.config.channel_id
+
+    @property
+    def due_atomic(self) -> int:
+        """What the payer owes us in all on this channel: charged, less sales refunded before their claim."""
+        return self.charged_atomic - self.refunded_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,7 @@ async def channel_books(
             balance_atomic=int(row["balance_atomic"]),
             claimed_atomic=int(row["claimed_atomic"]),
             charged_atomic=int(row["charged_atomic"]),
+            refunded_atomic=int(row["refunded_atomic"]),
             recorded_claimed_atomic=int(row["recorded_claimed_atomic"]),
             claim_in_flight=row["claim_in_flight"],
             last_payment_id=row["last_payment_id"],

@@ -4,7 +4,7 @@
 
 -- name: channel_audit_books
 -- The channels of network $1 after channel id $2 (paging), with what the ledger holds for each: the mirror,
--- what we charged, what our recorded claims add up to, whether a claim of it is in flight (written ahead, not
+-- what we charged (and refunded of it before any claim), what our recorded claims add up to, whether a claim of it is in flight (written ahead, not
 -- resolved), and its latest voucher's payment (to tell a sale on a restarted devnet). A recorded claim's total
 -- per channel is in the claim's write-ahead rows; the vouchers it moved to claimed_onchain (or on to settled)
 -- bound it from below for a claim recorded without them.
@@ -21,6 +21,8 @@ WITH chosen AS (
 ), by_vouchers AS (
     SELECT v.channel_id,
            max(v.max_claimable_atomic) FILTER (WHERE pay.state IN ('claimed_onchain', 'settled')) AS claimed_max_atomic,
+           -- sales refunded before their claim (0010): never claimed, the payer keeps that money in its channel
+           COALESCE(sum(pay.amount_atomic) FILTER (WHERE pay.state = 'refunded'), 0) AS refunded_atomic,
            max(v.payment_id) AS last_payment_id
     FROM batch_vouchers v JOIN payments pay ON pay.id = v.payment_id
     WHERE v.channel_id IN (SELECT channel_id FROM chosen)
@@ -29,7 +31,7 @@ WITH chosen AS (
 SELECT c.channel_id, c.network, c.token, c.payer, c.payer_authorizer, c.receiver, c.receiver_authorizer,
        c.withdraw_delay, c.salt, c.balance_atomic, c.claimed_atomic, c.charged_atomic,
        GREATEST(COALESCE(bc.recorded_atomic, 0), COALESCE(bv.claimed_max_atomic, 0)) AS recorded_claimed_atomic,
-       COALESCE(bc.in_flight, false) AS claim_in_flight, bv.last_payment_id,
+       COALESCE(bc.in_flight, false) AS claim_in_flight, bv.last_payment_id, COALESCE(bv.refunded_atomic, 0) AS refunded_atomic,
        c.withdraw_requested_at, c.withdrawal_amount_atomic, c.refund_nonce
 FROM chosen c
      LEFT JOIN by_claims bc ON bc.channel_id = c.channel_id

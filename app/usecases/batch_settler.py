@@ -244,8 +244,9 @@ class BatchSettler:
                     withdrawal_amount_atomic=chain.withdrawal_amount,
                     refund_nonce=chain.refund_nonce,
                 )
+            # what a claim would take now: the claimable total (charged, less refunds) within the balance as it is
             due = due or (
-                chain.withdraw_requested_at > 0 and min(row.charged_atomic, chain.balance) > chain.total_claimed
+                chain.withdraw_requested_at > 0 and min(row.claimable_atomic, chain.balance) > chain.total_claimed
             )
         if due:
             log.warning("a withdrawal is pending on an owed channel: claiming now", extra={"network": self.network})

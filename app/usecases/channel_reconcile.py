@@ -4,8 +4,8 @@ sweep, against its receipt.
 Per channel, on every network whose auditor reads the contract (`BatchAuditor`), at one block:
 - the contract's totalClaimed must equal what our recorded claims add up to (`channel_claimed_mismatch`; a claim
   written ahead and not yet recorded may put the chain ahead: left pending for the settler's recovery) and
-  never exceed what we charged (`channel_claimed_above_charged`);
-- the balance must cover what we charged (`channel_underfunded`: accepted sales that can no longer be claimed);
+  never exceed what we charged, less sales refunded before their claim (`channel_claimed_above_charged`);
+- the balance must cover that (`channel_underfunded`: accepted sales that can no longer be claimed);
 - a pending withdrawal must not be able to finalize before our next claim of what is owed
   (`channel_withdrawal_unclaimed`; the settler claims such a channel at once when it sees it, see
   batch_settler.py);
@@ -106,10 +106,11 @@ class ChannelReconciler:
         """The findings this channel raises now: kind → (detail, amount at stake)."""
         raised: dict[str, tuple[str, int]] = {}
         name = f"channel {book.channel_id}"
-        claimed, recorded, charged = chain.total_claimed, book.recorded_claimed_atomic, book.charged_atomic
+        claimed, recorded, charged = chain.total_claimed, book.recorded_claimed_atomic, book.due_atomic
+        refunded = f" ({book.refunded_atomic} of it refunded before a claim)" if book.refunded_atomic else ""
         if claimed > charged:
             raised["channel_claimed_above_charged"] = (
-                f"{name}: the contract shows {claimed} claimed; we charged {charged} in all",
+                f"{name}: the contract shows {claimed} claimed; we charged {book.charged_atomic} in all{refunded}",
                 claimed - charged,
             )
         elif claimed != recorded:
@@ -119,7 +120,7 @@ class ChannelReconciler:
             raised["channel_claimed_mismatch"] = (detail, abs(claimed - recorded))
         if charged > chain.balance:
             raised["channel_underfunded"] = (
-                f"{name}: we charged {charged}, the contract holds a balance of {chain.balance} "
+                f"{name}: we are owed {charged}{refunded}, the contract holds a balance of {chain.balance} "
                 f"({claimed} claimed): {charged - chain.balance} of accepted sales cannot be claimed",
                 charged - chain.balance,
             )
