@@ -21,3 +21,4 @@ class PaymentState(StrEnum):
     # batch-settlement only (served -> accepted -> claimed_onchain -> settled; ledger/channels.py):
     ACCEPTED = "accepted"  # its voucher was accepted and the data served: owed to us, booked against a receivable
     CLAIMED_ONCHAIN = "claimed_onchain"  # its channel's claim transaction landed; the sweep is still to come
+    REFUNDED = "refunded"  # accepted, then refunded by the operator before its claim: never collected (0010)

@@ -18,6 +18,7 @@ edit rows, and re-enable them. Verify recomputes what must hold and names each v
   covers every voucher it booked, and its reservation holds one of its own vouchers in flight
 - `batch_sweep`: a recorded sweep settled, and took from the receivables, exactly its amount; every settled
   batch sale names a recorded sweep
+- `refund_entry`, `refund_payable`, `refund_channel`: refunds (ledger/refund_verify.py)
 - `triggers`: the protective triggers exist and fire
 
 Each check is one set-based statement (no query per row), all read in one snapshot; at most `limit`
@@ -32,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import asyncpg
 
+from . import refund_verify
 from .errors import LedgerError, translated
 from .sql import queries
 from .states import PaymentState
@@ -63,6 +65,7 @@ PROTECTIVE_TRIGGERS: dict[str, str] = {
     "batch_vouchers_no_truncate": "batch_vouchers",
     "batch_transactions_append_only": "batch_transactions",
     "batch_transactions_no_truncate": "batch_transactions",
+    **refund_verify.TRIGGERS,  # 0010: refunds
 }
 CHECKS = (
     "entry_postings",
@@ -75,6 +78,7 @@ CHECKS = (
     "batch_receivable",
     "batch_channel",
     "batch_sweep",
+    *refund_verify.CHECKS,
     "triggers",
 )
 BOOKED_BATCH_STATES = (PaymentState.ACCEPTED, PaymentState.CLAIMED_ONCHAIN)  # booked, not yet settled
@@ -131,6 +135,7 @@ async def verify(
                 return await connection.fetch(queries[name], *args, timeout=timeout_s)
 
             counts = dict((await fetch("verify_counts"))[0]) | dict((await fetch("verify_batch_counts"))[0])
+            counts |= await refund_verify.counts(fetch)
             add(
                 "entry_postings",
                 await fetch("verify_entry_postings", limit),
@@ -146,7 +151,7 @@ async def verify(
             )
             add(
                 "settlement_entry",
-                await fetch("verify_booked_entries", limit),
+                await refund_verify.booked_entries(fetch, limit),  # less vouchers refunded before their claim
                 lambda r: (
                     f"settlement entry {r['entry_id']} has no payment"
                     if r["state"] is None
@@ -206,6 +211,8 @@ async def verify(
                 lambda r: f"channel {r['channel_id']}: {r['detail']}",
             )
             add("batch_sweep", await fetch("verify_batch_sweeps", limit), lambda r: r["detail"])
+            for check, rows, describe in await refund_verify.checks(fetch, limit):
+                add(check, rows, describe)
             triggers = await fetch("verify_triggers", list(PROTECTIVE_TRIGGERS), list(PROTECTIVE_TRIGGERS.values()))
             for row in triggers:
                 state = "is missing" if row["enabled"] is None else f"is {_enabled(row['enabled'])}"

@@ -100,9 +100,11 @@ class BatchCheckout:
         checked = check_payment(payload, offer)
         if isinstance(checked, Refusal):
             return self._refused(paid, checked)
-        if checked.kind == "refund":
-            message = "refunds are not taken on data routes yet; the deposit stays withdrawable on chain"
-            return self._refused(paid, Refusal(Reason.BATCH_REFUND_PAYLOAD, message))
+        if checked.kind == "refund":  # no handler runs: the unspent deposit goes back to the payer
+            from app.usecases.batch_refund import CooperativeRefund
+
+            refund = CooperativeRefund(self.services, self.chain)
+            return await refund.refund(paid, offer, checked, ledger_config(checked))
         bind(payment_key=f"{checked.network}:{checked.channel_id}:{checked.max_claimable}", payer=checked.payer)
         if (ban := admission.banned(self.services, paid, checked.payer)) is not None:
             return ban

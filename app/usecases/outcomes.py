@@ -83,5 +83,14 @@ class IdConflict:
     message: str  # 409: this payment id belongs to another payment (or transport)
 
 
-Outcome = Refused | Banned | Unavailable | NotServed | Delivered | Unsettled | Replayed | IdConflict
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """A payment operation done without the handler (a batch-settlement refund): 200, its receipt and a short
+    document, no data."""
+
+    settlement: Settlement
+    document: dict[str, Any]
+
+
+Outcome = Refused | Banned | Unavailable | NotServed | Delivered | Unsettled | Replayed | IdConflict | Acknowledged
 Serve = Callable[[Verified], Awaitable[Served]]

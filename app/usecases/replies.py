@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from app.usecases.outcomes import (
+    Acknowledged,
     Banned,
     Delivered,
     IdConflict,
@@ -42,6 +43,7 @@ class Kind(StrEnum):
     QUOTE = "quote"  # a fresh quote naming `error` (the payment was refused)
     UNSETTLED = "unsettled"  # settlement failed or is pending: the receipt, no data
     ERROR = "error"  # an error document: `document()`
+    ACKNOWLEDGED = "acknowledged"  # 200, the receipt and `fields` as the document: no handler ran (a batch refund)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ def reply(outcome: Outcome) -> Reply:
         return Reply(Kind.DELIVERED, None, settlement=outcome.settlement, served=outcome.served)
     if isinstance(outcome, Replayed):
         return Reply(Kind.REPLAYED, None, stored=outcome.stored)
+    if isinstance(outcome, Acknowledged):
+        return Reply(Kind.ACKNOWLEDGED, 200, settlement=outcome.settlement, fields=outcome.document)
     if isinstance(outcome, Refused):
         refusal = outcome.refusal
         return Reply(Kind.QUOTE, refusal.status, refusal.reason, refusal.message, offers=outcome.offers)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from ...errors import PaymentError, Reason, Refusal
 from ...networks import evm_chain_id
@@ -17,8 +19,10 @@ from ..eip712 import recover_address
 from ..rpc import EvmRpc, RpcError
 from .abi import (
     ERC1271_MAGIC,
+    REFUNDED,
     balance_of_call,
     channel_reads,
+    contract_logs,
     decode_channel,
     decode_multicall,
     decode_pair,
@@ -30,6 +34,24 @@ from .digests import BATCH_SETTLEMENT_ADDRESS, voucher_digest
 from .outcomes import ChannelSnapshot
 from .sender import describe_revert
 from .vouchers import CheckedVoucher
+
+
+@dataclass(frozen=True, slots=True)
+class SentRefund:
+    """A cooperative refund transaction of ours looked up by hash, after its answer was lost (a timeout, a crash)."""
+
+    tx_hash: str
+    known: bool  # the node has it, mined or waiting
+    mined: bool
+    success: bool  # mined and not reverted
+    refunded: int  # what the contract's Refunded events for the channel paid the payer
+    gas_cost_atomic: int
+    gas_payer: str | None
+    block_number: int | None
+
+
+def _quantity(value: Any) -> int:
+    return int(value, 16) if isinstance(value, str) and value.startswith("0x") else 0
 
 
 def _channel_bytes(channel_id: str | bytes) -> bytes:
@@ -126,3 +148,20 @@ class BatchChainReader:
         """A channel and a token balance, concurrently (two contracts: two eth_calls)."""
         channel, balance = await asyncio.gather(self.read_channel(channel_id), self.token_balance(token, owner))
         return channel, balance
+
+    async def sent_refund(self, tx_hash: str, channel_id: str) -> SentRefund:
+        """Where a refund we sent stands: mined (and what it refunded), waiting, or unknown to the node."""
+        try:
+            receipt = await self._rpc.get_transaction_receipt(tx_hash)
+            if receipt is None:
+                known = await self._rpc.get_transaction(tx_hash) is not None
+                return SentRefund(tx_hash, known, False, False, 0, 0, None, None)
+        except RpcError as exc:
+            raise PaymentError(Reason.BATCH_RPC_READ_FAILED, f"read failed: {describe_revert(exc)}") from None
+        key = channel_id.lower()
+        logs = contract_logs(receipt, BATCH_SETTLEMENT_ADDRESS)
+        refunded = sum(log.amount for log in logs if log.event == REFUNDED and log.key == key)
+        gas = _quantity(receipt.get("gasUsed")) * _quantity(receipt.get("effectiveGasPrice"))
+        payer = str(receipt.get("from", "")).lower() or None
+        success = _quantity(receipt.get("status")) == 1
+        return SentRefund(tx_hash, True, True, success, refunded, gas, payer, _quantity(receipt.get("blockNumber")))

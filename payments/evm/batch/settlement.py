@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from eth_account import Account
@@ -36,7 +37,7 @@ from .abi import (
 )
 from .chain import BatchChainReader
 from .digests import BATCH_SETTLEMENT_ADDRESS, ERC3009_DEPOSIT_COLLECTOR_ADDRESS, claim_batch_digest, refund_digest
-from .outcomes import BatchOutcome, DepositCheck
+from .outcomes import BatchOutcome, ChannelSnapshot, DepositCheck
 from .sender import RECEIPT_TIMEOUT_S_DEFAULT, TransactionSender
 from .vouchers import CheckedVoucher, config_channel_id
 
@@ -50,6 +51,17 @@ CLAIM_GAS_PER_ROW = 26_000
 def rows_per_claim(gas_limit: int) -> int:
     """How many rows one claim may carry under a relayer's gas limit, with a margin; at least 1."""
     return max(1, (gas_limit - CLAIM_GAS_BASE) // CLAIM_GAS_PER_ROW)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPlan:
+    """A cooperative refund as it will be sent: the claim row, the amount refunded and the nonce it is signed for."""
+
+    row: ClaimRow
+    amount: int
+    nonce: int  # the channel's refundNonce when read: the contract takes the refund only under it
+    claims: bool  # the row claims more than the chain had claimed: the multicall claims it first
+    channel: ChannelSnapshot  # the state it was planned on
 
 
 class AuthorizerSigner(Protocol):
@@ -226,36 +238,37 @@ class BatchSettlementChain(BatchChainReader):
 
     # ---- cooperative refund ----
 
-    async def refund(
-        self, row: ClaimRow, amount: int | None = None, on_broadcast: OnBroadcast | None = None
-    ) -> BatchOutcome:
-        """Claim what was charged (`row.total_claimed`, with the payer's voucher) and refund the rest, or
-        `amount` of it, atomically: multicall(claimWithSignature, refundWithSignature) with the live refundNonce.
-        Never refunds past `balance - charged`: that would hand back unclaimed earnings."""
+    def plan_refund(self, row: ClaimRow, amount: int | None, channel: ChannelSnapshot) -> RefundPlan | Refusal:
+        """What a cooperative refund of `channel` (read just now) sends: the claim of what was charged
+        (`row.total_claimed`, with the payer's voucher) when the chain has claimed less, and the refund of the rest,
+        or of `amount` of it, under the live refundNonce. Never refunds past `balance - charged`: that would hand
+        back unclaimed earnings."""
         if self.authorizer is None:
-            return self._refused(Refusal(Reason.BATCH_AUTHORIZER_NOT_CONFIGURED, "no receiverAuthorizer key"))
+            return Refusal(Reason.BATCH_AUTHORIZER_NOT_CONFIGURED, "no receiverAuthorizer key")
         if row.config.receiver_authorizer.lower() != self.authorizer.address:
-            return self._refused(
-                Refusal(Reason.BATCH_AUTHORIZER_ADDRESS_MISMATCH, "the channel's authorizer is not ours")
-            )
+            return Refusal(Reason.BATCH_AUTHORIZER_ADDRESS_MISMATCH, "the channel's authorizer is not ours")
         channel_id = config_channel_id(row.config, self.chain_id)
-        channel = await self.read_channel(channel_id)
+        if "0x" + channel_id.hex() != channel.channel_id.lower():
+            return Refusal(Reason.BATCH_REFUND_PAYLOAD, "the snapshot is of another channel")
         remainder = channel.balance - max(row.total_claimed, channel.total_claimed)
         if remainder <= 0:
-            return self._refused(Refusal(Reason.BATCH_REFUND_NO_BALANCE, "nothing is left to refund"))
+            return Refusal(Reason.BATCH_REFUND_NO_BALANCE, "nothing is left to refund")
         if amount is not None and not 0 < amount <= remainder:
-            return self._refused(Refusal(Reason.BATCH_REFUND_AMOUNT_INVALID, f"refund must be in (0, {remainder}]"))
-        refunded = remainder if amount is None else amount
-        signature = self.authorizer.sign_digest(
-            refund_digest(self.chain_id, channel_id, channel.refund_nonce, refunded)
-        )
-        calls = [refund_with_signature_call(row.config, refunded, channel.refund_nonce, signature)]
-        if row.total_claimed > channel.total_claimed:
-            if row.total_claimed > row.max_claimable:
-                return self._refused(
-                    Refusal(Reason.BATCH_REFUND_PAYLOAD, "the voucher does not cover what was charged")
-                )
-            calls.insert(0, self._claim_call([row]))
+            return Refusal(Reason.BATCH_REFUND_AMOUNT_INVALID, f"refund must be in (0, {remainder}]")
+        claims = row.total_claimed > channel.total_claimed
+        if claims and row.total_claimed > row.max_claimable:
+            return Refusal(Reason.BATCH_REFUND_PAYLOAD, "the voucher does not cover what was charged")
+        return RefundPlan(row, remainder if amount is None else amount, channel.refund_nonce, claims, channel)
+
+    async def send_refund(self, plan: RefundPlan, on_broadcast: OnBroadcast | None = None) -> BatchOutcome:
+        """multicall(claimWithSignature, refundWithSignature) as planned (the refund alone when nothing is left to
+        claim). Success: `amount` is what the Refunded event paid, `channels` the channel at the receipt's block."""
+        assert self.authorizer is not None
+        channel_id = config_channel_id(plan.row.config, self.chain_id)
+        signature = self.authorizer.sign_digest(refund_digest(self.chain_id, channel_id, plan.nonce, plan.amount))
+        calls = [refund_with_signature_call(plan.row.config, plan.amount, plan.nonce, signature)]
+        if plan.claims:
+            calls.insert(0, self._claim_call([plan.row]))
         outcome, receipt = await self._sender.send(
             calls[0] if len(calls) == 1 else multicall_call(calls),
             simulation_failed=Reason.BATCH_REFUND_SIMULATION_FAILED,
@@ -265,3 +278,13 @@ class BatchSettlementChain(BatchChainReader):
         if receipt is None:
             return outcome
         return await self._settled(outcome, receipt, REFUNDED, ["0x" + channel_id.hex()])
+
+    async def refund(
+        self, row: ClaimRow, amount: int | None = None, on_broadcast: OnBroadcast | None = None
+    ) -> BatchOutcome:
+        """Read the channel, plan the refund (`plan_refund`) and send it."""
+        channel = await self.read_channel(config_channel_id(row.config, self.chain_id))
+        plan = self.plan_refund(row, amount, channel)
+        if isinstance(plan, Refusal):
+            return self._refused(plan)
+        return await self.send_refund(plan, on_broadcast)
