@@ -47,6 +47,7 @@ from app.edge.admin import dashboard
 from app.edge.admin.api import AdminApi
 from app.edge.admin.auth import AdminAuth
 from app.edge.admin.matrix import source_matrix
+from app.edge.admin.refunds import RefundApi
 from app.edge.cors import Cors
 from app.edge.gate import PaymentGate, Services
 from app.edge.health import ChainProbes, chain_rpcs
@@ -315,6 +316,7 @@ def create_app(
             if batch_setup.offered(settings):
                 batch = batch_setup.build(settings, pool, services)
                 stack.push_async_callback(batch.rpc.close)
+                stack.push_async_callback(batch.checkout.close)  # the last delivery marks, before the pool closes
                 services.batch = batch.checkout
                 settling = asyncio.create_task(batch.settler.run(), name="batch-settler")
                 stack.push_async_callback(_cancel, settling)
@@ -339,7 +341,8 @@ def create_app(
 
     scrape = Route("/metrics", MetricsEndpoint(settings.metrics_token, admin_auth.check, live_gauges))
     found = discovery.routes(services, lambda: api.registry, settings)
-    routes = [*api.routes(), mcp.route(), *admin.routes(), *dashboard.routes(admin_auth), *found, scrape]
+    routes = [*api.routes(), mcp.route(), *admin.routes(), *RefundApi(admin).routes(), *dashboard.routes(admin_auth)]
+    routes += [*found, scrape]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.add_middleware(PaymentGate, services=services, settings=settings)
     # caps and per-address limits before the gate decodes anything; per-payer limits inside the checkout

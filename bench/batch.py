@@ -328,12 +328,12 @@ def line(name: str, run: paid.PhaseResult) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 40 paid requests per mode, 200 quotes")
-    parser.add_argument("--requests", type=int, help="timed paid requests per mode (400; --quick 40)")
+    parser.add_argument("--requests", type=int, help="timed paid requests per mode (1600: 100 per channel; --quick 40)")
     parser.add_argument("--quotes", type=int, help="timed unpaid quotes (2000; --quick 200)")
     parser.add_argument("--concurrency", type=int, default=16, help="clients, one channel each (16)")
     parser.add_argument("--timeout", type=float, default=600.0, help="the whole load's deadline in seconds (600)")
     args = parser.parse_args(argv)
-    args.requests = args.requests or (40 if args.quick else 400)
+    args.requests = args.requests or (40 if args.quick else 1600)  # a channel's life: one deposit, ~100 vouchers
     args.quotes = args.quotes or (200 if args.quick else 2000)
     if args.concurrency < 1 or args.requests < 2 * args.concurrency or args.quotes < args.concurrency:
         parser.error("--requests must be at least 2x --concurrency, --quotes at least --concurrency")

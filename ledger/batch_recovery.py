@@ -109,7 +109,7 @@ async def take_redelivery(
     return None if row is None else Redelivery(row["id"], row["state"])
 
 
-async def mark_delivered(pool: asyncpg.Pool, payment_id: int) -> None:
-    """The voucher sale's answer was handed to its transport: it is never served again."""
+async def mark_delivered_many(pool: asyncpg.Pool, payment_ids: list[int]) -> None:
+    """These voucher sales' answers were handed to their transports: they are never served again."""
     with translated():
-        await pool.execute(queries["batch_mark_delivered"], payment_id)
+        await pool.execute(queries["batch_mark_delivered"], payment_ids)

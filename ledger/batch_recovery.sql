@@ -35,6 +35,6 @@ WHERE pay.payment_key = $1 AND v.payment_id = pay.id AND lower(v.signature) = lo
 RETURNING pay.id, pay.state;
 
 -- name: batch_mark_delivered
--- A voucher sale's answer was handed to its transport: it is never served again (on the voucher's row, not the
--- payment's: an update of payments rewrites all its indexes, and this runs once per voucher).
-UPDATE batch_vouchers SET delivered_at = now() WHERE payment_id = $1 AND delivered_at IS NULL;
+-- Voucher sales whose answers were handed to their transports: never served again. Marked on the voucher's row,
+-- not the payment's: an update of payments rewrites all its indexes, and this runs for every voucher.
+UPDATE batch_vouchers SET delivered_at = now() WHERE payment_id = ANY($1::bigint[]) AND delivered_at IS NULL;

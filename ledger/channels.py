@@ -29,12 +29,13 @@ from .journal import Posting, assert_balanced, asset_id, batch_sweep_postings, g
 from .sql import queries
 from .states import PaymentState
 
-# The batch edges of `payment_transitions` (migration 0007), beside the ones ledger/claims.py knows.
+# The batch edges of `payment_transitions` (migrations 0007, 0010), beside the ones ledger/claims.py knows.
 BATCH_TRANSITIONS: frozenset[tuple[PaymentState, PaymentState]] = frozenset(
     {
         (PaymentState.SERVED, PaymentState.ACCEPTED),
         (PaymentState.ACCEPTED, PaymentState.CLAIMED_ONCHAIN),
         (PaymentState.CLAIMED_ONCHAIN, PaymentState.SETTLED),
+        (PaymentState.ACCEPTED, PaymentState.REFUNDED),  # the operator refunded it before its claim (0010)
     }
 )
 

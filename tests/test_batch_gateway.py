@@ -223,9 +223,22 @@ async def test_twenty_concurrent_vouchers_on_one_channel_are_served_once(
                 for i in range(20)
             )
         )
+        # then the payer's next vouchers alternate between the gateways: each one last saw the channel two
+        # vouchers ago (its memory of the channel is stale), and each voucher is still served, once
+        alternating = []
+        for cumulative in range(3, 9):
+            payload = channel.payer.voucher_payload(channel.config, cumulative * PRICE)
+            header = b64({"x402Version": 2, "accepted": offer, "payload": payload})
+            gateway = (first, second)[cumulative % 2]
+            alternating.append(await gateway.get(f"{CAPITALS}?limit=1", headers={"PAYMENT-SIGNATURE": header}))
     assert sorted(a.status_code for a in answers).count(200) == 1, [a.status_code for a in answers]
     assert all(a.status_code in (200, 402) for a in answers)
-    assert await accepted_for(pool, channel.payer.address.lower()) == 2
+    assert [a.status_code for a in alternating] == [200] * 6, [a.text for a in alternating]
+    assert await accepted_for(pool, channel.payer.address.lower()) == 8
+    charged = await pool.fetchval(
+        "SELECT charged_atomic FROM batch_channels WHERE payer = $1", channel.payer.address.lower()
+    )
+    assert int(charged) == 8 * PRICE
 
 
 # ---- a booked voucher whose answer never left ----

@@ -28,6 +28,8 @@ import ledger
 from app.runtime import faultpoints, metrics
 from app.runtime.logs import bind
 from app.usecases import admission
+from app.usecases.delivery_marks import DeliveryMarks
+from app.usecases.known_channels import KnownChannels
 from app.usecases.outcomes import (
     NOT_RECORDED,
     Delivered,
@@ -95,6 +97,16 @@ class BatchCheckout:
         self.services = services
         self.chain = chain
         self.terms = terms
+        self.known = KnownChannels()
+        assert services.pool is not None
+        self.marks = DeliveryMarks(services.pool)
+
+    def delivered(self, outcome: Delivered) -> None:
+        """The transport handed a voucher sale's answer to its caller: it is never served again."""
+        self.marks.add(outcome.payment_id)
+
+    async def close(self) -> None:
+        await self.marks.close()
 
     async def pay(self, paid: PaidRoute, payload: PaymentPayload, offer: PaymentRequirements, serve: Serve) -> Outcome:
         checked = check_payment(payload, offer)
@@ -161,7 +173,7 @@ class BatchCheckout:
         )
 
     async def _mirror(self, checked: CheckedVoucher, snapshot: ChannelSnapshot) -> Channel:
-        return await channels.mirror_channel(
+        mirrored = await channels.mirror_channel(
             self.services.pool,
             ledger_config(checked),
             balance_atomic=snapshot.balance,
@@ -170,6 +182,8 @@ class BatchCheckout:
             withdrawal_amount_atomic=snapshot.withdrawal_amount,
             refund_nonce=snapshot.refund_nonce,
         )
+        self.known.remember(mirrored)
+        return mirrored
 
     def _record(self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher) -> PaymentRecord:
         return PaymentRecord(
@@ -187,17 +201,19 @@ class BatchCheckout:
         )
 
     async def _checked_channel(self, checked: CheckedVoucher, price: int) -> Channel | VoucherRefused | Outcome:
-        """The channel this voucher is for, as the ledger mirrors it, if the voucher is its next one; a channel this
-        gateway has not seen (another replica's deposit, a restart) or whose deposit grew is read from the chain
-        once and checked again."""
-        pool = self.services.pool
+        """The channel this voucher is for, if the voucher is its next one: as this process last knew it, else as
+        the ledger mirrors it; a channel the ledger has not seen (another replica's deposit, a restart) or whose
+        deposit grew is read from the chain once and checked again."""
+        known = self.known.get(checked.channel_id)
+        if known is not None and channels.precheck(known, checked.max_claimable, price) is None:
+            return known  # the common case: this process booked the channel's last voucher
         try:
-            found = await channels.channel(pool, checked.channel_id)
+            found = await channels.channel(self.services.pool, checked.channel_id)
+            if found is not None:
+                self.known.remember(found)
             refused = None if found is None else channels.precheck(found, checked.max_claimable, price)
-            stale = found is None or (
-                refused is not None and refused.reason is channels.Refusal.CUMULATIVE_EXCEEDS_BALANCE
-            )
-            if stale:
+            grown = refused is not None and refused.reason is channels.Refusal.CUMULATIVE_EXCEEDS_BALANCE
+            if found is None or grown:
                 snapshot = await self.chain.read_channel(checked.channel_id)
                 if not snapshot.exists:
                     return VoucherRefused(channels.Refusal.CHANNEL_NOT_FOUND, None, f"no channel {checked.channel_id}")
@@ -328,6 +344,7 @@ class BatchCheckout:
         if not served.ok:
             return NotServed(served)  # nothing was written: the same voucher may come again
         faultpoints.reach("batch_after_serve")
+        signature = "0x" + checked.signature.hex()
         postings = ledger.batch_acceptance_postings(
             network=checked.network,
             asset=offer.asset,
@@ -342,7 +359,7 @@ class BatchCheckout:
                     record=self._record(paid, offer, checked),
                     channel_id=checked.channel_id,
                     max_claimable_atomic=checked.max_claimable,
-                    signature="0x" + checked.signature.hex(),
+                    signature=signature,
                     postings=postings,
                     max_unsettled_atomic=self.terms.max_unsettled_atomic,
                 )
@@ -352,7 +369,10 @@ class BatchCheckout:
                 log.exception("voucher served but not booked", extra={"route": paid.path})
                 return Unavailable("ledger_unavailable", NOT_RECORDED)
         if isinstance(booked, VoucherRefused):  # another request on the channel was booked first: data not sent
+            if booked.channel is not None:
+                self.known.remember(booked.channel)
             return self._voucher_refused(paid, booked, offer)
+        self.known.booked(found, checked.max_claimable, price, signature)
         metrics.VERIFIED(checked.network).inc()
         faultpoints.reach("batch_after_accept")  # booked, the answer not yet sent
         return Delivered(served, self._settlement(checked, found, price, deposited), booked.payment_id, voucher=True)

@@ -55,7 +55,7 @@ from app.usecases.retries import (
     serve_settled,
 )
 from app.usecases.services import Services
-from ledger import PaymentRecord, PaymentState, batch_recovery, claims
+from ledger import PaymentRecord, PaymentState, claims
 from payments import (
     Inspection,
     PaymentError,
@@ -257,10 +257,12 @@ class Checkout:
         pool = self.services.pool
         if pool is None or not outcome.payment_id:
             return
-        mark = batch_recovery.mark_delivered if outcome.voucher else claims.mark_delivered
+        if outcome.voucher and self.services.batch is not None:
+            self.services.batch.delivered(outcome)  # gathered with others into one statement
+            return
         with anyio.CancelScope(shield=True):
             try:
-                await mark(pool, outcome.payment_id)
+                await claims.mark_delivered(pool, outcome.payment_id)
             except ledger.LedgerError as exc:
                 log.error("could not mark a sale delivered", extra={"detail": str(exc)})
 

@@ -7,6 +7,7 @@ contract's; tests check every digest against the reference vectors and the contr
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from ..eip712 import (
     RECEIVE_WITH_AUTHORIZATION_TYPEHASH,
@@ -49,6 +50,7 @@ def _typed(chain_id: int, struct_hash: bytes) -> bytes:
     return typed_digest(scheme_domain_separator(chain_id), struct_hash)
 
 
+@lru_cache(maxsize=4096)  # a payer's every voucher names the same channel: hash its config once
 def channel_id_of(
     chain_id: int,
     payer: str,
