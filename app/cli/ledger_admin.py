@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from app.cli.findings import add_findings
+from app.cli.refund_cmd import add_refund
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -253,6 +254,7 @@ def add_ledger_and_admin(commands: Any) -> None:
     reconcile.add_argument("--format", default="table", choices=["table", "json"])
     reconcile.set_defaults(run=cmd_ledger_reconcile)
     add_findings(ledger_sub)
+    add_refund(ledger_sub)
 
     admin_cmd = commands.add_parser("admin", help="The admin API's tokens.")
     admin_sub = admin_cmd.add_subparsers(dest="admin_command", required=True)
