@@ -11,6 +11,11 @@
 -- kept in shards so concurrent sales do not queue on one row.
 
 ALTER TABLE batch_channels DROP COLUMN reserved_payment_id, DROP COLUMN reserved_atomic, DROP COLUMN reserved_until;
+-- Every booking updates its channel's row: with no index over charged_atomic (the settler's owed-channels index
+-- named it in its predicate) and room left on the page, that update is a heap-only one, touching no index. The
+-- settler's query, once a claim interval, scans the channels instead.
+DROP INDEX batch_channels_owed;
+ALTER TABLE batch_channels SET (fillfactor = 70);
 
 -- What may be charged on a channel: its balance, less a pending withdrawal (the payer may finalize it once its
 -- delay ends, taking min(amount, balance - claimed) at that time), never less than what is already claimed.
