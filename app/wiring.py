@@ -307,7 +307,13 @@ def create_app(
             auditors, audit_rpcs = auditors_for(chains_of(settings))
             for rpc in audit_rpcs:
                 stack.push_async_callback(rpc.close)
-            reconciler = Reconciler(pool, auditors, settings.reconcile, write_ahead=not settings.facilitator_url)
+            reconciler = Reconciler(
+                pool,
+                auditors,
+                settings.reconcile,
+                write_ahead=not settings.facilitator_url,
+                claim_interval_s=settings.batch.claim_interval_s,
+            )
 
             async def reconcile_now(trigger: str) -> dict[str, Any]:
                 return (await reconciler.run(trigger)).as_dict()

@@ -154,7 +154,13 @@ def cmd_ledger_reconcile(args: argparse.Namespace) -> int:
         try:
             if settings.uses_devnet:  # the devnets now running: sales on earlier instances are a reset, not a loss
                 await epochs.record_devnets(pool, devnet_state(settings.state_dir))
-            reconciler = Reconciler(pool, auditors, settings.reconcile, write_ahead=not settings.facilitator_url)
+            reconciler = Reconciler(
+                pool,
+                auditors,
+                settings.reconcile,
+                write_ahead=not settings.facilitator_url,
+                claim_interval_s=settings.batch.claim_interval_s,
+            )
             report = await reconciler.run("cli", all_settled=args.all, progress=_ProgressBar("reconcile"))
             flags = await ledger.audit.open_flags(pool, 1000)
             about_channels = await channel_audit.open_findings(pool, 1000)  # batch channels, claims, sweeps
