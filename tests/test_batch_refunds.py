@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,24 @@ import pytest
 from eth_account import Account
 
 import ledger
+from app.runtime.embedded import devnet_settings
 from app.runtime.settings import BatchSettings, Settings
 from app.usecases import batch_setup
 from app.usecases.services import Services
 from ledger import batch_recovery, refunds
 from payments import PaymentRequirements
-from payments.devnet.evm import EvmDevnet, mint
+from payments.devnet import batch as devnet_batch
+from payments.devnet.anvil import Anvil
+from payments.devnet.batch import finalize_withdraw_calldata, initiate_withdraw_calldata
+from payments.devnet.evm import EvmDevnet, Rpc, mint, provision
 from payments.evm.batch import BatchChainReader, CheckedVoucher, ClaimRow, check_voucher
 from payments.evm.batch.settlement import RefundPlan
 from payments.evm.rpc import EvmRpc
 
 from .chain import b64, new_payer, unb64, usdc_balance
 from .conftest import Gateway, running_gateway, with_settings
+from .ledger_helpers import fresh_database
+from .services import Database
 from .test_batch_payments import Payer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -405,3 +411,70 @@ def _written_ahead(pool: asyncpg.Pool, channel: Channel, plan: RefundPlan) -> An
         await batch_recovery.write_ahead(pool, tx_hash, channel.offer["network"], "claim", claims)
 
     return ahead
+
+
+# ---- the payer's timed withdrawal (on a private anvil and a ledger of its own: it moves the chain's clock) ----
+
+
+@pytest.fixture
+def private_devnet() -> Iterator[EvmDevnet]:
+    anvil = Anvil(84532).start()
+    try:
+        devnet = provision(anvil.rpc_url, 84532)
+        devnet_batch.install_batch_settlement(anvil.rpc_url)
+        yield devnet
+    finally:
+        anvil.stop()
+
+
+async def test_a_timed_withdrawal_is_noticed_claimed_before_its_delay_and_mirrored_down_after(
+    batch_settings: Settings, private_devnet: EvmDevnet, database: Database
+) -> None:
+    devnet = private_devnet
+    rpc = Rpc(devnet.rpc_url)
+    async with fresh_database(database) as fresh:
+        pool = fresh.pool
+        settings = with_settings(batch_settings, database_url=fresh.url, evm=devnet_settings(devnet))
+        parts = batch_setup.build(settings, pool, Services(pool=pool))
+        try:
+            with running_gateway(settings) as gateway:
+                channel = await Channel.opened(gateway, devnet, deposit=10 * PRICE)
+                assert (await channel.pay()).status_code == 200 and (await channel.pay()).status_code == 200
+                payer = channel.payer.address
+                rpc("anvil_setBalance", payer, hex(10**18))  # the payer sends its own withdrawal: it needs gas
+                rpc("anvil_impersonateAccount", payer)
+                c = channel.config
+                config = devnet_batch.ChannelConfig(
+                    c["payer"], c["payerAuthorizer"], c["receiver"], c["receiverAuthorizer"], c["token"],
+                    c["withdrawDelay"], bytes.fromhex(c["salt"][2:]),
+                )  # fmt: skip
+                rpc.send(payer, devnet_batch.BATCH_SETTLEMENT_ADDRESS, initiate_withdraw_calldata(config, 8 * PRICE))
+
+                # the settler's watch notices it on an owed channel: mirrored, and due for a claim now
+                assert await parts.settler.withdrawal_due()
+                book = await pool.fetchrow("SELECT * FROM batch_channels WHERE channel_id = $1", channel.id)
+                assert (book["withdrawal_amount_atomic"], book["withdraw_requested_at"] > 0) == (8 * PRICE, True)
+                # a voucher beyond what the withdrawal leaves (10 - 8 prices; 3 are charged already) is refused
+                beyond = refused(await channel.pay())
+                assert beyond["error"] == "invalid_batch_settlement_evm_cumulative_exceeds_balance"
+                report = await parts.settler.flush()  # claimed before the delay ends, and swept
+                assert report.claimed_atomic == 3 * PRICE and report.settled_atomic == 3 * PRICE
+
+                rpc("evm_increaseTime", hex(900))
+                rpc("evm_mine")
+                held = usdc_balance(devnet, payer)
+                rpc.send(payer, devnet_batch.BATCH_SETTLEMENT_ADDRESS, finalize_withdraw_calldata(config))
+                assert usdc_balance(devnet, payer) == held + 7 * PRICE  # what was left once our claim landed
+                # the next voucher finds the mirror stale, reads the chain: the balance is mirrored down
+                assert refused(await channel.pay())["error"].endswith("cumulative_exceeds_balance")
+                book = await pool.fetchrow("SELECT * FROM batch_channels WHERE channel_id = $1", channel.id)
+        finally:
+            await parts.rpc.close()
+            rpc.close()
+        assert (book["balance_atomic"], book["claimed_atomic"], book["withdraw_requested_at"]) == (
+            3 * PRICE,
+            3 * PRICE,
+            0,
+        )
+        assert usdc_balance(devnet, devnet.pay_to) == 3 * PRICE
+        assert (await ledger.verify.verify(pool)).ok
