@@ -29,12 +29,14 @@ from app.runtime.settings import BatchSettings, Settings
 from app.usecases import batch_setup
 from app.usecases.sale_refund import refund_sale
 from app.usecases.services import Services
-from ledger.refunds import SaleRefund
+from ledger.refunds import RefundRefused, SaleRefund
+from ledger.sql import queries
 from payments.devnet.evm import EvmDevnet
 from payments.evm.batch import BatchChainReader
 
 from .chain import new_payer, pay_for, usdc_balance
 from .conftest import Gateway, running_gateway, with_settings
+from .ledger_helpers import fresh_database, record, settle_new
 from .services import Database
 from .test_admin import token
 
@@ -238,21 +240,37 @@ async def test_a_voucher_sale_is_refunded_only_while_no_settler_holds_its_networ
 
 
 async def test_a_sale_that_charged_nothing_is_not_refunded(gateway: Gateway, pool: asyncpg.Pool) -> None:
-    record = ledger.PaymentRecord(
-        payment_key=f"test:{os.urandom(8).hex()}",
-        scheme_id="v2-eip155-exact",
-        network="eip155:84532",
-        asset="0xasset",
-        payer="0xpayer",
-        pay_to="0xpayto",
-        amount_atomic=1000,
-        route="GET /v1/streams/{id}",
-        resource=CAPITALS,
-        stream="static.capitals",
-        valid_before=None,
-    )
-    payment_id = await ledger.claims.claim(pool, record)
+    payment_id = await ledger.claims.claim(pool, record())  # claimed, never settled
     assert payment_id is not None
     answer = await admin_post(gateway, f"/admin/api/payments/{payment_id}/refund", {"reason": "never settled"})
     assert (answer.status_code, answer.json()["error"]) == (409, "not_refundable")
     assert await pool.fetchval("SELECT count(*) FROM payment_refunds WHERE payment_id = $1", payment_id) == 0
+
+
+async def test_verify_names_a_refund_booked_twice_and_a_payable_that_does_not_add_up(database: Database) -> None:
+    async with fresh_database(database) as fresh:
+        pool = fresh.pool
+        payment_id = await settle_new(pool, record(payer="0xpayer", amount_atomic=700))
+        done = await ledger.refunds.refund_sale(pool, payment_id, reason="wrong city", actor="ops@test")
+        assert isinstance(done, SaleRefund) and done.account == "payable:refunds:eip155:84532:0xpayer"
+        assert (await ledger.verify.verify(pool)).ok
+        again = await ledger.refunds.refund_sale(pool, payment_id, reason="again", actor="ops@test")
+        assert isinstance(again, RefundRefused) and again.error == "already_refunded"
+
+        # the same refund booked once more by hand, and a payable moved without a refund
+        settlement = await pool.fetchval(
+            "SELECT id FROM journal_entries WHERE payment_id = $1 AND kind = 'settlement'", payment_id
+        )
+        async with pool.acquire() as connection, connection.transaction():
+            entry = await connection.fetchval(queries["insert_journal_entry"], payment_id, "reversal", settlement, "x")
+            await connection.execute(
+                queries["insert_journal_postings"],
+                entry,
+                ["revenue:static.capitals", "payable:refunds:eip155:84532:0xpayer"],
+                [done.asset, done.asset],
+                [700, -700],
+            )
+        result = await ledger.verify.verify(pool)
+    assert [v.check for v in result.violations] == ["refund_entry", "refund_payable"], result.violations
+    assert "refunded twice" in result.violations[0].detail
+    assert "holds 1400 owed; its refunds owe 700" in result.violations[1].detail
