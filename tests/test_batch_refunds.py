@@ -42,6 +42,7 @@ from .conftest import Gateway, running_gateway, with_settings
 from .ledger_helpers import fresh_database
 from .services import Database
 from .test_batch_payments import Payer
+from .test_mcp import connected
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_PYTHON = ROOT / ".venv-x402-svm" / "bin" / "python"
@@ -478,3 +479,22 @@ async def test_a_timed_withdrawal_is_noticed_claimed_before_its_delay_and_mirror
         )
         assert usdc_balance(devnet, devnet.pay_to) == 3 * PRICE
         assert (await ledger.verify.verify(pool)).ok
+
+
+async def test_a_refund_over_mcp_answers_its_receipt_and_no_data(
+    batch_settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    with running_gateway(batch_settings) as gateway:
+        channel = await Channel.opened(gateway, devnet, deposit=5 * PRICE)
+        async with connected(gateway) as client:
+            unpaid = await client.call_tool("get_stream", {"id": "static.capitals"})
+            [offer] = [o for o in unpaid.structured_content["accepts"] if o["scheme"] == "batch-settlement"]
+            paid = {"x402Version": 2, "accepted": offer, "payload": channel.refund_payload()}
+            done = await client.call_tool("get_stream", {"id": "static.capitals"}, meta={"x402/payment": paid})
+    assert not done.is_error, done
+    receipt = done.meta["x402/payment-response"]
+    assert (receipt["success"], receipt["amount"]) == (True, str(4 * PRICE))
+    assert done.structured_content["refunded"] == str(4 * PRICE) and "records" not in done.structured_content
+    book = await pool.fetchrow("SELECT * FROM batch_channels WHERE channel_id = $1", channel.id)
+    assert (book["balance_atomic"], book["claimed_atomic"]) == (PRICE, PRICE)
+    assert (await ledger.verify.verify(pool)).ok
