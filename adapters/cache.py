@@ -156,6 +156,7 @@ class CacheTier:
         breaker_open_s: float = BREAKER_OPEN_S,
         memory_entries_max: int = MEMORY_ENTRIES_MAX,
         observe: Callable[[str, str], None] | None = None,
+        on_fetch: Callable[[Adapter, Point | None, Entry], Awaitable[None]] | None = None,
     ) -> None:
         self.redis = redis
         self.fetcher = fetcher
@@ -175,6 +176,7 @@ class CacheTier:
         self.upstream_calls: dict[str, int] = {}  # per source, for health and tests
         # (source, event): each read's X-Cache result, and "upstream_error"; the app counts them (metrics)
         self._observe = observe or (lambda _source, _event: None)
+        self._on_fetch = on_fetch  # each upstream fetch's records, once stored (the time machine records them)
 
     # ---- Redis, degrading to memory ----
 
@@ -328,6 +330,11 @@ class CacheTier:
         ttl_s = max(1, int(stale_cap_s))
         self._fetched_at.put(key, started, ttl_s)  # as long as the shared copy lives
         await self._r(lambda: self._store(key, fetched, ttl_s))
+        if self._on_fetch is not None:
+            try:
+                await self._on_fetch(adapter, point, fetched)
+            except Exception:  # recording is never a reason to fail a read
+                log.exception("a fetch could not be recorded", extra={"source": adapter.name})
         return Read(fetched, "MISS")
 
     async def _left_by_other(

@@ -34,8 +34,8 @@ ROUNDING_KM = 8.0  # adapters ask at a point rounded to 0.1 degree: up to ~7.9 k
 
 
 def recordings(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """A manifest path's recordings: one for a path read without a point, one per point otherwise."""
-    return list(entry["recordings"]) if "recordings" in entry else [entry]
+    """A manifest path's recordings: one for a path read without a point (and its variants), one per point."""
+    return list(entry["recordings"]) if "recordings" in entry else [entry, *entry.get("variants", {}).values()]
 
 
 def nearest(entry: dict[str, Any], lat: float, lon: float, slack_km: float = 0.0) -> dict[str, Any] | None:
@@ -43,6 +43,15 @@ def nearest(entry: dict[str, Any], lat: float, lon: float, slack_km: float = 0.0
     found = [(distance_km(lat, lon, *r["point"]), r) for r in recordings(entry) if "point" in r]
     distance, recording = min(found, key=lambda pair: pair[0], default=(0.0, None))
     return recording if recording is not None and distance <= entry["within_km"] + slack_km else None
+
+
+def variant(entry: dict[str, Any] | None, query: str) -> dict[str, Any] | None:
+    """A path that answers by what is asked (Open-Meteo's /v1/gfs: `current=` live, `hourly=` for the
+    backfill): its `variants` map a query parameter's name to the recording that answers when it is given."""
+    if entry is None or "variants" not in entry:
+        return entry
+    asked = parse_qs(query)
+    return next((found for name, found in entry["variants"].items() if name in asked), entry)
 
 
 def _asked_point(query: str) -> tuple[float, float] | None:
@@ -111,7 +120,7 @@ class ReplayServer:
             return 200, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body></html>"
         if override is not None:
             return 200, "application/json", override
-        entry = self.manifest.get(host, {}).get(rest)
+        entry = variant(self.manifest.get(host, {}).get(rest), split.query)
         if entry is not None and "within_km" in entry:  # read at a point: only a recording near it answers
             asked = _asked_point(split.query)
             entry = nearest(entry, *asked, slack_km=ROUNDING_KM) if asked else None

@@ -40,6 +40,7 @@ from adapters import (
     live_coverage,
     recorded_coverage,
 )
+from adapters.history import ColdStore, HotLayer, Recorder
 from adapters.sources import all_adapters
 from app.edge import discovery
 from app.edge.abuse import AbuseGuard, CappedHttpToolsProtocol
@@ -51,6 +52,7 @@ from app.edge.admin.refunds import RefundApi
 from app.edge.cors import Cors
 from app.edge.gate import PaymentGate, Services
 from app.edge.health import ChainProbes, chain_rpcs
+from app.edge.history_routes import HistoryApi
 from app.edge.rate_limiter import Limit, RateLimiter
 from app.edge.routes import EXCEPTION_HANDLERS, Api
 from app.mcp.server import McpServer
@@ -59,6 +61,8 @@ from app.runtime.metrics import MetricsEndpoint, RequestMetrics
 from app.runtime.settings import SETTINGS_JSON_VAR, Settings, SettingsError, load_settings, settings_from_json
 from app.usecases import batch_setup
 from app.usecases.controls import Controls
+from app.usecases.history_queries import HistoryBounds
+from app.usecases.history_reads import HistoryReads
 from app.usecases.pricing import Pricing
 from app.usecases.reconcile import Reconciler, auditors_for, chains_of, every
 from ledger import operator
@@ -235,13 +239,18 @@ def create_app(
         chain_rpcs(settings), timeout_s=settings.health_rpc_timeout_s, cache_s=settings.health_rpc_cache_s
     )
     api = Api(registry, services, info=info, chains=probes, scheduler=settings.scheduler)
-    mcp = McpServer(api, services, settings)  # the tools at /mcp: the same data functions, the same checkout
+    kept = settings.history
+    bounds = HistoryBounds(kept.range_days_max, kept.snapshots_max, kept.block_snapshots)
+    history = HistoryReads(lambda: api.registry, services, bounds)  # the time machine's reads
+    mcp = McpServer(api, services, settings, history)  # the tools at /mcp: the same reads, the same checkout
     terms_holder: list[NetworkTerms] = []
 
     def apply_sharing(overrides: dict[str, str]) -> None:
         """Swap in the registry view and prices an operator's sharing change implies (all in this worker)."""
         live = base_registry.with_sharing({k: Sharing(v) for k, v in overrides.items()})
-        pricing = Pricing(live, terms_holder, settings.price_tiers, settings.route_prices, coverage=coverage)
+        pricing = Pricing(
+            live, terms_holder, settings.price_tiers, settings.route_prices, coverage=coverage, history=bounds
+        )
         api.registry, services.pricing = live, pricing
         if services.tier is not None:
             services.tier.registry = live
@@ -272,7 +281,7 @@ def create_app(
             stack.push_async_callback(facilitator.close)
             terms_holder[:] = network_terms(settings, await facilitator.supported())
             services.pricing = Pricing(
-                registry, terms_holder, settings.price_tiers, settings.route_prices, coverage=coverage
+                registry, terms_holder, settings.price_tiers, settings.route_prices, coverage=coverage, history=bounds
             )
             replay_url = settings.upstream_replay_url
             if replay_url is None and settings.replay_upstreams:
@@ -282,7 +291,22 @@ def create_app(
             http = httpx.AsyncClient(limits=httpx.Limits(max_connections=32))
             stack.push_async_callback(http.aclose)
             fetcher = Fetcher(http, replay_url=replay_url, timeout_s=settings.upstream_timeout_s)
-            cache = CacheTier(redis, fetcher, prefix=settings.cache_prefix, observe=metrics.observe_cache)
+            history.store = ColdStore(pool)
+            recorder = None
+            if kept.record:  # every upstream fetch recorded; flushed on a schedule, and once more at shutdown
+                hot = HotLayer(redis, prefix=f"{settings.cache_prefix}hist:", window_s=kept.hot_window_s)
+                recorder = Recorder(
+                    history.store, hot, base_registry.every(), flush_s=kept.flush_s, retention_days=kept.retention_days
+                )
+                recorder.start()
+                stack.push_async_callback(recorder.stop)  # after the scheduler stops, before Redis and the pool
+            cache = CacheTier(
+                redis,
+                fetcher,
+                prefix=settings.cache_prefix,
+                observe=metrics.observe_cache,
+                on_fetch=recorder.on_fetch if recorder is not None else None,
+            )
             tier = DataTier(registry, adapters, cache, data_dir or DATA_DIR)
             if settings.scheduler:
                 scheduler = Scheduler(tier)
@@ -347,7 +371,8 @@ def create_app(
 
     scrape = Route("/metrics", MetricsEndpoint(settings.metrics_token, admin_auth.check, live_gauges))
     found = discovery.routes(services, lambda: api.registry, settings)
-    routes = [*api.routes(), mcp.route(), *admin.routes(), *RefundApi(admin).routes(), *dashboard.routes(admin_auth)]
+    routes = [*api.routes(), *HistoryApi(history).routes(), mcp.route(), *admin.routes(), *RefundApi(admin).routes()]
+    routes += dashboard.routes(admin_auth)
     routes += [*found, scrape]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.add_middleware(PaymentGate, services=services, settings=settings)

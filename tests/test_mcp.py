@@ -35,6 +35,7 @@ from .conftest import Gateway, running_gateway, with_settings
 from .test_abuse import fresh_window
 
 TOOLS = {"get_world_state", "list_streams", "get_stream", "search_streams", "attribution", "health"}
+TOOLS |= {"get_history", "get_coverage"}  # the time machine's (tests/test_history_api.py)
 CAPITALS = "static.capitals"
 QUAKES = "quakes.usgs"
 USGS_HOST = "earthquake.usgs.gov"

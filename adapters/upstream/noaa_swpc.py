@@ -79,6 +79,10 @@ class NoaaKp:
         return UpstreamRequest(self.host, "/json/planetary_k_index_1m.json")
 
     def parse(self, body: bytes, point: Point | None) -> dict[str, list[Record]]:
+        return self.readings(body, keep=KP_KEEP)
+
+    def readings(self, body: bytes, *, keep: int | None = None) -> dict[str, list[Record]]:
+        """The newest `keep` readings (None: every one the product holds, as a backfill reads it), oldest first."""
         document = load_json(body)
         if not isinstance(document, list):
             raise ParseError("not an array of K-index readings")
@@ -105,7 +109,7 @@ class NoaaKp:
                 },
                 source=SOURCE,
             )
-            for observed_at, kp, rounded in readings[-KP_KEEP:]
+            for observed_at, kp, rounded in (readings[-keep:] if keep else readings)
         ]
         return {KP_STREAM: records}
 
@@ -120,7 +124,10 @@ class NoaaSolarWind:
         return UpstreamRequest(self.host, "/json/rtsw/rtsw_wind_1m.json")
 
     def parse(self, body: bytes, point: Point | None) -> dict[str, list[Record]]:
-        """The nominated spacecraft's most recent readings, oldest first.
+        return self.readings(body, keep=SOLAR_WIND_KEEP)
+
+    def readings(self, body: bytes, *, keep: int | None = None) -> dict[str, list[Record]]:
+        """The nominated spacecraft's newest `keep` readings (None: all the product holds), oldest first.
 
         Only records flagged `active: true` are kept, so the series is the one SWPC nominates rather than
         several spacecraft interleaved; if no record is active (or the flag is absent), every record is
@@ -151,6 +158,6 @@ class NoaaSolarWind:
         rows.sort(key=lambda row: (row[0], row[1] or ""))
         records = [
             Record(SOLAR_WIND_STREAM, observed_at, None, None, fields, SOURCE)
-            for observed_at, _, _, fields in rows[-SOLAR_WIND_KEEP:]
+            for observed_at, _, _, fields in (rows[-keep:] if keep else rows)
         ]
         return {SOLAR_WIND_STREAM: records}

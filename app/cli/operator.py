@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import __version__
 from app.cli import pay_args
+from app.cli.backfill_cmd import add_backfill
 from app.cli.batch_cmd import add_batch
 from app.cli.ledger_admin import add_ledger_and_admin
 
@@ -250,6 +251,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_ledger_and_admin(commands)
     add_batch(commands)
+    add_backfill(commands)
 
     devnet = add("devnet", "Run the local devnets alone (anvil and Solana, with test USDC) and print devnet.json.")
     devnet.set_defaults(run=cmd_devnet)

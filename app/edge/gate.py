@@ -190,6 +190,7 @@ class PaymentGate:
             body = encode_json({"error": problem.error, "message": problem.message})
             await _respond(send, problem.status, [_JSON, _NO_STORE], body if scope["method"] == "GET" else b"")
             return
+        paid = pricing.for_query(paid, problem)  # a history range is priced by what it asks
         base_url = public_base_url(scope, self.public_url)
         header, version = _header(scope, _V2_HEADER), 2
         if header is None:

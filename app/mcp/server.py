@@ -47,11 +47,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters import Stream
 from app import __version__
+from app.mcp.history_tools import history_tools
 from app.runtime import metrics
 from app.runtime.logs import bind
 from app.runtime.settings import Settings
 from app.usecases import binding
 from app.usecases.checkout import Checkout
+from app.usecases.history_reads import HistoryReads
 from app.usecases.outcomes import Delivered, Refused, Served, Unavailable, Verified
 from app.usecases.params import STREAM_PARAMS, WORLD_PARAMS, QueryParam, did_you_mean
 from app.usecases.paths import MCP_PATH, STREAM_PREFIX, WORLD_PATH
@@ -218,7 +220,7 @@ class McpServer:
     """The tools over the API's data functions and the services' checkout; `route()` mounts it, `run()` (in the
     app's lifespan) runs its session manager."""
 
-    def __init__(self, api: Reads, services: Services, settings: Settings) -> None:
+    def __init__(self, api: Reads, services: Services, settings: Settings, history: HistoryReads | None = None) -> None:
         self.api = api  # read live: an operator's sharing change swaps api.registry and services.pricing
         self.services = services
         self.checkout = Checkout(services)
@@ -281,6 +283,8 @@ class McpServer:
                 ),
             )
         }
+        if history is not None:  # the time machine's tools: get_history (paid), get_coverage (free)
+            self.tools.update({spec[0]: ToolSpec(*spec) for spec in history_tools(history, self._sell, answer_result)})
         self.server: Server[Any] = Server(
             "worldgate",
             version=__version__,
@@ -382,6 +386,7 @@ class McpServer:
         problem = paid.query(list(params.items()))
         if isinstance(problem, Problem):  # a query that cannot be served costs nothing: refused before any quote
             return answer_result(problem_answer(problem))
+        paid = pricing.for_query(paid, problem)  # a history range is priced by what it asks
         raw = meta.get(PAYMENT_META_KEY)
         if raw is None:
             metrics.QUOTES(paid.path).inc()

@@ -19,7 +19,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from adapters import Coverage, Registry, Sharing, Stream, live_coverage
+from adapters.history import recorded
 from app.usecases.examples import stream_example, world_example
+from app.usecases.history_pricing import history_terms
+from app.usecases.history_queries import HistoryBounds
 from app.usecases.params import (
     POINT_STREAM_PARAMS,
     POINT_STREAM_REFUSED,
@@ -90,6 +93,8 @@ class PaidRoute:
     refused_params: tuple[str, ...] = ()  # known names its rules refuse in their own words (any other: unknown)
     example: Mapping[str, Any] | None = None  # an example 200 answer
     extensions: Mapping[str, Any] = field(default_factory=dict)  # x402 `extensions`: name → declaration
+    # a price that follows the query (a history range): params → (amount, description); None: one price
+    price_for: Callable[[Mapping[str, str]], tuple[int, str]] | None = None
 
     def query(self, params: list[tuple[str, str]]) -> dict[str, str] | Problem:
         """The query's pairs checked before any quote: strictly (no unknown or repeated name), then the rules."""
@@ -227,6 +232,7 @@ class Pricing:
         *,
         extensions: Mapping[str, ExtensionBuilder] = EXTENSIONS,
         coverage: Coverage = live_coverage,
+        history: HistoryBounds | None = None,  # the time machine's routes, for the streams it records
     ) -> None:
         if not terms:
             raise PricingError("no payment network is configured")
@@ -236,6 +242,7 @@ class Pricing:
         self._extensions = extensions
         self._offers: dict[int, tuple[PaymentRequirements, ...]] = {}
         self._routes: dict[str, PaidRoute] = {}
+        self._history: dict[str, PaidRoute] = {}  # apart: the discovery documents list `routes()`
         tier_atomic = {name: self._atomic(price, f"tier {name!r}") for name, price in tiers.items()}
         template_override = overrides.get(STREAM_ROUTE) or overrides.get(STREAM_PREFIX + "{id}")
         for stream in registry.all():
@@ -266,6 +273,9 @@ class Pricing:
                     example=stream_example(stream),
                 )
             )
+            if history is not None and recorded(stream):
+                for terms in history_terms(stream, amount, tier, history, self.display):
+                    self._add(PaidRoute(**terms, offers=self._offers_for(amount)), self._history)
         world = overrides.get(WORLD_PATH) or overrides.get(WORLD_ROUTE)
         if world is None and WORLD_PRICE_TIER not in tier_atomic:
             raise PricingError(f"/v1/world is priced by tier {WORLD_PRICE_TIER!r}, which has no price")
@@ -286,12 +296,12 @@ class Pricing:
                 example=world_example(),
             )
         )
-        self._quotes: OrderedDict[tuple[str, str], Quote] = OrderedDict()
+        self._quotes: OrderedDict[tuple[str, str, int, str], Quote] = OrderedDict()
 
-    def _add(self, paid: PaidRoute) -> None:
+    def _add(self, paid: PaidRoute, table: dict[str, PaidRoute] | None = None) -> None:
         """Price a route, with the extensions its 402 declares (built once, here)."""
         declared = {name: d for name, build in self._extensions.items() if (d := build(paid)) is not None}
-        self._routes[paid.path] = replace(paid, extensions=declared)
+        (self._routes if table is None else table)[paid.path] = replace(paid, extensions=declared)
 
     def _atomic(self, price: str | int, what: str) -> int:
         try:
@@ -305,7 +315,19 @@ class Pricing:
         return self._offers[amount]
 
     def lookup(self, path: str) -> PaidRoute | None:
-        return self._routes.get(path)
+        return self._routes.get(path) or self._history.get(path)
+
+    def for_query(self, paid: PaidRoute, params: Mapping[str, str]) -> PaidRoute:
+        """The route as priced for this (already checked) query: most have one price; a history range costs
+        what it asks, and its 402 says so."""
+        if paid.price_for is None:
+            return paid
+        amount, description = paid.price_for(params)
+        return replace(paid, amount_atomic=amount, offers=self._offers_for(amount), description=description)
+
+    def history_routes(self) -> list[PaidRoute]:
+        """The time machine's routes (/history and /at per recorded stream)."""
+        return list(self._history.values())
 
     def routes(self) -> list[PaidRoute]:
         return list(self._routes.values())
@@ -342,7 +364,7 @@ class Pricing:
         )
 
     def quote(self, paid: PaidRoute, base_url: str) -> Quote:
-        key = (base_url, paid.path)
+        key = (base_url, paid.path, paid.amount_atomic, paid.description)  # a history range: its own price
         quote = self._quotes.get(key)
         if quote is not None:
             self._quotes.move_to_end(key)

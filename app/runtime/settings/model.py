@@ -9,16 +9,19 @@ from __future__ import annotations
 import ipaddress
 import re
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adapters import Sharing
 from payments.networks import KNOWN_USDC, SOLANA_DEVNET, evm_chain_id
+
+from .fields import From
+from .fields import Frozen as _Frozen
+from .history import HistorySettings
 
 SHARING_STATES = tuple(str(s) for s in Sharing)
 DEFAULT_PRICE_TIERS: dict[str, str | int] = {"basic": "$0.001", "standard": "$0.002", "premium": "$0.01"}
@@ -29,27 +32,6 @@ RATE_LIMIT_OFF = ("off", "none", "0", "false", "")
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class From:
-    """Where a field is read: the variable `env` (or an older name in `also`) over `toml`, "section.key".
-
-    A `secret` comes from the variable, the file named by `<env>_FILE`, or the file named by its TOML
-    key (which ends in `_file`); never from the TOML file itself, which tends to get committed.
-    `keep_empty`: an empty variable is a value (a rate limit's "off") instead of unset.
-    """
-
-    env: str
-    toml: str | None = None
-    secret: bool = False
-    keep_empty: bool = False
-    also: tuple[str, ...] = ()
-
-
-class _Frozen(BaseModel):
-    # inputs stay out of pydantic's messages: a key may be one of them
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 def _known_chain(data: Any, kind: str, default_network: str) -> Any:
@@ -349,6 +331,7 @@ class Settings(BaseSettings):
     schemes: Annotated[tuple[str, ...], From("WORLDGATE_SCHEMES", "payments.schemes")] = SCHEMES
     batch: BatchSettings = Field(default_factory=BatchSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
     # browser origins that may read answers (CORS): "*", or a list of origins; empty or "off": no CORS headers
     cors_origins: Annotated[tuple[str, ...], From("WORLDGATE_CORS_ORIGINS", "server.cors_origins", keep_empty=True)] = (
         "*",
