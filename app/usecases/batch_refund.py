@@ -1,16 +1,17 @@
 """A batch-settlement payer's cooperative refund, taken on any paid route (x402 `batch-settlement`, §1.7).
 
 The official clients send `type: "refund"` with a zero-charge voucher (its ceiling is what the channel was charged)
-and, optionally, an amount. No handler runs. Under the channel's row lock (vouchers booked on it, claims recorded
-of it and operator refunds of its sales wait): the voucher must be the channel's charged total (else a corrective
-402, as for a voucher); the chain is read for the live balance, claimed total and refundNonce; the refund is
-`balance - (charged - refunded)` or the amount asked, within it (`…refund_no_balance`, `…refund_amount_invalid`).
-One transaction from the gateway's relayer, `multicall(claimWithSignature, refundWithSignature)`, claims what was
-charged (less what the operator refunded before a claim) and returns the rest; it is written ahead (in
-batch_refunds, and its claim in batch_pending_tx for the settler) before it is broadcast. The mirror then takes
-the chain's state at the receipt's block, the lock is released, and the claim part is recorded as the settler's
-claims are (`channels.record_claim`). The answer is 200 with the PAYMENT-RESPONSE the clients expect: the
-transaction, the amount refunded and the channel's state.
+and, optionally, an amount. No handler runs; a banned payer may still have its deposit back, and refunds count
+against the payer's rate limit (each is a transaction the gateway pays gas for). Under the channel's row lock
+(vouchers booked on it, claims recorded of it and operator refunds of its sales wait): the voucher must be the
+channel's charged total (else a corrective 402, as for a voucher); the chain is read for the live balance, claimed
+total and refundNonce; the refund is `balance - (charged - refunded)` or the amount asked, within it
+(`…refund_no_balance`, `…refund_amount_invalid`). One transaction from the gateway's relayer,
+`multicall(claimWithSignature, refundWithSignature)`, claims what was charged (less what the operator refunded
+before a claim) and returns the rest; it is written ahead (in batch_refunds, and its claim in batch_pending_tx for
+the settler) before it is broadcast. The mirror then takes the chain's state at the receipt's block, the lock is
+released, and the claim part is recorded as the settler's claims are (`channels.record_claim`). The answer is 200
+with the PAYMENT-RESPONSE the clients expect: the transaction, the amount refunded and the channel's state.
 
 A refund whose receipt never came (a timeout, a crash) answers 503 settlement_pending; the next refund request on
 the channel reads its receipt first, and a retry of the same refund gets that outcome instead of a second refund.
@@ -78,6 +79,9 @@ class CooperativeRefund:
                 forged = await self.chain.voucher_signature_refusal(checked)
                 if forged is not None:
                     return admission.refused(paid, forged)
+            # each refund is a transaction our relayer pays for: a payer's refunds count against its rate limit
+            if (limited := await admission.over_limit(self.services, paid, checked.payer)) is not None:
+                return limited
             if await channels.channel(pool, checked.channel_id) is None:  # another replica's deposit, a restart
                 snapshot = await self.chain.read_channel(checked.channel_id)
                 if not snapshot.exists:
