@@ -4,7 +4,7 @@ verification of the stored books, the ledger side of reconciliation (audit), and
 Imports nothing of worldgate's; values cross in as `PaymentRecord` and `Posting`, defined here.
 """
 
-from . import audit, channels, claims, idempotency, journal, locks, operator, refunds, reports, verify
+from . import audit, channels, claims, idempotency, journal, locks, operator, refunds, reports, verify, voucher_bookings
 from .claims import PaymentRecord
 from .errors import LedgerError, LedgerIntegrityError, LedgerUnavailable
 from .journal import Posting, batch_acceptance_postings, settlement_postings
@@ -33,4 +33,5 @@ __all__ = [
     "reports",
     "settlement_postings",
     "verify",
+    "voucher_bookings",
 ]

@@ -1,11 +1,7 @@
-"""batch-settlement's ledger side: the channel mirror, vouchers booked once per price, claims, sweeps.
+"""batch-settlement's ledger side: the channel mirror, claims and sweeps (vouchers are booked in voucher_bookings.py).
 
-A payer deposits into an on-chain channel once; each paid request carries a cumulative voucher. The request path:
-`channel` and `precheck` (is this voucher the channel's next, within what it may be charged?) → the handler runs →
-`book_voucher`, one statement under the channel's row lock (migration 0009): the rule checked again, the payment
-claimed and moved to accepted, the voucher kept, the sale booked as revenue against
-`receivable:batch:<network>:<payTo>`, the channel charged. A handler that fails writes nothing; of two requests
-racing on one channel the second is refused. The settler: `owed_channels` → one claim transaction →
+A payer deposits into an on-chain channel once; each paid request carries a cumulative voucher, booked once its
+data is ready (ledger/voucher_bookings.py). The settler: `owed_channels` → one claim transaction →
 `record_claim` (payments → claimed_onchain, gas booked) → `settle(receiver, token)` → `record_settlement`
 (→ settled, the receivable swept to the receiver's account); each hash is recorded once, so a settler retrying
 after a crash books nothing twice. Every operation is one transaction; amounts are ints (numeric(78,0) in SQL).
@@ -23,9 +19,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from .claims import PaymentRecord
-from .errors import LedgerError, LedgerIntegrityError, translated
-from .journal import Posting, assert_balanced, asset_id, batch_sweep_postings, gas_postings, receivable_account
+from .errors import LedgerIntegrityError, translated
+from .journal import Posting, assert_balanced, batch_sweep_postings, gas_postings
 from .sql import queries
 from .states import PaymentState
 
@@ -98,11 +93,6 @@ class Channel:
         if not self.withdraw_requested_at:
             return self.balance_atomic
         return max(self.claimed_atomic, self.balance_atomic - self.withdrawal_amount_atomic)
-
-
-@dataclass(frozen=True, slots=True)
-class Booked:
-    payment_id: int  # the sale, accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,79 +206,10 @@ async def channel(pool: asyncpg.Pool, channel_id: str) -> Channel | None:
     return None if row is None else _build(Channel, row)
 
 
-def precheck(found: Channel, max_claimable_atomic: int, price_atomic: int) -> VoucherRefused | None:
-    """The cumulative rule, before the handler runs (book_voucher checks it again under the channel's lock)."""
-    if max_claimable_atomic != found.charged_atomic + price_atomic:
-        detail = f"maxClaimableAmount {max_claimable_atomic} is not charged {found.charged_atomic} + {price_atomic}"
-        return VoucherRefused(Refusal.CUMULATIVE_AMOUNT_MISMATCH, found, detail)
-    if max_claimable_atomic > found.chargeable_atomic:
-        detail = f"maxClaimableAmount {max_claimable_atomic} exceeds what the channel holds ({found.chargeable_atomic})"
-        return VoucherRefused(Refusal.CUMULATIVE_EXCEEDS_BALANCE, found, detail)
-    return None
-
-
-async def book_voucher(
-    pool: asyncpg.Pool,
-    *,
-    record: PaymentRecord,
-    channel_id: str,
-    max_claimable_atomic: int,
-    signature: str,
-    postings: Sequence[Posting],
-    max_unsettled_atomic: int | None = None,
-) -> Booked | VoucherRefused:
-    """A voucher whose data is ready, booked in one statement under the channel's row lock: the cumulative rule
-    (max = charged + price, within what the channel may be charged), the operator's cap on unsettled value, the
-    payment claimed and accepted (claimed → verified → served → accepted), the voucher kept, the sale booked with
-    `postings` (e.g. `journal.batch_acceptance_postings`), the channel charged. A refusal writes nothing."""
-    channel_id = channel_id.lower()
-    price = record.amount_atomic
-    if record.payment_key != (key := payment_key(record.network, channel_id, max_claimable_atomic)):
-        raise LedgerError(f"a batch payment's key must be {key}")
-    if price <= 0:
-        raise LedgerError("a batch payment's amount is the request's price, which must be positive")
-    assert_balanced(postings)
-    owed = (receivable_account(record.network, record.pay_to), asset_id(record.network, record.asset))
-    revenue = -sum(p.amount_atomic for p in postings if p.account.startswith("revenue:"))
-    receivable = sum(p.amount_atomic for p in postings if (p.account, p.asset) == owed)
-    if revenue != price or receivable != price:
-        raise LedgerIntegrityError(f"the postings book {revenue} revenue, {receivable} owed; the price is {price}")
+async def channels_by_id(pool: asyncpg.Pool, channel_ids: Sequence[str]) -> dict[str, Channel]:
     with translated():
-        row = await pool.fetchrow(
-            queries["batch_book_voucher"],
-            channel_id,
-            record.payment_key,
-            record.scheme_id,
-            record.network,
-            record.asset.lower(),
-            record.payer,
-            record.pay_to.lower(),
-            price,
-            record.route,
-            record.resource,
-            record.stream,
-            record.settlement_mode,
-            max_claimable_atomic,
-            signature,
-            [p.account for p in postings],
-            [p.asset for p in postings],
-            [p.amount_atomic for p in postings],
-            max_unsettled_atomic,
-        )
-        verdict = Refusal(row["verdict"]) if row["verdict"] != "accepted" else None
-        if verdict is None:
-            return Booked(row["booked_id"])
-        found = await channel(pool, channel_id)
-    return VoucherRefused(verdict, found, _REFUSED[verdict])
-
-
-_REFUSED = {
-    Refusal.CHANNEL_NOT_FOUND: "no such channel is known",
-    Refusal.CUMULATIVE_AMOUNT_MISMATCH: "maxClaimableAmount is not what the channel was charged plus this price",
-    Refusal.CUMULATIVE_EXCEEDS_BALANCE: "maxClaimableAmount exceeds what the channel holds",
-    Refusal.UNSETTLED_CAP: "the gateway holds its cap of unsettled value",
-    Refusal.VOUCHER_ALREADY_USED: "this voucher was already used",
-}
+        rows = await pool.fetch(queries["batch_channels_by_id"], [c.lower() for c in channel_ids])
+    return {row["channel_id"]: _build(Channel, row) for row in rows}
 
 
 async def owed_channels(pool: asyncpg.Pool, network: str, limit: int = 100) -> list[OwedChannel]:

@@ -36,14 +36,16 @@ SELECT * FROM batch_channels WHERE channel_id = $1;
 -- The per-channel lock every channel write takes first (one at a time per channel, across workers and replicas).
 SELECT * FROM batch_channels WHERE channel_id = $1 FOR UPDATE;
 
--- name: batch_book_voucher
--- A served voucher booked in one statement (migration 0009's wg_batch_book_voucher): the verdict, and the payment.
-SELECT verdict, booked_id FROM wg_batch_book_voucher($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                                                     $15::text[], $16::text[], $17::numeric[], $18);
+-- name: batch_book_vouchers
+-- Served vouchers booked together (migration 0009's wg_batch_book_vouchers): each one's verdict and payment.
+SELECT n, verdict, booked_id
+FROM wg_batch_book_vouchers($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                            $8::numeric[], $9::text[], $10::text[], $11::text[], $12::text[], $13::numeric[],
+                            $14::text[], $15::text[], $16)
+ORDER BY n;
 
--- name: batch_chargeable
--- What may be charged on a channel now: its balance, less a pending withdrawal's share (migration 0009).
-SELECT wg_batch_chargeable(c) FROM batch_channels c WHERE channel_id = $1;
+-- name: batch_channels_by_id
+SELECT * FROM batch_channels WHERE channel_id = ANY($1::text[]);
 
 -- name: batch_owed
 -- Channels with accepted vouchers not yet claimed on chain; a pending withdrawal first (its claim must land

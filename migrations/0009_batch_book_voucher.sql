@@ -4,7 +4,8 @@
 -- advance the payment, accept it after, and every sale's postings updated the same two account_balances rows.
 -- Measured under load, the database's share of that was most of a voucher's cost. Now the handler runs first
 -- (the channel checked but not locked), and `wg_batch_book_voucher` does the rest in one statement under the
--- channel's row lock: the cumulative rule re-checked, the payment inserted already accepted, the voucher kept,
+-- channel's row lock (`wg_batch_book_vouchers` books the vouchers of concurrent requests together, one
+-- statement and one commit for all of them): the cumulative rule re-checked, the payment inserted already accepted, the voucher kept,
 -- the channel charged, the sale booked. Nothing is written for a voucher whose handler fails, and of two
 -- requests racing on one channel the second is refused after the first is booked: charged still moves only
 -- after data, once per price. The per-channel reservation of 0007 is gone with it, and account_balances is
@@ -98,6 +99,38 @@ BEGIN
     INSERT INTO journal_postings (entry_id, account, asset, amount_atomic)  -- last: it updates shared balances
     SELECT entry, account, asset, amount FROM unnest(p_accounts, p_assets, p_amounts) AS l (account, asset, amount);
     RETURN QUERY SELECT 'accepted', pid;
+END $$;
+
+-- Several served vouchers booked in one statement and one transaction, in the order given (the caller sorts
+-- them by channel, so concurrent groups lock channels in one order): each as wg_batch_book_voucher books it,
+-- a refusal refusing only its own. $15 holds each voucher's postings as a JSON array of [account, asset,
+-- amount] (amounts as strings). Returns (n, verdict, booked_id), n the voucher's 1-based place in the arrays.
+CREATE FUNCTION wg_batch_book_vouchers(
+    p_channel_ids text[], p_payment_keys text[], p_scheme_ids text[], p_networks text[], p_assets text[],
+    p_payers text[], p_pay_tos text[], p_amounts numeric[], p_routes text[], p_resources text[], p_streams text[],
+    p_settlement_modes text[], p_max_claimables numeric[], p_signatures text[], p_postings text[],
+    p_max_unsettled numeric
+) RETURNS TABLE (n integer, verdict text, booked_id bigint) LANGUAGE plpgsql AS $$
+DECLARE
+    i integer;
+    accounts text[];
+    assets text[];
+    amounts numeric[];
+    booked record;
+BEGIN
+    FOR i IN 1 .. COALESCE(array_length(p_channel_ids, 1), 0) LOOP
+        SELECT array_agg(line->>0 ORDER BY o), array_agg(line->>1 ORDER BY o), array_agg((line->>2)::numeric ORDER BY o)
+        INTO accounts, assets, amounts
+        FROM jsonb_array_elements(p_postings[i]::jsonb) WITH ORDINALITY AS l (line, o);
+        SELECT * INTO booked FROM wg_batch_book_voucher(
+            p_channel_ids[i], p_payment_keys[i], p_scheme_ids[i], p_networks[i], p_assets[i], p_payers[i],
+            p_pay_tos[i], p_amounts[i], p_routes[i], p_resources[i], p_streams[i], p_settlement_modes[i],
+            p_max_claimables[i], p_signatures[i], accounts, assets, amounts, p_max_unsettled);
+        n := i;
+        verdict := booked.verdict;
+        booked_id := booked.booked_id;
+        RETURN NEXT;
+    END LOOP;
 END $$;
 
 -- ---------------------------------------------------------------------------------------------

@@ -12,9 +12,21 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from ledger import LedgerError, LedgerIntegrityError, PaymentRecord, PaymentState, channels, claims, journal
-from ledger.channels import Booked, ChannelConfig, Refusal, VoucherRefused
+from app.usecases import voucher_booker
+from app.usecases.voucher_booker import VoucherBooker
+from ledger import (
+    LedgerError,
+    LedgerIntegrityError,
+    PaymentRecord,
+    PaymentState,
+    channels,
+    claims,
+    journal,
+    voucher_bookings,
+)
+from ledger.channels import ChannelConfig, Refusal, VoucherRefused
 from ledger.verify import verify
+from ledger.voucher_bookings import Booked, Booking
 
 from .ledger_helpers import FreshDatabase, fresh_database, record
 from .services import Database
@@ -73,14 +85,12 @@ async def book(
     pool: asyncpg.Pool, cfg: ChannelConfig, max_atomic: int, price: int, **options: object
 ) -> Booked | VoucherRefused:
     """A voucher whose data is ready, booked (or refused)."""
-    return await channels.book_voucher(
-        pool,
-        record=voucher_record(cfg, max_atomic, price),
-        channel_id=cfg.channel_id,
-        max_claimable_atomic=max_atomic,
-        signature=f"0xsig{max_atomic}",
-        postings=acceptance(cfg, price),
-        **options,  # type: ignore[arg-type]
+    return await voucher_bookings.book_voucher(pool, booking(cfg, max_atomic, price), **options)  # type: ignore[arg-type]
+
+
+def booking(cfg: ChannelConfig, max_atomic: int, price: int) -> Booking:
+    return Booking(
+        voucher_record(cfg, max_atomic, price), cfg.channel_id, max_atomic, f"0xsig{max_atomic}", acceptance(cfg, price)
     )
 
 
@@ -250,7 +260,7 @@ async def test_a_cumulative_amount_other_than_charged_plus_price_is_refused(fres
     ):
         refused = await book(pool, cfg, max_atomic, 1000)
         assert isinstance(refused, VoucherRefused) and refused.reason == reason, (max_atomic, refused)
-        assert channels.precheck(refused.channel, max_atomic, 1000) is not None  # the same rule, before serving
+        assert voucher_bookings.precheck(refused.channel, max_atomic, 1000) is not None  # the same rule, before serving
         # what a corrective 402 carries: the charged total and the last voucher
         assert refused.channel is not None
         assert (refused.channel.charged_atomic, refused.channel.signed_max_atomic) == (1000, 1000)
@@ -265,13 +275,8 @@ async def test_a_cumulative_amount_other_than_charged_plus_price_is_refused(fres
     )
     assert (await counts(pool))[0] == before[0] + 1  # only the sale of 1500
     with pytest.raises(LedgerError, match="key must be"):
-        await channels.book_voucher(
-            pool,
-            record=voucher_record(cfg, 9, 1000),
-            channel_id=cfg.channel_id,
-            max_claimable_atomic=3500,
-            signature="0x",
-            postings=acceptance(cfg, 1000),
+        await voucher_bookings.book_voucher(
+            pool, Booking(voucher_record(cfg, 9, 1000), cfg.channel_id, 3500, "0x", acceptance(cfg, 1000))
         )
 
 
@@ -289,6 +294,57 @@ async def test_twenty_concurrent_bookings_on_one_channel_book_one(fresh: FreshDa
     [won] = [i for i, r in enumerate(racing) if isinstance(r, Booked)]
     channel = await channels.channel(pool, cfg.channel_id)
     assert channel is not None and (channel.charged_atomic, channel.unsettled_atomic) == (2000 + won, 2000 + won)
+    assert (await verify(pool)).ok
+
+
+async def test_vouchers_booked_together_are_each_booked_or_refused_on_their_own(fresh: FreshDatabase) -> None:
+    pool = fresh.pool
+    a, b = config(), config()
+    for cfg in (a, b):
+        await channels.mirror_channel(pool, cfg, balance_atomic=2_000, claimed_atomic=0)
+    group = [booking(a, 1000, 1000), booking(a, 2000, 1000), booking(a, 2000, 1000), booking(b, 1500, 1500)]
+    group += [booking(b, 2500, 1000), booking(config(), 1000, 1000)]  # above b's balance; an unknown channel
+    results = await voucher_bookings.book_vouchers(pool, group)
+    assert [type(r).__name__ for r in results] == ["Booked", "Booked", "VoucherRefused", "Booked"] + [
+        "VoucherRefused"
+    ] * 2
+    assert [r.reason for r in results if isinstance(r, VoucherRefused)] == [
+        Refusal.CUMULATIVE_AMOUNT_MISMATCH,  # the same voucher twice in one group: booked once
+        Refusal.CUMULATIVE_EXCEEDS_BALANCE,
+        Refusal.CHANNEL_NOT_FOUND,
+    ]
+    assert results[2].channel is not None and results[2].channel.charged_atomic == 2000  # for a corrective 402
+    assert await counts(pool) == (3, 3, 3)
+    assert (await verify(pool)).ok
+
+
+async def test_the_booker_groups_concurrent_vouchers_and_isolates_a_failing_one(fresh: FreshDatabase) -> None:
+    pool = fresh.pool
+    cfgs = [config() for _ in range(12)]
+    for cfg in cfgs:
+        await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
+    booker = VoucherBooker(pool, group_max=8, in_flight_max=1)
+    groups: list[int] = []
+    real = voucher_bookings.book_vouchers
+
+    async def counted(*args: object, **kwargs: object) -> list[Booked | VoucherRefused]:
+        groups.append(len(args[1]))  # type: ignore[arg-type]
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    wrong_terms = booking(replace(cfgs[0], receiver="0x" + "99" * 20), 1000, 1000)  # fails its whole statement
+    voucher_booker.book_vouchers = counted  # type: ignore[assignment]
+    try:
+        results = await asyncio.gather(
+            *(booker.book(booking(cfg, 1000, 1000)) for cfg in cfgs[1:]),
+            booker.book(wrong_terms),
+            return_exceptions=True,
+        )
+    finally:
+        voucher_booker.book_vouchers = real  # type: ignore[assignment]
+    assert all(isinstance(r, Booked) for r in results[:-1]), results
+    assert isinstance(results[-1], LedgerIntegrityError), results[-1]
+    assert groups[0] == 1 and sum(groups) == 12 and len(groups) < 12  # the first alone, the rest together
+    assert await counts(pool) == (11, 11, 11)
     assert (await verify(pool)).ok
 
 
@@ -323,7 +379,7 @@ async def test_a_pending_withdrawal_bounds_what_may_be_charged(fresh: FreshDatab
     assert isinstance(await book(pool, cfg, 2000, 1000), Booked)
     above = await book(pool, cfg, 3000, 1000)
     assert isinstance(above, VoucherRefused) and above.reason == Refusal.CUMULATIVE_EXCEEDS_BALANCE
-    assert channels.precheck(above.channel, 3000, 1000) == VoucherRefused(
+    assert voucher_bookings.precheck(above.channel, 3000, 1000) == VoucherRefused(
         Refusal.CUMULATIVE_EXCEEDS_BALANCE,
         above.channel,
         "maxClaimableAmount 3000 exceeds what the channel holds (2000)",
@@ -398,13 +454,8 @@ async def test_illegal_transitions_are_refused_by_the_trigger(fresh: FreshDataba
             claimed,
         )
     with pytest.raises(LedgerIntegrityError, match="the price is 1000"):  # revenue and receivable: the price
-        await channels.book_voucher(
-            pool,
-            record=voucher_record(cfg, 2000, 1000),
-            channel_id=cfg.channel_id,
-            max_claimable_atomic=2000,
-            signature="0xsig",
-            postings=acceptance(cfg, 999),
+        await voucher_bookings.book_voucher(
+            pool, Booking(voucher_record(cfg, 2000, 1000), cfg.channel_id, 2000, "0xsig", acceptance(cfg, 999))
         )
     edges = {(r["from_state"], r["to_state"]) for r in await pool.fetch("SELECT * FROM payment_transitions")}
     assert edges >= channels.BATCH_TRANSITIONS and edges >= claims.TRANSITIONS

@@ -44,8 +44,10 @@ from app.usecases.outcomes import (
 from app.usecases.pricing import PaidRoute
 from app.usecases.retries import REDELIVER_AFTER_S, REDELIVERY_LEASE_S
 from app.usecases.services import Services
-from ledger import PaymentRecord, batch_recovery, channels, claims
+from app.usecases.voucher_booker import VoucherBooker
+from ledger import PaymentRecord, batch_recovery, channels, claims, voucher_bookings
 from ledger.channels import Channel, ChannelConfig, VoucherRefused
+from ledger.voucher_bookings import Booking
 from payments import PaymentError, PaymentPayload, PaymentRequirements, Reason, Refusal, Settlement
 from payments.evm.batch import (
     BatchSettlementChain,
@@ -100,6 +102,7 @@ class BatchCheckout:
         self.known = KnownChannels()
         assert services.pool is not None
         self.marks = DeliveryMarks(services.pool)
+        self.booker = VoucherBooker(services.pool, max_unsettled_atomic=terms.max_unsettled_atomic)
 
     def delivered(self, outcome: Delivered) -> None:
         """The transport handed a voucher sale's answer to its caller: it is never served again."""
@@ -205,20 +208,20 @@ class BatchCheckout:
         the ledger mirrors it; a channel the ledger has not seen (another replica's deposit, a restart) or whose
         deposit grew is read from the chain once and checked again."""
         known = self.known.get(checked.channel_id)
-        if known is not None and channels.precheck(known, checked.max_claimable, price) is None:
+        if known is not None and voucher_bookings.precheck(known, checked.max_claimable, price) is None:
             return known  # the common case: this process booked the channel's last voucher
         try:
             found = await channels.channel(self.services.pool, checked.channel_id)
             if found is not None:
                 self.known.remember(found)
-            refused = None if found is None else channels.precheck(found, checked.max_claimable, price)
+            refused = None if found is None else voucher_bookings.precheck(found, checked.max_claimable, price)
             grown = refused is not None and refused.reason is channels.Refusal.CUMULATIVE_EXCEEDS_BALANCE
             if found is None or grown:
                 snapshot = await self.chain.read_channel(checked.channel_id)
                 if not snapshot.exists:
                     return VoucherRefused(channels.Refusal.CHANNEL_NOT_FOUND, None, f"no channel {checked.channel_id}")
                 found = await self._mirror(checked, snapshot)
-                refused = channels.precheck(found, checked.max_claimable, price)
+                refused = voucher_bookings.precheck(found, checked.max_claimable, price)
         except ledger.LedgerUnavailable:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         except PaymentError as exc:
@@ -354,14 +357,9 @@ class BatchCheckout:
         )
         with anyio.CancelScope(shield=True):  # the data is ready: book it even if the client went away
             try:
-                booked = await channels.book_voucher(
-                    self.services.pool,
-                    record=self._record(paid, offer, checked),
-                    channel_id=checked.channel_id,
-                    max_claimable_atomic=checked.max_claimable,
-                    signature=signature,
-                    postings=postings,
-                    max_unsettled_atomic=self.terms.max_unsettled_atomic,
+                record = self._record(paid, offer, checked)
+                booked = await self.booker.book(
+                    Booking(record, checked.channel_id, checked.max_claimable, signature, postings)
                 )
             except ledger.LedgerUnavailable:
                 return Unavailable("ledger_unavailable", NOT_RECORDED)

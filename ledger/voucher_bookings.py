@@ -1,0 +1,126 @@
+"""Booking batch-settlement vouchers: a voucher's sale is written once its data is ready, never before.
+
+The request path: `precheck` against the channel as last known (is this voucher the channel's next, within what
+it may be charged?) → the handler runs → `book_vouchers`, under each channel's row lock (migration 0009): the
+rule checked again, the payment inserted accepted, the voucher kept, the channel charged, the sale booked as
+revenue against `receivable:batch:<network>:<payTo>`. A refusal writes nothing; of two requests racing on one
+channel the second is refused. Vouchers of concurrent requests are booked together, in one statement and one
+commit (app/usecases/voucher_booker.py groups them), each refused or booked on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from .channels import Channel, Refusal, VoucherRefused, channels_by_id, payment_key
+from .claims import PaymentRecord
+from .errors import LedgerError, LedgerIntegrityError, translated
+from .journal import Posting, assert_balanced, asset_id, receivable_account
+from .sql import queries
+
+_REFUSED = {
+    Refusal.CHANNEL_NOT_FOUND: "no such channel is known",
+    Refusal.CUMULATIVE_AMOUNT_MISMATCH: "maxClaimableAmount is not what the channel was charged plus this price",
+    Refusal.CUMULATIVE_EXCEEDS_BALANCE: "maxClaimableAmount exceeds what the channel holds",
+    Refusal.UNSETTLED_CAP: "the gateway holds its cap of unsettled value",
+    Refusal.VOUCHER_ALREADY_USED: "this voucher was already used",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """A served voucher to book: its payment, its channel and ceiling, its signature, the sale's postings."""
+
+    record: PaymentRecord
+    channel_id: str
+    max_claimable_atomic: int
+    signature: str
+    postings: Sequence[Posting]
+
+    def checked(self) -> Booking:
+        """This booking, its channel id lowercased, once its key and postings are known to fit its price."""
+        channel_id, record, price = self.channel_id.lower(), self.record, self.record.amount_atomic
+        if record.payment_key != (key := payment_key(record.network, channel_id, self.max_claimable_atomic)):
+            raise LedgerError(f"a batch payment's key must be {key}")
+        if price <= 0:
+            raise LedgerError("a batch payment's amount is the request's price, which must be positive")
+        assert_balanced(self.postings)
+        owed = (receivable_account(record.network, record.pay_to), asset_id(record.network, record.asset))
+        revenue = -sum(p.amount_atomic for p in self.postings if p.account.startswith("revenue:"))
+        receivable = sum(p.amount_atomic for p in self.postings if (p.account, p.asset) == owed)
+        if revenue != price or receivable != price:
+            raise LedgerIntegrityError(f"the postings book {revenue} revenue, {receivable} owed; the price is {price}")
+        return Booking(record, channel_id, self.max_claimable_atomic, self.signature, self.postings)
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    payment_id: int  # the sale, accepted
+
+
+def precheck(found: Channel, max_claimable_atomic: int, price_atomic: int) -> VoucherRefused | None:
+    """The cumulative rule, before the handler runs (the booking checks it again under the channel's lock)."""
+    if max_claimable_atomic != found.charged_atomic + price_atomic:
+        detail = f"maxClaimableAmount {max_claimable_atomic} is not charged {found.charged_atomic} + {price_atomic}"
+        return VoucherRefused(Refusal.CUMULATIVE_AMOUNT_MISMATCH, found, detail)
+    if max_claimable_atomic > found.chargeable_atomic:
+        detail = f"maxClaimableAmount {max_claimable_atomic} exceeds what the channel holds ({found.chargeable_atomic})"
+        return VoucherRefused(Refusal.CUMULATIVE_EXCEEDS_BALANCE, found, detail)
+    return None
+
+
+async def book_vouchers(
+    pool: asyncpg.Pool, bookings: Sequence[Booking], *, max_unsettled_atomic: int | None = None
+) -> list[Booked | VoucherRefused]:
+    """Book served vouchers in one statement, in the order given (sort them by channel: concurrent callers then
+    lock channels in one order), each under its channel's row lock: the cumulative rule (max = charged + price,
+    within what the channel may be charged), the operator's cap on unsettled value (all channels), the payment
+    inserted accepted, the voucher kept, the channel charged, the sale booked with its postings (e.g.
+    `journal.batch_acceptance_postings`). A refusal writes nothing and refuses that voucher alone; an error
+    (LedgerError) books none of them. Results come in the bookings' order."""
+    checked = [b.checked() for b in bookings]
+    records = [b.record for b in checked]
+    with translated():
+        rows = await pool.fetch(
+            queries["batch_book_vouchers"],
+            [b.channel_id for b in checked],
+            [r.payment_key for r in records],
+            [r.scheme_id for r in records],
+            [r.network for r in records],
+            [r.asset.lower() for r in records],
+            [r.payer for r in records],
+            [r.pay_to.lower() for r in records],
+            [r.amount_atomic for r in records],
+            [r.route for r in records],
+            [r.resource for r in records],
+            [r.stream for r in records],
+            [r.settlement_mode for r in records],
+            [b.max_claimable_atomic for b in checked],
+            [b.signature for b in checked],
+            [json.dumps([[p.account, p.asset, str(p.amount_atomic)] for p in b.postings]) for b in checked],
+            max_unsettled_atomic,
+        )
+        if len(rows) != len(checked):
+            raise LedgerIntegrityError(f"{len(checked)} vouchers given, {len(rows)} verdicts back")
+        refused = [b.channel_id for b, row in zip(checked, rows, strict=True) if row["verdict"] != "accepted"]
+        found = await channels_by_id(pool, refused) if refused else {}
+    results: list[Booked | VoucherRefused] = []
+    for booking, row in zip(checked, rows, strict=True):
+        if row["verdict"] == "accepted":
+            results.append(Booked(row["booked_id"]))
+        else:
+            reason = Refusal(row["verdict"])
+            results.append(VoucherRefused(reason, found.get(booking.channel_id), _REFUSED[reason]))
+    return results
+
+
+async def book_voucher(
+    pool: asyncpg.Pool, booking: Booking, *, max_unsettled_atomic: int | None = None
+) -> Booked | VoucherRefused:
+    """One served voucher, booked (see `book_vouchers`)."""
+    [result] = await book_vouchers(pool, [booking], max_unsettled_atomic=max_unsettled_atomic)
+    return result
