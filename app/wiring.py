@@ -240,7 +240,7 @@ def create_app(
     )
     api = Api(registry, services, info=info, chains=probes, scheduler=settings.scheduler)
     kept = settings.history
-    bounds = HistoryBounds(kept.range_days_max, kept.snapshots_max, kept.block_snapshots)
+    bounds = HistoryBounds(kept.range_days_max, kept.snapshots_max, kept.block_snapshots, settings.response_bytes_max)
     history = HistoryReads(lambda: api.registry, services, bounds)  # the time machine's reads
     mcp = McpServer(api, services, settings, history)  # the tools at /mcp: the same reads, the same checkout
     terms_holder: list[NetworkTerms] = []

@@ -11,16 +11,27 @@ CREATE TABLE IF NOT EXISTS history_snapshots (
     checksum    bytea       NOT NULL,   -- sha256 of the records' canonical JSON
     origin      text        NOT NULL CHECK (origin IN ('recorded', 'backfill')),
     count       integer     NOT NULL CHECK (count >= 0),
-    raw_bytes   integer     NOT NULL,   -- the records' JSON before compression (for the size figures)
-    records     bytea       NOT NULL,   -- zlib of the JSON array of records: compressed once, by the writer
+    raw_bytes   integer     NOT NULL,   -- the records' JSON, uncompressed (for the size figures)
+    records     bytea       NOT NULL,   -- the JSON array of records, as sold; Postgres compresses it (below)
     PRIMARY KEY (stream, t)
 ) PARTITION BY RANGE (t);
+
+-- Compression of the records column: lz4 where the server has it (decompresses at GB/s, so a history read costs
+-- little more than reading the rows), else pglz. Postgres compresses a row from its TOAST threshold (about 2 kB)
+-- up: the many small snapshots (an ISS position, a Kp reading) stay as they are, a few hundred bytes each.
+DO $$
+BEGIN
+    ALTER TABLE history_snapshots ALTER COLUMN records SET COMPRESSION lz4;
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'history_snapshots.records: lz4 is not available here; pglz compresses it';
+END
+$$;
 
 -- Time-ordered appends make a BRIN index on t a few pages per partition; per-stream reads use the primary key.
 CREATE INDEX IF NOT EXISTS history_snapshots_t_brin ON history_snapshots USING brin (t) WITH (pages_per_range = 32);
 
--- The month partition holding `p_at`, created when first needed (two writers racing wait on one lock).
--- Its records column is stored EXTERNAL: already compressed, pglz would only spend CPU failing to shrink it.
+-- The month partition holding `p_at`, created when first needed (two writers racing wait on one lock); its
+-- records column gets the parent's compression.
 CREATE OR REPLACE FUNCTION history_partition(p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -34,7 +45,10 @@ BEGIN
                 'CREATE TABLE %I PARTITION OF history_snapshots FOR VALUES FROM (%L) TO (%L)',
                 part_name, lower_utc AT TIME ZONE 'UTC', (lower_utc + interval '1 month') AT TIME ZONE 'UTC'
             );
-            EXECUTE format('ALTER TABLE %I ALTER COLUMN records SET STORAGE EXTERNAL', part_name);
+            IF (SELECT attcompression FROM pg_attribute
+                WHERE attrelid = 'history_snapshots'::regclass AND attname = 'records') = 'l' THEN
+                EXECUTE format('ALTER TABLE %I ALTER COLUMN records SET COMPRESSION lz4', part_name);
+            END IF;
         END IF;
     END IF;
     RETURN part_name;

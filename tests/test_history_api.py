@@ -28,7 +28,7 @@ from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 
 from .chain import new_payer, pay_for, unb64
-from .conftest import Gateway, running_gateway
+from .conftest import Gateway, running_gateway, with_settings
 from .services import Database
 from .test_mcp import PAYMENT, connected, evm_offer, payment, quote
 
@@ -203,6 +203,23 @@ async def test_nothing_recorded_in_a_range_is_not_charged(gateway_h: Gateway, de
     answer = await gateway_h.get(path, headers={"PAYMENT-SIGNATURE": header})
     assert answer.status_code == 404 and answer.json()["error"] == "no_history"
     assert "payment-response" not in answer.headers
+
+
+async def test_an_answer_over_the_paid_size_cap_is_refused_uncharged_naming_a_range_that_fits(
+    settings: Settings, backfilled: Any, devnet: EvmDevnet
+) -> None:
+    with running_gateway(with_settings(settings, response_bytes_max=16_384)) as small:
+        path = f"{HISTORY}?from={FIRST}&to={LAST}"
+        header = pay_for(new_payer(devnet), devnet, await small.offer(path))
+        refused = await small.get(path, headers={"PAYMENT-SIGNATURE": header})
+        assert refused.status_code == 400 and refused.json()["error"] == "answer_too_large", refused.text
+        assert "payment-response" not in refused.headers and "not charged" in refused.json()["message"]
+        fits = refused.json()["message"].split("ask to=")[1].split(" ")[0]
+        smaller = f"{HISTORY}?from={FIRST}&to={fits}"
+        header = pay_for(new_payer(devnet), devnet, await small.offer(smaller))
+        served = await small.get(smaller, headers={"PAYMENT-SIGNATURE": header})
+        assert served.status_code == 200, served.text
+        assert served.json()["snapshots"][-1]["t"] == fits
 
 
 # ---- the point-in-time read, filters and formats ----

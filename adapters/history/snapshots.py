@@ -2,7 +2,8 @@
 
 The records are kept as the canonical JSON array of `Record.as_dict()` (sorted keys, no spaces), so the
 same records always give the same bytes: their sha256 is the checksum that finds repeats, and an answer
-can carry the stored bytes as they are, without parsing them. They are stored zlib-compressed.
+can carry the stored bytes as they are, without parsing them. Postgres compresses them in the cold layer
+(lz4, migrations/0013_history.sql); the hot layer keeps them zlib-compressed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from ..records import Record
 
-COMPRESSION_LEVEL = 6  # zlib's default: within 2% of level 9's size on these payloads, at a third of its time
+COMPRESSION_LEVEL = 6  # the hot layer's zlib: within 2% of level 9's size on these payloads, a third of its time
 
 
 def canonical_json(records: Iterable[Record]) -> bytes:
@@ -55,8 +56,7 @@ class Snapshot:
     observed_at: float | None  # the newest record's own time
     checksum: bytes  # sha256 of `raw`
     count: int
-    raw_bytes: int
-    packed: bytes  # zlib(raw)
+    raw: bytes  # the records' canonical JSON
     origin: str = "recorded"  # or "backfill"
 
     @classmethod
@@ -72,16 +72,12 @@ class Snapshot:
             observed_at=unix(newest) if newest else None,
             checksum=hashlib.sha256(raw).digest(),
             count=len(records),
-            raw_bytes=len(raw),
-            packed=zlib.compress(raw, COMPRESSION_LEVEL),
+            raw=raw,
             origin=origin,
         )
 
-    def raw(self) -> bytes:
-        return zlib.decompress(self.packed)
-
     def records(self) -> tuple[Record, ...]:
-        return records_from_json(self.raw())
+        return records_from_json(self.raw)
 
     def row(self) -> tuple[Any, ...]:
         """The arguments of history_record() (migrations/0013_history.sql), in its order."""
@@ -94,12 +90,12 @@ class Snapshot:
             self.checksum,
             self.origin,
             self.count,
-            self.raw_bytes,
-            self.packed,
+            len(self.raw),
+            self.raw,
         )
 
     def to_wire(self) -> bytes:
-        """As the hot layer keeps it: JSON, the packed records in base64."""
+        """As the hot layer keeps it: JSON, the records zlib-compressed in base64."""
         document = {
             "stream": self.stream,
             "t": self.t,
@@ -107,8 +103,7 @@ class Snapshot:
             "observed_at": self.observed_at,
             "checksum": self.checksum.hex(),
             "count": self.count,
-            "raw_bytes": self.raw_bytes,
-            "packed": base64.b64encode(self.packed).decode("ascii"),
+            "packed": base64.b64encode(zlib.compress(self.raw, COMPRESSION_LEVEL)).decode("ascii"),
             "origin": self.origin,
         }
         return json.dumps(document, separators=(",", ":")).encode()
@@ -123,7 +118,6 @@ class Snapshot:
             observed_at=None if document["observed_at"] is None else float(document["observed_at"]),
             checksum=bytes.fromhex(document["checksum"]),
             count=int(document["count"]),
-            raw_bytes=int(document["raw_bytes"]),
-            packed=base64.b64decode(document["packed"]),
+            raw=zlib.decompress(base64.b64decode(document["packed"])),
             origin=document.get("origin", "recorded"),
         )

@@ -19,12 +19,12 @@ GAPS_LISTED_MAX = 50  # coverage lists the newest gaps; it counts them all
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """One snapshot as read back: its times and its records' JSON (decompressed by the caller, if wanted)."""
+    """One snapshot as read back: its times and its records' JSON."""
 
     t: datetime
     observed_at: datetime | None
     seen_until: datetime
-    packed: bytes
+    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class ColdStore:
         """Per stream: snapshots, times, and bytes per snapshot before and after compression."""
         rows = await self.pool.fetch(
             "SELECT stream, count(*) AS snapshots, min(t) AS earliest, max(seen_until) AS latest,"
-            " avg(raw_bytes)::float AS raw_bytes, avg(octet_length(records))::float AS stored_bytes,"
+            " avg(raw_bytes)::float AS raw_bytes, avg(pg_column_size(records))::float AS stored_bytes,"
             " count(*) FILTER (WHERE origin = 'backfill') AS backfilled"
             " FROM history_snapshots GROUP BY stream ORDER BY stream"
         )

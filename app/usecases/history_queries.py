@@ -37,6 +37,7 @@ class HistoryBounds:
     range_days_max: float = 366.0
     snapshots_max: int = 1000
     block_snapshots: int = 24
+    bytes_max: int = 4 * 1024 * 1024  # a paid answer's cap (WORLDGATE_RESPONSE_BYTES_MAX): larger is not sold
 
 
 @dataclass(frozen=True)

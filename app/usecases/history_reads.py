@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -28,6 +27,8 @@ from payments import encode_json
 
 COVERAGE_CACHE_S = 30.0  # coverage is free and scans a stream's rows: one scan per stream per this long
 NOT_CHARGED = "you were not charged"
+SNAPSHOT_OVERHEAD = 96  # bytes of JSON around one snapshot's records (its t, observed_at, keys)
+ANSWER_MARGIN = 4096  # the answer's own fields, license and attribution
 
 
 def gap_bound_s(stream: Stream) -> float:
@@ -39,10 +40,9 @@ def gap_bound_s(stream: Stream) -> float:
 
 def _records(stored: Stored, filters: Any, raw: bool) -> Any:
     """The snapshot's records: its stored JSON as is (no filter, `raw`), else parsed and filtered."""
-    body = zlib.decompress(stored.packed)
     if raw and filters.bbox is None and filters.center is None:
-        return msgspec.Raw(body)
-    return [r.as_dict() for r in apply_filters(records_from_json(body), filters)]
+        return msgspec.Raw(stored.raw)
+    return [r.as_dict() for r in apply_filters(records_from_json(stored.raw), filters)]
 
 
 def _snapshot(stored: Stored, filters: Any, raw: bool) -> dict[str, Any]:
@@ -102,6 +102,8 @@ class HistoryReads:
             return _none(stream, f"between {iso(query.start)} and {iso(query.end)}")
         truncated = len(rows) > query.limit
         rows = rows[: query.limit]
+        if (too_large := self._too_large(stream, query.filters, rows)) is not None:
+            return too_large
         document: dict[str, Any] = {
             "stream": stream.id,
             "from": iso(query.start),
@@ -116,6 +118,23 @@ class HistoryReads:
         document["snapshots"] = [_snapshot(row, query.filters, raw) for row in rows]
         document["license"], document["attribution"] = stream.license, stream.attribution
         return Answer(200, document, {"x-history-format": query.format})
+
+    def _too_large(self, stream: Stream, filters: Any, rows: list[Stored]) -> Answer | None:
+        """A 400 (not charged) when the records alone would pass the paid answer's cap, naming a `to` that fits;
+        an area filter's answer is smaller than its rows, and is left to the gate's own cap."""
+        if filters.bbox is not None or filters.center is not None:
+            return None
+        budget, size = self.bounds.bytes_max - ANSWER_MARGIN, 0
+        for index, row in enumerate(rows):
+            size += len(row.raw) + SNAPSHOT_OVERHEAD
+            if size > budget:
+                fits = f"to={iso(rows[index - 1].t)}" if index else "a step or an area filter"
+                message = (
+                    f"these {len(rows)} snapshots are more than the {self.bounds.bytes_max} bytes a paid answer may "
+                    f"be; {NOT_CHARGED}: ask {fits} first, or use step, limit or an area filter"
+                )
+                return Answer(400, {"error": "answer_too_large", "stream": stream.id, "message": message}, NO_STORE)
+        return None
 
     async def at_answer(self, stream: Stream, params: Mapping[str, str], *, raw: bool = True) -> Answer:
         """The snapshot in force at `t` (the caller has paid)."""
