@@ -44,6 +44,16 @@ FROM wg_batch_book_vouchers($1::text[], $2::text[], $3::text[], $4::text[], $5::
                             $14::text[], $15::text[], $16)
 ORDER BY n;
 
+-- name: batch_book_voucher
+-- One served voucher booked, waiting for its channel's lock if another transaction holds it ($15: its postings as
+-- a JSON array of [account, asset, amount]).
+SELECT 1 AS n, b.verdict, b.booked_id
+FROM (SELECT array_agg(line->>0 ORDER BY o) AS accounts, array_agg(line->>1 ORDER BY o) AS assets,
+             array_agg((line->>2)::numeric ORDER BY o) AS amounts
+      FROM jsonb_array_elements($15::text::jsonb) WITH ORDINALITY AS l (line, o)) lines,
+     LATERAL wg_batch_book_voucher($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, lines.accounts,
+                                   lines.assets, lines.amounts, $16, true) b;
+
 -- name: batch_channels_by_id
 SELECT * FROM batch_channels WHERE channel_id = ANY($1::text[]);
 

@@ -73,54 +73,84 @@ def precheck(found: Channel, max_claimable_atomic: int, price_atomic: int) -> Vo
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelHeld:
+    """Not booked: another transaction holds the channel (a cooperative refund on its chain transaction, a claim
+    being recorded). Nothing was written; book it alone with `book_voucher`, which waits."""
+
+
 async def book_vouchers(
     pool: asyncpg.Pool, bookings: Sequence[Booking], *, max_unsettled_atomic: int | None = None
-) -> list[Booked | VoucherRefused]:
+) -> list[Booked | VoucherRefused | ChannelHeld]:
     """Book served vouchers in one statement, in the order given (sort them by channel: concurrent callers then
     lock channels in one order), each under its channel's row lock: the cumulative rule (max = charged + price,
     within what the channel may be charged), the operator's cap on unsettled value (all channels), the payment
     inserted accepted, the voucher kept, the channel charged, the sale booked with its postings (e.g.
-    `journal.batch_acceptance_postings`). A refusal writes nothing and refuses that voucher alone; an error
-    (LedgerError) books none of them. Results come in the bookings' order."""
+    `journal.batch_acceptance_postings`). A refusal writes nothing and refuses that voucher alone; a voucher
+    whose channel is held elsewhere is not waited for (ChannelHeld); an error (LedgerError) books none of them.
+    Results come in the bookings' order."""
     checked = [b.checked() for b in bookings]
-    records = [b.record for b in checked]
+    if not checked:
+        return []
     with translated():
         rows = await pool.fetch(
-            queries["batch_book_vouchers"],
-            [b.channel_id for b in checked],
-            [r.payment_key for r in records],
-            [r.scheme_id for r in records],
-            [r.network for r in records],
-            [r.asset.lower() for r in records],
-            [r.payer for r in records],
-            [r.pay_to.lower() for r in records],
-            [r.amount_atomic for r in records],
-            [r.route for r in records],
-            [r.resource for r in records],
-            [r.stream for r in records],
-            [r.settlement_mode for r in records],
-            [b.max_claimable_atomic for b in checked],
-            [b.signature for b in checked],
-            [json.dumps([[p.account, p.asset, str(p.amount_atomic)] for p in b.postings]) for b in checked],
-            max_unsettled_atomic,
+            queries["batch_book_vouchers"], *zip(*(_arguments(b) for b in checked), strict=True), max_unsettled_atomic
         )
         if len(rows) != len(checked):
             raise LedgerIntegrityError(f"{len(checked)} vouchers given, {len(rows)} verdicts back")
-        refused = [b.channel_id for b, row in zip(checked, rows, strict=True) if row["verdict"] != "accepted"]
-        found = await channels_by_id(pool, refused) if refused else {}
-    results: list[Booked | VoucherRefused] = []
+        return await _results(pool, checked, rows)
+
+
+async def book_voucher(
+    pool: asyncpg.Pool, booking: Booking, *, max_unsettled_atomic: int | None = None
+) -> Booked | VoucherRefused:
+    """One served voucher, booked as `book_vouchers` books it, waiting for its channel if another holds it."""
+    checked = booking.checked()
+    with translated():
+        row = await pool.fetchrow(queries["batch_book_voucher"], *_arguments(checked), max_unsettled_atomic)
+        [result] = await _results(pool, [checked], [row])
+    assert not isinstance(result, ChannelHeld)  # it waited
+    return result
+
+
+def _arguments(booking: Booking) -> tuple[object, ...]:
+    """One voucher's arguments, in the order of wg_batch_book_voucher's (its postings as JSON)."""
+    record = booking.record
+    postings = json.dumps([[p.account, p.asset, str(p.amount_atomic)] for p in booking.postings])
+    return (
+        booking.channel_id,
+        record.payment_key,
+        record.scheme_id,
+        record.network,
+        record.asset.lower(),
+        record.payer,
+        record.pay_to.lower(),
+        record.amount_atomic,
+        record.route,
+        record.resource,
+        record.stream,
+        record.settlement_mode,
+        booking.max_claimable_atomic,
+        booking.signature,
+        postings,
+    )
+
+
+async def _results(
+    pool: asyncpg.Pool, checked: Sequence[Booking], rows: Sequence[asyncpg.Record]
+) -> list[Booked | VoucherRefused | ChannelHeld]:
+    refused = [b.channel_id for b, row in zip(checked, rows, strict=True) if row["verdict"] not in _NOT_REFUSED]
+    found = await channels_by_id(pool, refused) if refused else {}
+    results: list[Booked | VoucherRefused | ChannelHeld] = []
     for booking, row in zip(checked, rows, strict=True):
         if row["verdict"] == "accepted":
             results.append(Booked(row["booked_id"]))
+        elif row["verdict"] == "channel_locked":
+            results.append(ChannelHeld())
         else:
             reason = Refusal(row["verdict"])
             results.append(VoucherRefused(reason, found.get(booking.channel_id), _REFUSED[reason]))
     return results
 
 
-async def book_voucher(
-    pool: asyncpg.Pool, booking: Booking, *, max_unsettled_atomic: int | None = None
-) -> Booked | VoucherRefused:
-    """One served voucher, booked (see `book_vouchers`)."""
-    [result] = await book_vouchers(pool, [booking], max_unsettled_atomic=max_unsettled_atomic)
-    return result
+_NOT_REFUSED = ("accepted", "channel_locked")

@@ -29,20 +29,29 @@ $$;
 -- Book a served voucher. Returns (verdict, booked_id): 'accepted' with the payment, or a refusal with no row
 -- written: 'channel_not_found', 'cumulative_amount_mismatch' (max is not charged + price),
 -- 'cumulative_exceeds_balance', 'unsettled_cap_exceeded' ($18, when not NULL, caps the unsettled value of all
--- channels), 'voucher_already_used' (its payment key is held or consumed). $15..$17 are the acceptance entry's
+-- channels), 'voucher_already_used' (its payment key is held or consumed), and, with $19 false (do not wait
+-- for the channel's lock), 'channel_locked'. $15..$17 are the acceptance entry's
 -- postings (the caller checks they book the price); the database checks they balance at commit.
 CREATE FUNCTION wg_batch_book_voucher(
     p_channel_id text, p_payment_key text, p_scheme_id text, p_network text, p_asset text, p_payer text,
     p_pay_to text, p_amount numeric, p_route text, p_resource text, p_stream text, p_settlement_mode text,
     p_max_claimable numeric, p_signature text,
-    p_accounts text[], p_assets text[], p_amounts numeric[], p_max_unsettled numeric
+    p_accounts text[], p_assets text[], p_amounts numeric[], p_max_unsettled numeric, p_wait boolean DEFAULT true
 ) RETURNS TABLE (verdict text, booked_id bigint) LANGUAGE plpgsql AS $$
 DECLARE
     c batch_channels%ROWTYPE;
     pid bigint;
     entry bigint;
 BEGIN
-    SELECT * INTO c FROM batch_channels WHERE channel_id = p_channel_id FOR UPDATE;
+    IF p_wait THEN
+        SELECT * INTO c FROM batch_channels WHERE channel_id = p_channel_id FOR UPDATE;
+    ELSE
+        SELECT * INTO c FROM batch_channels WHERE channel_id = p_channel_id FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND AND EXISTS (SELECT 1 FROM batch_channels WHERE channel_id = p_channel_id) THEN
+            RETURN QUERY SELECT 'channel_locked', NULL::bigint;  -- held elsewhere (a refund, a claim): book it alone
+            RETURN;
+        END IF;
+    END IF;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'channel_not_found', NULL::bigint;
         RETURN;
@@ -103,7 +112,9 @@ END $$;
 
 -- Several served vouchers booked in one statement and one transaction, in the order given (the caller sorts
 -- them by channel, so concurrent groups lock channels in one order): each as wg_batch_book_voucher books it,
--- a refusal refusing only its own. $15 holds each voucher's postings as a JSON array of [account, asset,
+-- a refusal refusing only its own. A voucher whose channel another transaction holds (a cooperative refund
+-- waiting on its chain transaction, a claim being recorded) is not waited for: it comes back
+-- 'channel_locked', writing nothing, and the caller books it alone, so one held channel never stalls a group. $15 holds each voucher's postings as a JSON array of [account, asset,
 -- amount] (amounts as strings). Returns (n, verdict, booked_id), n the voucher's 1-based place in the arrays.
 CREATE FUNCTION wg_batch_book_vouchers(
     p_channel_ids text[], p_payment_keys text[], p_scheme_ids text[], p_networks text[], p_assets text[],
@@ -125,7 +136,7 @@ BEGIN
         SELECT * INTO booked FROM wg_batch_book_voucher(
             p_channel_ids[i], p_payment_keys[i], p_scheme_ids[i], p_networks[i], p_assets[i], p_payers[i],
             p_pay_tos[i], p_amounts[i], p_routes[i], p_resources[i], p_streams[i], p_settlement_modes[i],
-            p_max_claimables[i], p_signatures[i], accounts, assets, amounts, p_max_unsettled);
+            p_max_claimables[i], p_signatures[i], accounts, assets, amounts, p_max_unsettled, false);
         n := i;
         verdict := booked.verdict;
         booked_id := booked.booked_id;

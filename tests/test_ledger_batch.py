@@ -348,6 +348,26 @@ async def test_the_booker_groups_concurrent_vouchers_and_isolates_a_failing_one(
     assert (await verify(pool)).ok
 
 
+async def test_a_channel_held_elsewhere_never_stalls_the_others_booked_with_it(fresh: FreshDatabase) -> None:
+    pool = fresh.pool
+    held, free = config(), [config() for _ in range(4)]
+    for cfg in (held, *free):
+        await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
+    grouped = await voucher_bookings.book_vouchers(pool, [])
+    assert grouped == []
+    booker = VoucherBooker(pool, in_flight_max=1)
+    async with pool.acquire() as refund, refund.transaction():  # as a cooperative refund holds its channel
+        await refund.execute("SELECT 1 FROM batch_channels WHERE channel_id = $1 FOR UPDATE", held.channel_id)
+        waiting = asyncio.ensure_future(booker.book(booking(held, 1000, 1000)))
+        others = await asyncio.wait_for(asyncio.gather(*(booker.book(booking(cfg, 1000, 1000)) for cfg in free)), 10)
+        assert all(isinstance(r, Booked) for r in others)
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # it waits for the channel, alone
+    assert isinstance(await asyncio.wait_for(waiting, 10), Booked)
+    assert await counts(pool) == (5, 5, 5)
+    assert (await verify(pool)).ok
+
+
 async def test_the_unsettled_cap_refuses_until_a_sweep(fresh: FreshDatabase) -> None:
     pool = fresh.pool
     first, second, third = config(), config(), config()

@@ -4,21 +4,24 @@ Each served voucher waits for its booking before its answer leaves. Booked one b
 voucher's cost was the statement and the commit around its few rows; booked together, that cost is shared.
 A voucher arriving while no group is in flight is booked at once (no added latency when idle); those arriving
 while `in_flight_max` groups are in flight wait for the next group, up to `group_max` per group. A group is
-sorted by channel, so concurrent groups (other processes, replicas) take channel locks in one order. If a
-group's statement fails (an integrity error in one voucher, a deadlock), its vouchers are booked one by one,
-so one bad voucher never costs the others their booking.
+sorted by channel, so concurrent groups (other processes, replicas) take channel locks in one order, and never
+waits for a channel another transaction holds (a cooperative refund on its chain transaction): such a voucher
+is booked alone, waiting, beside the groups. If a group's statement fails (an integrity error in one voucher,
+a deadlock), its vouchers are booked one by one, so one bad voucher never costs the others their booking.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 import asyncpg
 
 import ledger
 from ledger.channels import VoucherRefused
-from ledger.voucher_bookings import Booked, Booking, book_voucher, book_vouchers
+from ledger.voucher_bookings import Booked, Booking, ChannelHeld, book_voucher, book_vouchers
 
 log = logging.getLogger("worldgate.batch")
 GROUP_MAX = 64
@@ -55,9 +58,12 @@ class VoucherBooker:
         while self._waiting and self._in_flight < self._in_flight_max:
             group, self._waiting = self._waiting[: self._group_max], self._waiting[self._group_max :]
             self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._book(group), name="voucher-bookings")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._book(group))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="voucher-bookings")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _book(self, group: list[_Waiting]) -> None:
         try:
@@ -77,8 +83,11 @@ class VoucherBooker:
                 log.warning("a group of vouchers failed; booking them one by one", extra={"detail": str(exc)})
                 await self._one_by_one(ordered)
                 return
-            for (_, future), result in zip(ordered, results, strict=True):
-                _settle(future, result)
+            for waiting, result in zip(ordered, results, strict=True):
+                if isinstance(result, ChannelHeld):
+                    self._spawn(self._one_by_one([waiting]))  # waits for the channel, outside the group slots
+                else:
+                    _settle(waiting[1], result)
         except BaseException as exc:  # cancelled, or a bug: no waiter is left hanging
             for _, future in group:
                 _settle(future, exc if isinstance(exc, Exception) else ledger.LedgerUnavailable("cancelled"))
@@ -88,11 +97,17 @@ class VoucherBooker:
             self._start()
 
     async def _one_by_one(self, ordered: list[_Waiting]) -> None:
-        for booking, future in ordered:
-            try:
-                _settle(future, await book_voucher(self._pool, booking, max_unsettled_atomic=self._max_unsettled))
-            except ledger.LedgerError as exc:
-                _settle(future, exc)
+        try:
+            for booking, future in ordered:
+                try:
+                    booked = await book_voucher(self._pool, booking, max_unsettled_atomic=self._max_unsettled)
+                    _settle(future, booked)
+                except ledger.LedgerError as exc:
+                    _settle(future, exc)
+        except BaseException:  # cancelled while waiting for a channel: no waiter is left hanging
+            for _, future in ordered:
+                _settle(future, ledger.LedgerUnavailable("cancelled"))
+            raise
 
 
 def _settle(future: asyncio.Future[Booked | VoucherRefused], outcome: Booked | VoucherRefused | Exception) -> None:
