@@ -83,7 +83,8 @@ ORDER BY 1;
 
 -- name: summary_outcomes
 -- One pass over the window's payments (same window and /*filters*/ as `report`): counts and amounts
--- per outcome, journal revenue (net of reversals), what reversals took back, and the exposure:
+-- per outcome, journal revenue (net of reversals; a voucher's is booked when it is accepted, before its money
+-- moves) over the sales that booked it, what reversals took back, and the exposure:
 -- data served or being settled but not (yet) paid for.
 WITH sel AS MATERIALIZED (
     SELECT pay.id, pay.state, pay.amount_atomic FROM payments pay
@@ -98,6 +99,8 @@ WITH sel AS MATERIALIZED (
     GROUP BY e.payment_id
 )
 SELECT count(*) FILTER (WHERE sel.state = 'settled') AS settled,
+       COALESCE(sum(sel.amount_atomic) FILTER (WHERE sel.state = 'settled'), 0) AS settled_atomic,
+       count(*) FILTER (WHERE booked.revenue_atomic IS NOT NULL) AS booked,
        COALESCE(sum(booked.revenue_atomic), 0) AS revenue_atomic,
        count(*) FILTER (WHERE sel.state IN ('settling', 'accepted', 'claimed_onchain')) AS pending,
        COALESCE(sum(sel.amount_atomic) FILTER (WHERE sel.state IN ('settling', 'accepted', 'claimed_onchain')), 0)

@@ -226,7 +226,9 @@ class Summary:
 
     Counts are payments; `*_atomic` amounts are USDC atomic units, except `gas_by_network` (each
     network's native atomic units: wei, lamports). `revenue_atomic` is the journal's revenue for these
-    payments, net of reversals; `refunded_atomic` is what reversal entries took back from revenue.
+    payments, net of reversals, over the `booked` sales that carry it (settled payments, and batch vouchers
+    from their acceptance on, before their money moves); `settled_atomic` is what settled payments moved;
+    `refunded_atomic` is what reversal entries took back from revenue.
     `pending` is charged but the money has not moved yet: an exact payment settling, or a batch voucher
     accepted or claimed on chain and not yet swept to payTo. `exposure` is data served whose money has not
     moved (served, settling, and batch vouchers not yet swept).
@@ -237,6 +239,8 @@ class Summary:
     until: datetime
     filters: dict[str, str]
     settled: int
+    settled_atomic: int  # what the settled payments moved
+    booked: int  # sales with a revenue entry: settled, and batch vouchers accepted or claimed
     revenue_atomic: int
     pending: int
     pending_atomic: int
@@ -256,7 +260,8 @@ class Summary:
 
 # (row label, count field, amount field), in the order rendered
 SUMMARY_OUTCOMES = (
-    ("settled", "settled", "revenue_atomic"),
+    ("revenue", "booked", "revenue_atomic"),
+    ("settled", "settled", "settled_atomic"),
     ("pending", "pending", "pending_atomic"),
     ("failed", "failed", "failed_atomic"),
     ("released", "released", "released_atomic"),

@@ -333,6 +333,8 @@ def expected_summary(payments: list[Paid]) -> dict[str, Any]:
     flags = Counter(kind for p in payments for kind in p.flags)
     return {
         "settled": sum(p.state == "settled" for p in payments),
+        "settled_atomic": sum(p.amount for p in payments if p.state == "settled"),
+        "booked": sum(p.state == "settled" for p in payments),  # the seed books revenue only when settled
         "revenue_atomic": sum(p.revenue for p in payments),
         **dict(zip(("pending", "pending_atomic"), bucket(("settling",)), strict=True)),
         **dict(zip(("failed", "failed_atomic"), bucket(("failed",)), strict=True)),
