@@ -121,7 +121,8 @@ FROM unnest($1::text[], $2::numeric[]) AS s (channel_id, amount_atomic)
 WHERE c.channel_id = s.channel_id;
 
 -- name: batch_status
--- Per channel: the mirror, what we charged, what is owed (not claimed), claimed, swept, and the vouchers.
+-- Per channel: the mirror, what we charged, what is owed (charged, less sales the operator refunded before a
+-- claim, not yet claimed), claimed, swept, and the vouchers.
 WITH sums AS (
     SELECT v.channel_id,
            count(*) FILTER (WHERE pay.state IN ('accepted', 'claimed_onchain', 'settled')) AS vouchers,
@@ -132,7 +133,8 @@ WITH sums AS (
     GROUP BY v.channel_id
 )
 SELECT c.channel_id, c.network, c.token, c.payer, c.receiver, c.balance_atomic, c.charged_atomic,
-       c.charged_atomic - c.claimed_atomic AS owed_atomic, c.claimed_atomic, c.unsettled_atomic,
+       GREATEST(c.charged_atomic - c.refunded_atomic - c.claimed_atomic, 0) AS owed_atomic, c.claimed_atomic,
+       c.unsettled_atomic,
        COALESCE(s.settled_atomic, 0) AS settled_atomic, COALESCE(s.accepted_atomic, 0) AS accepted_atomic,
        COALESCE(s.claimed_booked_atomic, 0) AS claimed_booked_atomic, COALESCE(s.vouchers, 0) AS vouchers,
        c.withdraw_requested_at, c.mirrored_at, c.updated_at

@@ -185,6 +185,8 @@ async def test_a_voucher_sale_refunded_before_its_claim_is_never_claimed_and_the
             PRICE,
             4 * PRICE,
         )
+        [status] = [c for c in await ledger.channels.batch_status(pool) if c.payer == payer]
+        assert (status.charged_atomic, status.owed_atomic) == (5 * PRICE, 4 * PRICE)  # owed: what a claim will take
         assert (await ledger.verify.verify(pool)).ok
 
         # the settler claims charged - refunded: the four sales left, each claimed and swept once
