@@ -68,7 +68,7 @@ WHERE stream = $1 AND t = (SELECT max(t) FROM history_snapshots WHERE stream = $
 
 
 def _stored(row: Any) -> Stored:
-    return Stored(row["t"], row["observed_at"], row["seen_until"], row["records"])
+    return Stored(*row)  # the statements select (t, observed_at, seen_until, records) in this order
 
 
 class ColdStore:

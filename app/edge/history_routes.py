@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from app.edge.gate import PAYMENT_SCOPE_KEY
 from app.edge.routes import json_response, respond
-from app.usecases.history_reads import HistoryReads, csv_rows, ndjson
+from app.usecases.history_reads import HistoryReads, csv_rows, history_json, ndjson
 from app.usecases.reads import NO_STORE, Answer
 
 log = logging.getLogger("worldgate.routes")
@@ -48,8 +48,10 @@ class HistoryApi:
             return refused
         form = request.query_params.get("format") or "json"
         answer = await self.reads.history_answer(stream, request.query_params, raw=form != "csv")
-        if not answer.ok or form not in MEDIA:
+        if not answer.ok:
             return respond(answer)
+        if form == "json":
+            return Response(history_json(answer.document), media_type="application/json", headers=answer.headers)
         body = ndjson(answer.document) if form == "ndjson" else csv_rows(answer.document)
         return Response(body, media_type=MEDIA[form])
 
