@@ -28,6 +28,7 @@ import ledger
 from app.runtime import faultpoints, metrics
 from app.runtime.logs import bind
 from app.usecases import admission
+from app.usecases.batch_refund import CooperativeRefund
 from app.usecases.delivery_marks import DeliveryMarks
 from app.usecases.known_channels import KnownChannels
 from app.usecases.outcomes import (
@@ -103,6 +104,7 @@ class BatchCheckout:
         assert services.pool is not None
         self.marks = DeliveryMarks(services.pool)
         self.booker = VoucherBooker(services.pool, max_unsettled_atomic=terms.max_unsettled_atomic)
+        self.refunds = CooperativeRefund(services, chain)
 
     def delivered(self, outcome: Delivered) -> None:
         """The transport handed a voucher sale's answer to its caller: it is never served again."""
@@ -115,14 +117,10 @@ class BatchCheckout:
         checked = check_payment(payload, offer)
         if isinstance(checked, Refusal):
             return self._refused(paid, checked)
-        if checked.kind == "refund":  # no handler runs: the unspent deposit goes back to the payer
-            from app.usecases.batch_refund import CooperativeRefund
-
-            refund = CooperativeRefund(self.services, self.chain)
-            return await refund.refund(paid, offer, checked, ledger_config(checked))
+        refund = checked.kind == "refund"  # no handler runs: the unspent deposit goes back to the payer
         bind(payment_key=f"{checked.network}:{checked.channel_id}:{checked.max_claimable}", payer=checked.payer)
-        if (ban := admission.banned(self.services, paid, checked.payer)) is not None:
-            return ban
+        if not refund and (ban := admission.banned(self.services, paid, checked.payer)) is not None:
+            return ban  # a banned payer still gets back what it did not spend
         pool = self.services.pool
         if pool is None:
             return Unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet")
@@ -134,7 +132,9 @@ class BatchCheckout:
         except PaymentError as exc:
             return Unavailable(exc.reason, "the voucher could not be checked right now; nothing was charged")
         if (limited := await admission.over_limit(self.services, paid, checked.payer)) is not None:
-            return limited
+            return limited  # a refund counts too: it is a transaction our relayer pays for
+        if refund:
+            return await self.refunds.refund(paid, offer, checked, self._mirror)
         deposited = None
         if checked.kind == "deposit":
             again = await self._deposit_served_again(paid, offer, checked, serve)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,7 +31,6 @@ from app.usecases.outcomes import NOT_RECORDED, Acknowledged, Outcome, Refused, 
 from app.usecases.pricing import PaidRoute
 from app.usecases.services import Services
 from ledger import batch_recovery, channels, refunds
-from ledger.channels import ChannelConfig
 from ledger.refunds import CoopRefund, HeldChannel
 from payments import PaymentError, PaymentRequirements, Reason, Refusal, Settlement
 from payments.evm.batch import (
@@ -68,35 +68,23 @@ class CooperativeRefund:
         self.chain = chain
 
     async def refund(
-        self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher, config: ChannelConfig
+        self,
+        paid: PaidRoute,
+        offer: PaymentRequirements,
+        checked: CheckedVoucher,
+        mirror: Callable[[CheckedVoucher, ChannelSnapshot], Awaitable[object]],
     ) -> Outcome:
-        """The refund payload `checked` (its channel's terms as the ledger keeps them: `config`) to its outcome."""
+        """The refund payload `checked`, its signature and the payer's rate limit already checked (a refund is a
+        transaction our relayer pays for), to its outcome; `mirror` records a channel the ledger has not seen."""
         pool = self.services.pool
-        if pool is None:
-            return Unavailable(Reason.UNEXPECTED_VERIFY_ERROR, "payments are not ready yet")
         try:
-            if not checked.signer_verified:  # a zero payerAuthorizer: the payer's own signature, on chain
-                forged = await self.chain.voucher_signature_refusal(checked)
-                if forged is not None:
-                    return admission.refused(paid, forged)
-            # each refund is a transaction our relayer pays for: a payer's refunds count against its rate limit
-            if (limited := await admission.over_limit(self.services, paid, checked.payer)) is not None:
-                return limited
             if await channels.channel(pool, checked.channel_id) is None:  # another replica's deposit, a restart
                 snapshot = await self.chain.read_channel(checked.channel_id)
                 if not snapshot.exists:
                     return admission.refused(
                         paid, Refusal(Reason.BATCH_CHANNEL_NOT_FOUND, "the channel has no deposit")
                     )
-                await channels.mirror_channel(
-                    pool,
-                    config,
-                    balance_atomic=snapshot.balance,
-                    claimed_atomic=snapshot.total_claimed,
-                    withdraw_requested_at=snapshot.withdraw_requested_at,
-                    withdrawal_amount_atomic=snapshot.withdrawal_amount,
-                    refund_nonce=snapshot.refund_nonce,
-                )
+                await mirror(checked, snapshot)
             return await self._held(paid, offer, checked)
         except ledger.LedgerUnavailable:
             log.warning("refund: the ledger is unavailable", exc_info=True)
