@@ -140,6 +140,24 @@ class ColdStore:
             snapshots,
         )
 
+    async def backfilled(self) -> dict[str, dict[str, Any]]:
+        """Per fetch group: how many days a backfill finished, the first and last, and what they stored."""
+        rows = await self.pool.fetch(
+            "SELECT source, count(*) AS days, min(day) AS first_day, max(day) AS last_day,"
+            " sum(snapshots) AS snapshots FROM history_backfill GROUP BY source"
+        )
+        return {row["source"]: dict(row) for row in rows}
+
+    async def timeline(self, stream: str, limit: int) -> list[tuple[float, int]]:
+        """The newest `limit` snapshots' (unix time, record count), oldest first: what a timeline draws."""
+        rows = await self.pool.fetch(
+            "SELECT extract(epoch FROM t)::float AS t, count FROM history_snapshots WHERE stream = $1"
+            " ORDER BY t DESC LIMIT $2",
+            stream,
+            limit,
+        )
+        return [(row["t"], row["count"]) for row in reversed(rows)]
+
     # ---- sizes (docs/time-machine.md, the dashboard) ----
 
     async def sizes(self) -> list[dict[str, Any]]:

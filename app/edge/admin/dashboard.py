@@ -54,6 +54,7 @@ STATIC: dict[str, StaticFile] = {
     "dashboard.js": StaticFile(STATIC_DIR / "dashboard.js", JS),
     "dashboard.css": StaticFile(STATIC_DIR / "dashboard.css", CSS),
     "findings.js": StaticFile(STATIC_DIR / "findings.js", JS),
+    "history.js": StaticFile(STATIC_DIR / "history.js", JS),  # the Time Machine panel
     "vendor/uPlot.iife.min.js": StaticFile(VENDOR_DIR / "uPlot.iife.min.js", JS, vendored=True),
     "vendor/uPlot.min.css": StaticFile(VENDOR_DIR / "uPlot.min.css", CSS, vendored=True),
 }
