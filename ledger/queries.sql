@@ -2,28 +2,52 @@
 
 -- name: claim_payment
 -- Claim a payment key before its request is served: insert it, or re-claim a key whose earlier claim
--- was released (nothing charged). No row back means another request holds or consumed the key.
-INSERT INTO payments (payment_key, scheme_id, network, asset, payer, pay_to, amount_atomic, route, resource,
-                      stream, settlement_mode, state, valid_before)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'claimed', $12)
-ON CONFLICT (payment_key) DO UPDATE
-    SET state = 'claimed', claims = payments.claims + 1, route = EXCLUDED.route, resource = EXCLUDED.resource,
-        stream = EXCLUDED.stream, settlement_mode = EXCLUDED.settlement_mode, error_reason = NULL
-    WHERE payments.state = 'released'
-RETURNING id;
+-- was released (nothing charged). No row back means another request holds or consumed the key. With an
+-- instance ($13, migration 0014) the claim's lease names the process holding it.
+WITH claimed AS (
+    INSERT INTO payments (payment_key, scheme_id, network, asset, payer, pay_to, amount_atomic, route, resource,
+                          stream, settlement_mode, state, valid_before)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'claimed', $12)
+    ON CONFLICT (payment_key) DO UPDATE
+        SET state = 'claimed', claims = payments.claims + 1, route = EXCLUDED.route, resource = EXCLUDED.resource,
+            stream = EXCLUDED.stream, settlement_mode = EXCLUDED.settlement_mode, error_reason = NULL
+        WHERE payments.state = 'released'
+    RETURNING id
+), leased AS (
+    INSERT INTO claim_leases (payment_id, instance_id) SELECT id, $13::bigint FROM claimed WHERE $13::bigint IS NOT NULL
+    ON CONFLICT (payment_id) DO UPDATE SET instance_id = EXCLUDED.instance_id, taken_at = now()
+)
+SELECT id FROM claimed;
 
 -- name: payment_state_by_key
-SELECT id, state, route, resource, amount_atomic, tx_hash FROM payments WHERE payment_key = $1;
+-- The claim holding a key, what the retry of its payment needs to resolve it, and who holds it: `held` is
+-- whether a request may still be working on it (its holder's lease runs; a claim without a lease row, made
+-- before 0014, for $2 seconds after its last change), the holder's identity for the app's own check.
+SELECT p.id, p.state, p.route, p.resource, p.amount_atomic, p.tx_hash, p.payment_key, p.network, p.asset,
+       p.payer, p.pay_to, p.stream, p.valid_before, p.updated_at, p.delivered_at IS NOT NULL AS delivered,
+       l.payment_id IS NOT NULL AS leased, l.instance_id, i.host, i.pid, i.pid_started,
+       CASE WHEN l.payment_id IS NULL THEN p.updated_at > now() - make_interval(secs => $2)
+            ELSE COALESCE(i.lease_until > now(), false) END AS held
+FROM payments p
+     LEFT JOIN claim_leases l ON l.payment_id = p.id
+     LEFT JOIN gateway_instances i ON i.id = l.instance_id
+WHERE p.payment_key = $1;
 
 -- name: advance_payment
--- Move a payment along one edge of the state machine; no row back if it was not in the expected state.
+-- Move a payment along one edge of the state machine; no row back if it was not in the expected state, or
+-- if a lease is named ($6) and that instance no longer holds the claim (another took it over).
 UPDATE payments SET state = $3, error_reason = $4, tx_hash = COALESCE($5, tx_hash)
 WHERE id = $1 AND state = $2
+  AND ($6::bigint IS NULL OR EXISTS (SELECT 1 FROM claim_leases l WHERE l.payment_id = $1 AND l.instance_id = $6))
 RETURNING id;
 
 -- name: record_tx_hash
--- Write-ahead: the hash of a settlement transaction, stored before it is broadcast.
-UPDATE payments SET tx_hash = $2 WHERE id = $1 AND state = 'settling' RETURNING id;
+-- Write-ahead: the hash of a settlement transaction, stored before it is broadcast (by the lease's holder,
+-- if one is named: a holder whose claim was taken over must not broadcast).
+UPDATE payments SET tx_hash = $2
+WHERE id = $1 AND state = 'settling'
+  AND ($3::bigint IS NULL OR EXISTS (SELECT 1 FROM claim_leases l WHERE l.payment_id = $1 AND l.instance_id = $3))
+RETURNING id;
 
 -- name: mark_settled
 UPDATE payments SET state = 'settled', tx_hash = $2, gas_cost_atomic = $3, settled_at = now(), error_reason = NULL
@@ -397,12 +421,12 @@ UPDATE payments SET delivered_at = now(), redelivery_until = NULL WHERE id = $1 
 -- name: take_redelivery
 -- Lease the redelivery of a sale never delivered: one retry at a time serves it (the lease lapses after $3
 -- seconds if that retry dies). A sale its own request settled must be $2 seconds old (that request may
--- still be answering); one booked by reconciliation (journal memo $4) has no request left. No row back:
--- not redeliverable.
+-- still be answering); one booked without its request (reconciliation, a retry: journal memos $4) has no
+-- request left. No row back: not redeliverable.
 UPDATE payments SET redelivery_until = now() + make_interval(secs => $3)
 WHERE id = $1 AND state = 'settled' AND delivered_at IS NULL
   AND (settled_at <= now() - make_interval(secs => $2)
-       OR EXISTS (SELECT 1 FROM journal_entries je WHERE je.payment_id = $1 AND je.memo = $4))
+       OR EXISTS (SELECT 1 FROM journal_entries je WHERE je.payment_id = $1 AND je.memo = ANY($4::text[])))
   AND (redelivery_until IS NULL OR redelivery_until < now())
 RETURNING id;
 

@@ -1,6 +1,7 @@
 """x402 payment-identifier: a retry with the same id and payment replays the delivery, never a second charge;
 the id is bound to the request (method, route, query, price); a settlement whose outcome is unknown answers
-pending (503, Retry-After) to every retry, never a fresh 402, and then its outcome."""
+pending (503, Retry-After) to every retry while the chain cannot say, never a fresh 402, and then its outcome,
+asked of the chain by the retry itself (app/usecases/recovery.py), without waiting for reconciliation."""
 
 from __future__ import annotations
 
@@ -321,15 +322,16 @@ async def test_a_pending_settlement_answers_pending_to_every_retry_then_the_data
     assert [r["state"] for r in states] == ["settled"]
 
 
-async def test_the_same_payment_retried_while_pending_is_told_so_with_or_without_an_id(
+async def test_the_same_payment_retried_while_pending_is_told_so_then_served_once_the_chain_says(
     pending_gateway: Gateway,
     receipts: FaultProxy,
     settings: Settings,
     devnet: EvmDevnet,
     fault_db: FreshDatabase,  # noqa: F811
 ) -> None:
-    """The client keeps its signed payment and sends it again: pending at once (not after a wait), then, once
-    booked, the data under the first settlement; with an id, the stored answer from then on."""
+    """The client keeps its signed payment and sends it again: pending at once (not after a wait) while the chain
+    cannot be read; then, the node answering again, the retry itself reads the receipt, books the sale and gets
+    the data under the first settlement, without reconciliation; with an id, the stored answer from then on."""
     gateway, pool = pending_gateway, fault_db.pool
     offer = await gateway.offer(CAPITALS)
     keys = [new_payer(devnet), new_payer(devnet)]
@@ -340,13 +342,12 @@ async def test_the_same_payment_retried_while_pending_is_told_so_with_or_without
     receipts.fault("eth_getTransactionReceipt", "html_502", forward=True)
     try:
         txs = [pending(await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": h})) for h in headers]
+        for header, tx in zip(headers, txs, strict=True):
+            started = time.monotonic()
+            assert pending(await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})) == tx
+            assert time.monotonic() - started < 2.0  # answered, not held until the settle wait runs out
     finally:
         receipts.clear()
-    for header, tx in zip(headers, txs, strict=True):
-        started = time.monotonic()
-        assert pending(await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})) == tx
-        assert time.monotonic() - started < 2.0  # answered, not held until the settle wait runs out
-    assert (await reconcile(pool, settings)).errors == []
     for header, tx in zip(headers, txs, strict=True):
         served = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})
         assert served.status_code == 200 and "records" in served.json(), served.text
@@ -355,9 +356,13 @@ async def test_the_same_payment_retried_while_pending_is_told_so_with_or_without
     assert replayed.status_code == 200 and "records" in replayed.json()  # the id's stored answer
     for key in keys:
         assert usdc_balance(devnet, Account.from_key(key).address) == 10_000_000 - int(offer["amount"])
+        rows = await pool.fetch("SELECT state FROM payments WHERE payer = $1", Account.from_key(key).address.lower())
+        assert [r["state"] for r in rows] == ["settled"]  # booked by the retry
+    report = await reconcile(pool, settings)
+    assert report.errors == [] and report.flagged == 0, report
 
 
-async def test_a_pending_settlement_that_failed_is_an_honest_not_charged_and_frees_the_id(
+async def test_a_pending_settlement_that_never_landed_is_settled_by_its_retry_or_told_not_charged(
     pending_gateway: Gateway,
     receipts: FaultProxy,
     settings: Settings,
@@ -365,34 +370,46 @@ async def test_a_pending_settlement_that_failed_is_an_honest_not_charged_and_fre
     fault_db: FreshDatabase,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The broadcast never reaches the chain (a timeout on send): pending until the authorization expired and
-    reconciliation failed it. Then the same payment is told it was not charged, and the id takes a new
-    payment (sent again after the refusal, or straight away), charged once."""
+    """The broadcast never reaches the chain (a timeout on send): pending while it lasts. The first payment,
+    sent again while its authorization can still land, is settled by that retry (its lease ended with its
+    request): the data, charged once. The second, sent again only once its authorization expired, is closed
+    failed by that retry and told it was not charged, without reconciliation; its id then takes a new payment."""
     gateway, pool = pending_gateway, fault_db.pool
     offer = await gateway.offer(CAPITALS)
     keys = [new_payer(devnet), new_payer(devnet)]
     ids = [f"failed-{secrets.token_hex(12)}" for _ in keys]
     valid_before = int(time.time()) + EXPIRY_S
-    headers = [expiring(key, devnet, offer, id_, valid_before) for key, id_ in zip(keys, ids, strict=True)]
+    lasting = int(time.time()) + 300  # the first stays usable on chain; the second expires soon
+    headers = [
+        expiring(keys[0], devnet, offer, ids[0], lasting),
+        expiring(keys[1], devnet, offer, ids[1], valid_before),
+    ]
     receipts.fault("eth_sendRawTransaction", "hang")
     try:
         for header in headers:
             pending(await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header}))
+        pending(await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": headers[0]}))  # still cannot land
     finally:
         receipts.clear()
-    pending(await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": headers[0]}))
+    settled = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": headers[0]})
+    assert settled.status_code == 200 and "records" in settled.json(), settled.text
+    assert usdc_balance(devnet, Account.from_key(keys[0]).address) == 10_000_000 - int(offer["amount"])
+
     monkeypatch.setattr(reconcile_module, "EVM_EXPIRY_MARGIN_S", 0.0)  # anvil's clock does not lag
     await asyncio.sleep(max(0.0, valid_before + 1 - time.time()))
-    assert (await reconcile(pool, settings)).errors == []
-
-    refused = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": headers[0]})
-    assert refused.status_code == 402 and refused.json()["error"] == "payment_already_claimed", refused.text
-    assert "not charged" in refused.json()["message"]
-    for key, id_ in zip(keys, ids, strict=True):  # the first after its refusal, the second straight away
-        again = header_with_id(key, devnet, offer, id_)
-        served = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": again})
-        assert served.status_code == 200 and "records" in served.json(), served.text
-        assert usdc_balance(devnet, Account.from_key(key).address) == 10_000_000 - int(offer["amount"])
+    refused = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": headers[1]})
+    assert refused.status_code == 402, refused.text
+    assert unb64(refused.headers["payment-response"])["success"] is False and "records" not in refused.text
+    assert refused.json()["error"] != "payment_already_claimed" and "not charged" in refused.json()["message"]
+    payer = Account.from_key(keys[1]).address
+    rows = await pool.fetch("SELECT state FROM payments WHERE payer = $1", payer.lower())
+    assert [r["state"] for r in rows] == ["failed"]  # closed by the retry, not by reconciliation
+    again = header_with_id(keys[1], devnet, offer, ids[1])  # the id is free again
+    served = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": again})
+    assert served.status_code == 200 and "records" in served.json(), served.text
+    assert usdc_balance(devnet, payer) == 10_000_000 - int(offer["amount"])
+    report = await reconcile(pool, settings)
+    assert report.errors == [] and report.flagged == 0, report
 
 
 async def test_over_mcp_a_pending_settlement_is_a_pending_tool_error_then_the_data(
@@ -411,22 +428,24 @@ async def test_over_mcp_a_pending_settlement_is_a_pending_tool_error_then_the_da
         [offer] = [o for o in required["accepts"] if o["network"].startswith("eip155:")]
         paid = payment_document(key, devnet, offer, payment_id)
         receipts.fault("eth_getTransactionReceipt", "html_502", forward=True)
+        resigned = payment_document(key, devnet, offer, payment_id)
         try:
             first = await client.call_tool("get_stream", arguments, meta={MCP_PAYMENT: paid})
+            answers = [first]
+            for retry in (paid, resigned):  # the same payment, then a new one under the same id
+                answers.append(await client.call_tool("get_stream", arguments, meta={MCP_PAYMENT: retry}))
         finally:
             receipts.clear()
-        resigned = payment_document(key, devnet, offer, payment_id)
-        answers = [first]
-        for retry in (paid, resigned):  # the same payment, then a new one under the same id
-            answers.append(await client.call_tool("get_stream", arguments, meta={MCP_PAYMENT: retry}))
         for answer in answers:
             assert answer.is_error and answer.structured_content["error"] == "settlement_pending", answer
             assert answer.structured_content["retry_after"] > 0 and "accepts" not in answer.structured_content
         conflict = await client.call_tool("get_stream", {**arguments, "limit": 6}, meta={MCP_PAYMENT: paid})
         assert conflict.is_error and conflict.structured_content["error"] == "payment_identifier_conflict"
-        assert (await reconcile(pool, settings)).errors == []
+        # the node answers again: the retry reads the receipt and books the sale itself
         booked = await client.call_tool("get_stream", arguments, meta={MCP_PAYMENT: resigned})
     assert not booked.is_error and len(booked.structured_content["records"]) == 5, booked
+    report = await reconcile(pool, settings)
+    assert report.errors == [] and report.flagged == 0, report
     assert booked.meta is not None and first.meta is not None
     assert booked.meta[MCP_PAYMENT_RESPONSE]["transaction"] == first.meta[MCP_PAYMENT_RESPONSE]["transaction"]
     assert usdc_balance(devnet, Account.from_key(key).address) == 10_000_000 - int(offer["amount"])

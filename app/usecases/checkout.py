@@ -10,6 +10,8 @@ releases the claim (nothing charged) or leaves it `settling` for reconciliation 
 in no case is a result marked deliverable without a successful settlement. It answers with an
 Outcome (app/usecases/outcomes.py), which app/usecases/replies.py turns into the one reply both
 transports render. Retries (payment-identifier replays, redeliveries) are app/usecases/retries.py's.
+Each claim names the process holding it (a lease, app/usecases/holders.py) until its request ends, so that
+the retry of a payment whose request died resolves it at once (app/usecases/recovery.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import anyio
 import ledger
 from app.runtime import faultpoints, metrics
 from app.runtime.logs import bind
-from app.usecases import admission
+from app.usecases import admission, holders
 from app.usecases.outcomes import (
     NOT_RECORDED,
     Delivered,
@@ -41,21 +43,18 @@ from app.usecases.outcomes import (
     Verified,
 )
 from app.usecases.pricing import PaidRoute
+from app.usecases.recovery import Recovery
 from app.usecases.retries import (
     IN_PROGRESS,
-    REDELIVER_AFTER_S,
-    REDELIVERY_LEASE_S,
     Idempotency,
     PaymentIds,
     Requested,
     already_claimed,
     fingerprint,
     payment_identifier,
-    pending_settlement,
-    serve_settled,
 )
 from app.usecases.services import Services
-from ledger import PaymentRecord, PaymentState, claims
+from ledger import PaymentRecord, PaymentState, claims, leases
 from payments import (
     Inspection,
     PaymentError,
@@ -81,12 +80,15 @@ class _Attempt:
     payment_id: int
     context: dict[str, Any]  # log fields: route, payment id (the key and payer are bound to every line)
     state: PaymentState = PaymentState.CLAIMED
+    lease: int | None = None  # this process's instance, holding the claim (its writes are refused once taken over)
+    taken_over: bool = False  # settling a claim a dead request left (recovery.py closes a failure, not we)
 
 
 class Checkout:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._payment_ids = PaymentIds(services, self._claim_and_sell, self._refused)
+        self._recovery = Recovery(services, self._claim_and_sell, self._settle_taken, self._refused)
+        self._payment_ids = PaymentIds(services, self._claim_and_sell, self._refused, self._recovery)
 
     async def pay(
         self,
@@ -159,7 +161,7 @@ class Checkout:
         if isinstance(signed, Refusal) or not signed.signer_verified:
             return refusal
         try:
-            holder = await claims.holder(pool, signed.payment_key)
+            holder = await claims.holder(pool, signed.payment_key, unleased_held_s=self.services.settle_wait_s)
         except ledger.LedgerUnavailable:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         # A released claim charged nothing and would be claimed again: the expired authorization is refused.
@@ -193,15 +195,20 @@ class Checkout:
         pool = self.services.pool
         context: dict[str, Any] = {"route": paid.path}
         try:
-            payment_id = await claims.claim(pool, self._record(paid, inspection))
+            lease = await holders.instance(pool)
+            payment_id = await claims.claim(pool, self._record(paid, inspection), lease=lease)
         except ledger.LedgerUnavailable:
             log.error("ledger unavailable: refusing paid request", extra=context)
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         if payment_id is None:
-            return await self._claimed_before(paid, offer, inspection, serve)
-        attempt = _Attempt(paid, payload, offer, payment_id, {**context, "payment_id": payment_id})
-        faultpoints.reach("after_claim")
-        return await self._claimed(attempt, serve)
+            return await self._claimed_before(paid, payload, offer, inspection, serve)
+        attempt = _Attempt(paid, payload, offer, payment_id, {**context, "payment_id": payment_id}, lease=lease)
+        try:
+            faultpoints.reach("after_claim")
+            return await self._claimed(attempt, serve)
+        finally:  # however it ended, no request holds the claim now: a retry may resolve what is left open
+            with anyio.CancelScope(shield=True), contextlib.suppress(ledger.LedgerError):
+                await leases.end(pool, payment_id, lease)
 
     def _record(self, paid: PaidRoute, inspection: Inspection) -> PaymentRecord:
         valid_before = inspection.valid_before_unix_s
@@ -224,32 +231,28 @@ class Checkout:
         )
 
     async def _claimed_before(
-        self, paid: PaidRoute, offer: PaymentRequirements, inspection: Inspection, serve: Serve
+        self,
+        paid: PaidRoute,
+        payload: PaymentPayload,
+        offer: PaymentRequirements,
+        inspection: Inspection,
+        serve: Serve,
     ) -> Outcome:
-        """The payment's key is taken. If it bought this resource, settled, and its answer never left (a crash,
-        a lost settlement answer booked later by reconciliation, a client gone after the broadcast), the payer
-        was charged without data: serve it now under that settlement, once, never charging again. Otherwise
-        the payment is spent or in use: refused."""
-        pool = self.services.pool
+        """The payment's key is taken. Settled and its answer never left (a crash, a lost settlement answer
+        booked later, a client gone after the broadcast): the payer was charged without data, so it is served
+        now under that settlement, never charging again. Still open: resolved for this retry (recovery.py):
+        the data, pending, "not charged", or this retry runs it. Delivered, failed or expired: refused."""
         try:
-            holder = await claims.holder(pool, inspection.payment_key)
-            taken = (
-                holder is not None
-                and holder.state == PaymentState.SETTLED
-                and holder.resource == paid.path
-                and await claims.take_redelivery(pool, holder.payment_id, REDELIVER_AFTER_S, REDELIVERY_LEASE_S)
+            holder = await claims.holder(
+                self.services.pool, inspection.payment_key, unleased_held_s=self.services.settle_wait_s
             )
         except ledger.LedgerUnavailable:
             return Unavailable("ledger_unavailable", NOT_RECORDED)
         if holder is not None and holder.state in IN_PROGRESS:
-            return pending_settlement(offer, inspection, holder)
-        if not taken or holder is None:
-            return self._refused(paid, already_claimed(holder))
-        delivered = await serve_settled(paid, offer, inspection, serve, holder)
-        if isinstance(delivered, NotServed):
-            with anyio.CancelScope(shield=True), contextlib.suppress(ledger.LedgerError):
-                await claims.drop_redelivery(pool, holder.payment_id)  # a later retry may try again
-        return delivered
+            return await self._recovery.resolve(paid, payload, offer, inspection, serve, holder)
+        if holder is not None and holder.state == PaymentState.SETTLED:
+            return await self._recovery.deliver_booked(paid, offer, inspection, serve, holder)
+        return self._refused(paid, already_claimed(holder))
 
     async def delivered(self, outcome: Delivered) -> None:
         """The transport handed the sale's answer to its caller: it is never served again. Best effort (a
@@ -269,7 +272,9 @@ class Checkout:
     async def _advance(self, attempt: _Attempt, to_state: PaymentState, reason: str | None = None) -> bool:
         """Move the attempt's payment one edge; False if the ledger is down or someone else moved it."""
         try:
-            moved = await claims.advance(self.services.pool, attempt.payment_id, attempt.state, to_state, reason=reason)
+            moved = await claims.advance(
+                self.services.pool, attempt.payment_id, attempt.state, to_state, reason=reason, lease=attempt.lease
+            )
         except ledger.LedgerError:
             log.error("ledger write failed", extra={**attempt.context, "from": attempt.state, "to": to_state})
             return False
@@ -318,18 +323,33 @@ class Checkout:
         with anyio.CancelScope(shield=True):
             return await self._settle(attempt, served)
 
+    async def _settle_taken(
+        self,
+        paid: PaidRoute,
+        payload: PaymentPayload,
+        offer: PaymentRequirements,
+        payment_id: int,
+        lease: int,
+        served: Served,
+    ) -> Outcome:
+        """Settle a `settling` claim a dead request left with nothing on chain, under this retry's lease."""
+        context = {"route": paid.path, "payment_id": payment_id, "taken_over": True}
+        attempt = _Attempt(paid, payload, offer, payment_id, context, PaymentState.SETTLING, lease, taken_over=True)
+        return await self._settle(attempt, served)
+
     async def _settle(self, attempt: _Attempt, served: Served) -> Outcome:
         pool, facilitator = self.services.pool, self.services.facilitator
         assert facilitator is not None
-        served_on_record = await self._advance(attempt, PaymentState.SERVED)
-        if not (served_on_record and await self._advance(attempt, PaymentState.SETTLING)):
-            await self._release(attempt, "ledger_unavailable")
-            return Unavailable("ledger_unavailable", NOT_RECORDED)
+        if attempt.state != PaymentState.SETTLING:  # a taken-over claim is settling already
+            served_on_record = await self._advance(attempt, PaymentState.SERVED)
+            if not (served_on_record and await self._advance(attempt, PaymentState.SETTLING)):
+                await self._release(attempt, "ledger_unavailable")
+                return Unavailable("ledger_unavailable", NOT_RECORDED)
 
         written: list[str] = []  # hashes on record: from the first one on, a transaction may have left
 
         async def record_broadcast(tx_hash: str) -> None:
-            await claims.record_tx_hash(pool, attempt.payment_id, tx_hash)
+            await claims.record_tx_hash(pool, attempt.payment_id, tx_hash, lease=attempt.lease)
             written.append(tx_hash)
 
         network = attempt.offer.network
@@ -392,9 +412,14 @@ class Checkout:
             log.warning("settlement pending", extra=extra)
             if settlement.transaction:  # a remote facilitator names its transaction only now: keep it for reconcile
                 try:
-                    await claims.record_tx_hash(self.services.pool, attempt.payment_id, settlement.transaction)
+                    await claims.record_tx_hash(
+                        self.services.pool, attempt.payment_id, settlement.transaction, lease=attempt.lease
+                    )
                 except ledger.LedgerError:
                     log.error("could not record the pending settlement's transaction", extra=extra)
+        elif attempt.taken_over:  # recovery.py asks the chain before closing it failed
+            message = settlement.message or "settlement failed; you were not charged"
+            log.warning("taken-over settlement failed", extra=extra)
         else:
             message = settlement.message or "settlement failed; you were not charged"
             log.warning("settlement failed", extra=extra)

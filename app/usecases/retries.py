@@ -9,6 +9,9 @@ same payer re-signing the same request under the id, is told it is pending (503,
 outcome is known, then gets it: the data, or "not charged". A sale that settled but whose answer never
 left (a crash between settlement and response, a pending settlement booked later) is served once more
 under its booked settlement (`serve_settled`), whether the retry carries an id or the same payment again.
+A first attempt that died with its claim open (a SIGKILL, an OOM kill) is resolved by the retry there and
+then, without waiting for reconciliation (`Resolve`, app/usecases/recovery.py): the data if the chain shows
+the payment landed, pending while it may still, "not charged" once it cannot, or the retry runs it itself.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
 import ledger
 from app.runtime import metrics
+from app.usecases import holders
 from app.usecases.outcomes import (
     NOT_RECORDED,
     Delivered,
@@ -40,6 +45,7 @@ from app.usecases.outcomes import (
     Verified,
 )
 from app.usecases.pricing import PAYMENT_IDENTIFIER, PaidRoute
+from app.usecases.resolution import IN_PROGRESS, Judgement, Verdict
 from app.usecases.services import Services
 from ledger import PaymentState, claims, idempotency
 from payments import Inspection, PaymentPayload, PaymentRequirements, Reason, Refusal, Settlement
@@ -56,9 +62,8 @@ _SPENT = {  # what became of a payment whose key an earlier claim holds, by that
     PaymentState.FAILED: "failed to settle for an earlier request (you were not charged)",
     PaymentState.EXPIRED: "expired unsettled (you were not charged)",
 }
-# A payment whose key a request still holds: its outcome is not known yet, so a retry of it is told to wait
-# and retry the same payment, never to sign a new one (which could charge the payer twice).
-IN_PROGRESS = (PaymentState.CLAIMED, PaymentState.VERIFIED, PaymentState.SERVED, PaymentState.SETTLING)
+# A payment whose claim is still open (IN_PROGRESS) and cannot be resolved yet: its outcome is not known, so a
+# retry of it is told to wait and retry the same payment, never to sign a new one (which could charge twice).
 PENDING_MESSAGE = (
     "this payment is still being processed for an earlier request; retry this same payment (or payment id) after "
     "Retry-After (do not sign a new one: this one may still be charged)"
@@ -118,6 +123,23 @@ def pending_settlement(offer: PaymentRequirements, inspection: Inspection, holde
     return Unsettled(settlement, reason, PENDING_MESSAGE)
 
 
+_NOT_CHARGED = {  # what the retry of a payment is told once its open claim was closed unpaid, by reason
+    Reason.TRANSACTION_FAILED: "this payment's settlement failed on chain for an earlier request",
+    Reason.EVM_VALID_BEFORE: "this payment expired before it could be settled for an earlier request",
+    Reason.SVM_BLOCKHASH_EXPIRED: "this payment's transaction expired before it landed for an earlier request",
+}
+
+
+def not_charged(offer: PaymentRequirements, inspection: Inspection, judged: Judgement) -> Unsettled:
+    """The answer to a retry of a payment whose open claim was just closed unpaid: the settlement failed (as its
+    first attempt would have been answered), the payer was not charged."""
+    what = _NOT_CHARGED.get(judged.reason, "this payment was never settled for an earlier request")
+    message = f"{what}: you were not charged; sign a new payment to buy this"
+    holder = judged.holder
+    settlement = Settlement(False, offer.network, holder.tx_hash or "", inspection.payer, judged.reason, message)
+    return Unsettled(settlement, judged.reason, message)
+
+
 def already_claimed(holder: claims.Holder | None) -> Refusal:
     """The refusal of a payment whose key another claim holds, saying what became of that claim."""
     in_use = "is being used by another request right now"
@@ -151,14 +173,32 @@ Sell = Callable[[PaidRoute, PaymentPayload, PaymentRequirements, Inspection, Ser
 Refuse = Callable[[PaidRoute, Refusal], Refused]
 
 
+class Resolve(Protocol):
+    """What a retry does with an open claim (app/usecases/recovery.py's `Recovery`)."""
+
+    async def judge(self, holder: claims.Holder) -> Judgement | Unavailable: ...
+
+    async def take_over(
+        self,
+        paid: PaidRoute,
+        payload: PaymentPayload,
+        offer: PaymentRequirements,
+        inspection: Inspection,
+        serve: Serve,
+        holder: claims.Holder,
+    ) -> Outcome: ...
+
+
 class PaymentIds:
     """One delivery per payment id, replayed to its retries. `sell` runs the sale itself (the checkout's
-    claim, verify, serve and settle); `refuse` counts and logs a refusal as the checkout does."""
+    claim, verify, serve and settle); `refuse` counts and logs a refusal as the checkout does; `resolve`
+    resolves the open claim of a first attempt that died."""
 
-    def __init__(self, services: Services, sell: Sell, refuse: Refuse) -> None:
+    def __init__(self, services: Services, sell: Sell, refuse: Refuse, resolve: Resolve) -> None:
         self.services = services
         self._sell = sell
         self._refuse = refuse
+        self._resolve = resolve
 
     async def sell_once(
         self,
@@ -187,8 +227,15 @@ class PaymentIds:
             return IdConflict(held.conflict)
         if not held.first:
             assert held.payment_key is not None
-            return await self._replay(paid, inspection, offer, serve, key, held.payment_key)
+            same = held.payment_key == inspection.payment_key  # else the payer re-signed under the id
+            return await self._replay(paid, payload if same else None, inspection, offer, serve, key, held.payment_key)
         outcome = await self._sell(paid, payload, offer, inspection, serve)
+        await self._record(key, outcome)
+        return outcome
+
+    async def _record(self, key: Idempotency, outcome: Outcome) -> None:
+        """What the id's payment came to, for its retries: the delivery, pending, or free again."""
+        pool = self.services.pool
         with anyio.CancelScope(shield=True):  # the record must land even if the client went away
             try:
                 if isinstance(outcome, Delivered):
@@ -201,11 +248,11 @@ class PaymentIds:
                     await idempotency.abandon(pool, key.id)  # not charged: a retry may try again
             except ledger.LedgerError as exc:
                 log.error("could not record the payment id's outcome", extra={"detail": str(exc)})
-        return outcome
 
     async def _replay(
         self,
         paid: PaidRoute,
+        payload: PaymentPayload | None,  # the id's own payment, sent again (None: the payer re-signed)
         inspection: Inspection,
         offer: PaymentRequirements,
         serve: Serve,
@@ -217,7 +264,7 @@ class PaymentIds:
         ended pending (the settlement's outcome unknown), answer pending until reconciliation knows, then
         with the data (`_redeliver`) or "not charged". If the first attempt died (SIGKILL, power cut) its
         delivery never comes: a payment settled with nothing stored is served again; one closed unsettled
-        frees the id."""
+        frees the id; one left open is resolved at once (`_resolve_open`)."""
         deadline = time.monotonic() + self.services.settle_wait_s
         settled_since: float | None = None
         while True:
@@ -225,7 +272,9 @@ class PaymentIds:
                 state = await idempotency.lookup(self.services.pool, key.id)
                 holder = None
                 if state is not None and state.response is None:
-                    holder = await claims.holder(self.services.pool, payment_key)
+                    holder = await claims.holder(
+                        self.services.pool, payment_key, unleased_held_s=self.services.settle_wait_s
+                    )
             except ledger.LedgerUnavailable:
                 return Unavailable("ledger_unavailable", NOT_RECORDED)
             if state is None:
@@ -247,11 +296,41 @@ class PaymentIds:
                 if payment_key != inspection.payment_key:  # the id's first payment failed, not this one
                     return Unavailable("payment_in_progress", UNCHARGED_ID)
                 return self._refuse(paid, already_claimed(holder))
-            elif state.pending and holder is not None and holder.state in IN_PROGRESS:
-                return pending_settlement(offer, inspection, holder)
+            elif holder is not None and holder.state in IN_PROGRESS and (state.pending or holders.gone(holder)):
+                return await self._resolve_open(paid, payload, offer, inspection, serve, key, holder)
             if time.monotonic() > deadline:
                 return Unavailable("payment_in_progress", "the first attempt with this payment id is still running")
             await asyncio.sleep(REPLAY_WAIT_POLL_S)
+
+    async def _resolve_open(
+        self,
+        paid: PaidRoute,
+        payload: PaymentPayload | None,
+        offer: PaymentRequirements,
+        inspection: Inspection,
+        serve: Serve,
+        key: Idempotency,
+        holder: claims.Holder,
+    ) -> Outcome:
+        """The id's payment is still open and no request works on it (its attempt died, or ended pending): ask
+        what became of it, and answer with that: the data, pending, "not charged" (the id is free again), or
+        this retry runs the payment itself (the same payment only: a re-signed one cannot settle the first)."""
+        judged = await self._resolve.judge(holder)
+        if not isinstance(judged, Judgement):
+            return judged
+        if judged.verdict is Verdict.SETTLED:
+            return await self._redeliver(paid, inspection, offer, serve, key, judged.holder)
+        if judged.verdict is Verdict.NOT_CHARGED:
+            with contextlib.suppress(ledger.LedgerError):
+                await idempotency.abandon(self.services.pool, key.id)  # nothing charged: the id is free
+            if holder.payment_key != inspection.payment_key:
+                return Unavailable("payment_in_progress", UNCHARGED_ID)
+            return not_charged(offer, inspection, judged)
+        if judged.verdict is Verdict.TAKE_OVER and payload is not None:
+            outcome = await self._resolve.take_over(paid, payload, offer, inspection, serve, judged.holder)
+            await self._record(key, outcome)
+            return outcome
+        return pending_settlement(offer, inspection, judged.holder)
 
     async def _redeliver(
         self,

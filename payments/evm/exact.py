@@ -234,6 +234,11 @@ class ExactEvmScheme:
     def signer(self) -> str | None:
         return self._relayer.address if self._relayer else None
 
+    @property
+    def rpc(self) -> EvmRpc:
+        """The node this scheme settles through: what the chain says of its settlements is read there too."""
+        return self._rpc
+
     # ---- authenticate ----
 
     async def authenticate(

@@ -145,6 +145,11 @@ class ExactSvmScheme:
     def signer(self) -> str:
         return str(self._fee_payer.pubkey())
 
+    @property
+    def rpc(self) -> SvmRpc:
+        """The cluster this scheme settles through: what the chain says of its settlements is read there too."""
+        return self._rpc
+
     def supported_kind(self) -> SupportedKind:
         return SupportedKind(x402_version=2, scheme=SCHEME, network=self.network, extra={"feePayer": self.signer})
 

@@ -25,6 +25,7 @@ class FaultRow:
     lost: int = 0  # on-chain settlements missing from the ledger after recovery: must be 0
     status_500: int = 0  # answers with status 500 or more that were not an intended 502/503/504: must be 0
     charged_undelivered: int = 0  # payers charged whose data never arrived and who cannot fetch it again
+    told_to_pay_again: int = 0  # retries answered 402 although charged, or without saying "not charged"
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
