@@ -60,7 +60,7 @@ async def test_get_mcp_without_an_event_stream_is_answered_at_once(gateway: Gate
     }
     assert head.status_code == 405 and head.content == b""
     async with connected(gateway) as client:  # POST, as MCP clients do, is unchanged
-        assert len((await client.list_tools()).tools) == 6
+        assert len((await client.list_tools()).tools) == 8  # six, and the time machine's get_history and get_coverage
 
 
 async def test_no_paid_route_declares_a_method_it_does_not_answer(gateway: Gateway) -> None:
