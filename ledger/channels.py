@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from .entries import insert_entry
 from .errors import LedgerIntegrityError, translated
-from .journal import Posting, assert_balanced, batch_sweep_postings, gas_postings
+from .journal import Posting, batch_sweep_postings, gas_postings
 from .sql import queries
 from .states import PaymentState
 
@@ -233,23 +234,8 @@ async def _recorded_before(
     return Recorded(tx_hash, [], int(row["amount_atomic"]), row["entry_id"], already_recorded=True)
 
 
-async def _post(connection: asyncpg.Connection, entry_id: int, postings: Sequence[Posting]) -> None:
-    await connection.execute(
-        queries["insert_journal_postings"],
-        entry_id,
-        [p.account for p in postings],
-        [p.asset for p in postings],
-        [p.amount_atomic for p in postings],
-    )
-
-
 async def _adjustment(connection: asyncpg.Connection, postings: list[Posting], memo: str) -> int | None:
-    if not postings:
-        return None
-    assert_balanced(postings)
-    entry_id: int = await connection.fetchval(queries["insert_journal_entry"], None, "adjustment", None, memo)
-    await _post(connection, entry_id, postings)
-    return entry_id
+    return await insert_entry(connection, "adjustment", postings, memo=memo) if postings else None
 
 
 async def record_claim(

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from .entries import insert_entry
 from .errors import LedgerIntegrityError, translated
 from .journal import Posting, assert_balanced
 from .leases import Lease
@@ -176,16 +177,7 @@ async def settle(
         async with pool.acquire() as connection, connection.transaction():
             if await connection.fetchval(queries["mark_settled"], payment_id, tx_hash, gas_cost_atomic) is None:
                 raise LedgerIntegrityError(f"payment {payment_id} is not settling; not marking it settled")
-            entry_id: int = await connection.fetchval(
-                queries["insert_journal_entry"], payment_id, "settlement", None, memo
-            )
-            await connection.execute(
-                queries["insert_journal_postings"],
-                entry_id,
-                [p.account for p in postings],
-                [p.asset for p in postings],
-                [p.amount_atomic for p in postings],
-            )
+            entry_id = await insert_entry(connection, "settlement", postings, payment_id=payment_id, memo=memo)
     return entry_id
 
 

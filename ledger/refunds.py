@@ -26,8 +26,9 @@ from typing import Any
 import asyncpg
 
 from .channels import ChannelConfig
+from .entries import insert_entry
 from .errors import LedgerIntegrityError, translated
-from .journal import Posting, assert_balanced, gas_postings, receivable_account
+from .journal import Posting, gas_postings, receivable_account
 from .sql import queries
 from .states import PaymentState
 
@@ -124,11 +125,14 @@ async def refund_sale(pool: asyncpg.Pool, payment_id: int, *, reason: str, actor
             else:
                 kind, account = PAYABLE, payable_account(target.network, target.payer)
             postings = [Posting(revenue[0]["account"], asset, amount), Posting(account, asset, -amount)]
-            assert_balanced(postings)
-            entry_id: int = await connection.fetchval(
-                queries["insert_journal_entry"], payment_id, "reversal", revenue[0]["entry_id"], f"refund: {reason}"
+            entry_id = await insert_entry(
+                connection,
+                "reversal",
+                postings,
+                payment_id=payment_id,
+                reverses=revenue[0]["entry_id"],
+                memo=f"refund: {reason}",
             )
-            await _post(connection, entry_id, postings)
             row = await connection.fetchrow(
                 queries["refund_insert"], payment_id, kind, amount, account, asset, entry_id, reason, actor
             )
@@ -138,16 +142,6 @@ async def refund_sale(pool: asyncpg.Pool, payment_id: int, *, reason: str, actor
             ):
                 raise LedgerIntegrityError(f"payment {payment_id} moved while it was refunded")
     return _refund(row)
-
-
-async def _post(connection: asyncpg.Connection, entry_id: int, postings: list[Posting]) -> None:
-    await connection.execute(
-        queries["insert_journal_postings"],
-        entry_id,
-        [p.account for p in postings],
-        [p.asset for p in postings],
-        [p.amount_atomic for p in postings],
-    )
 
 
 async def recent(pool: asyncpg.Pool, limit: int = 100, payment_id: int | None = None) -> list[dict[str, Any]]:
@@ -333,10 +327,7 @@ async def _resolve(
         return False
     if row["claim_atomic"] is None and gas_cost_atomic and relayer and network and outcome != "dropped":
         postings = gas_postings(network=network, relayer=relayer, gas_cost_atomic=gas_cost_atomic)
-        entry_id = await connection.fetchval(
-            queries["insert_journal_entry"], None, "adjustment", None, f"batch refund {tx_hash.lower()}"
-        )
-        await _post(connection, entry_id, postings)
+        await insert_entry(connection, "adjustment", postings, memo=f"batch refund {tx_hash.lower()}")
     return True
 
 
