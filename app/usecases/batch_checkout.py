@@ -29,6 +29,7 @@ from app.runtime import faultpoints, metrics
 from app.runtime.logs import bind
 from app.usecases import admission
 from app.usecases.batch_refund import CooperativeRefund
+from app.usecases.corrective import corrective
 from app.usecases.delivery_marks import DeliveryMarks
 from app.usecases.known_channels import KnownChannels
 from app.usecases.outcomes import (
@@ -56,7 +57,6 @@ from payments.evm.batch import (
     CheckedVoucher,
     channel_state_extra,
     check_payment,
-    corrective_requirements,
     payment_response_extra,
 )
 
@@ -237,18 +237,7 @@ class BatchCheckout:
             return refusal
         # A corrective 402: the channel as we book it, and the last voucher we hold, so a client that lost its
         # place (a new process, lost storage) re-bases on what it was charged and signs the next voucher.
-        channel = refused.channel
-        state = channel_state_extra(
-            channel.channel_id,
-            channel.balance_atomic,
-            channel.claimed_atomic,
-            channel.withdraw_requested_at,
-            channel.refund_nonce,
-            channel.charged_atomic,
-        )
-        corrected = corrective_requirements(offer, state, channel.signed_max_atomic, channel.signature)
-        offers = tuple(corrected if (o.scheme, o.network) == (offer.scheme, offer.network) else o for o in paid.offers)
-        return Refused(refusal.refusal, offers)
+        return corrective(paid, offer, refusal, refused.channel.channel_id, refused.channel)
 
     # ---- a booked voucher whose answer never left ----
 

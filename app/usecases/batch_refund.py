@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 
 import ledger
 from app.usecases import admission
+from app.usecases.corrective import corrective
 from app.usecases.outcomes import NOT_RECORDED, Acknowledged, Outcome, Refused, Unavailable, Unsettled
 from app.usecases.pricing import PaidRoute
 from app.usecases.services import Services
@@ -39,8 +40,6 @@ from payments.evm.batch import (
     ChannelSnapshot,
     CheckedVoucher,
     ClaimRow,
-    channel_state_extra,
-    corrective_requirements,
     payment_response_extra,
 )
 from payments.evm.batch.settlement import RefundPlan
@@ -292,14 +291,4 @@ class CooperativeRefund:
         held), from which the official clients re-base and send the refund again."""
         detail = f"a refund's maxClaimableAmount must be the charged total {held.charged_atomic}"
         refusal = admission.refused(paid, Refusal(Reason.BATCH_CUMULATIVE_AMOUNT_MISMATCH, detail))
-        state = channel_state_extra(
-            checked.channel_id,
-            held.balance_atomic,
-            held.claimed_atomic,
-            held.withdraw_requested_at,
-            held.refund_nonce,
-            held.charged_atomic,
-        )
-        corrected = corrective_requirements(offer, state, held.signed_max_atomic, held.signature)
-        offers = tuple(corrected if (o.scheme, o.network) == (offer.scheme, offer.network) else o for o in paid.offers)
-        return Refused(refusal.refusal, offers)
+        return corrective(paid, offer, refusal, checked.channel_id, held)
