@@ -44,6 +44,7 @@ from adapters.history import ColdStore, HotLayer, Recorder
 from adapters.sources import all_adapters
 from app.edge import discovery
 from app.edge.abuse import AbuseGuard, CappedHttpToolsProtocol
+from app.edge.access_log import AccessLog
 from app.edge.admin import dashboard
 from app.edge.admin.api import AdminApi
 from app.edge.admin.auth import AdminAuth
@@ -54,12 +55,14 @@ from app.edge.cors import Cors
 from app.edge.gate import PaymentGate, Services
 from app.edge.health import ChainProbes, chain_rpcs
 from app.edge.history_routes import HistoryApi
+from app.edge.proxy import ProxyHeaders, ScrapeGuard
 from app.edge.rate_limiter import Limit, RateLimiter
 from app.edge.routes import EXCEPTION_HANDLERS, Api
 from app.mcp.server import McpServer
 from app.runtime import metrics
 from app.runtime.metrics import MetricsEndpoint, RequestMetrics
 from app.runtime.settings import SETTINGS_JSON_VAR, Settings, SettingsError, load_settings, settings_from_json
+from app.runtime.tracing import Tracing
 from app.usecases import batch_setup
 from app.usecases.controls import Controls
 from app.usecases.history_queries import HistoryBounds
@@ -212,7 +215,9 @@ def create_app(
     registry: Registry | None = None,
     adapters: Mapping[str, Adapter] | None = None,
     data_dir: Path | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
+    """The app for `settings`; `tracing` (tests: an in-memory exporter) else OTEL_EXPORTER_OTLP_ENDPOINT's, if set."""
     if not settings.database_url or not settings.redis_url:
         raise SettingsError("DATABASE_URL and REDIS_URL must be resolved before the app is built")
     if registry is None:
@@ -261,6 +266,7 @@ def create_app(
     if payer_limit is not None:
         services.payer_limited = lambda payer: limiter.hit_shared(payer_limit, payer)
     admin_auth = AdminAuth(settings.admin)
+    tracing = tracing or Tracing.from_endpoint(settings.production.otlp_endpoint)  # None: no tracing code runs
     admin = AdminApi(
         admin_auth,
         services,
@@ -274,6 +280,8 @@ def create_app(
         if settings.auto_migrate:
             await ledger.migrate(settings.database_url, MIGRATIONS_DIR)
         async with contextlib.AsyncExitStack() as stack:
+            if tracing is not None:
+                stack.push_async_callback(tracing.shutdown)  # last: the spans of everything that closes before
             pool = await ledger.create_pool(settings.database_url)
             stack.push_async_callback(pool.close)
             redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -314,8 +322,8 @@ def create_app(
                 scheduler.start()
                 stack.push_async_callback(scheduler.stop)
             services.pool, services.facilitator, services.tier, services.replay_url = (
-                pool,
-                facilitator,
+                pool if tracing is None else tracing.pool(pool),  # the checkout's claim and ledger spans
+                facilitator if tracing is None else tracing.facilitator(facilitator),  # verify, settle spans
                 tier,
                 replay_url,
             )
@@ -370,17 +378,26 @@ def create_app(
             }
         return state
 
-    scrape = Route("/metrics", MetricsEndpoint(settings.metrics_token, admin_auth.check, live_gauges))
+    # tokenless scrapes only from this machine, never relayed by a proxy (app/edge/proxy.py)
+    scrape = Route("/metrics", ScrapeGuard(MetricsEndpoint(settings.metrics_token, admin_auth.check, live_gauges)))
     found = discovery.routes(services, lambda: api.registry, settings)
     routes = [*api.routes(), *HistoryApi(history).routes(), mcp.route(), *admin.routes(), *RefundApi(admin).routes()]
     routes += [*HistoryAdminApi(admin, history).routes(), *dashboard.routes(admin_auth)]
     routes += [*found, scrape]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    if tracing is not None:
+        app.add_middleware(tracing.handler)  # inside the gate: the route's own work
     app.add_middleware(PaymentGate, services=services, settings=settings)
     # caps and per-address limits before the gate decodes anything; per-payer limits inside the checkout
     app.add_middleware(AbuseGuard, services=services, limiter=limiter, settings=settings.limits)
     app.add_middleware(Cors, origins=settings.cors_origins)  # preflights answered before the guard counts them
-    app.add_middleware(RequestMetrics)  # outermost: counts every answer, the gate's too, and binds the request id
+    app.add_middleware(RequestMetrics)  # counts every answer, the gate's too, and binds the request id
+    if settings.production.access_log_every:  # outside the metrics: its line carries the request id they echo
+        app.add_middleware(AccessLog, every=settings.production.access_log_every, services=services)
+    if tracing is not None:
+        app.add_middleware(tracing.requests)
+    app.add_middleware(ProxyHeaders, trusted=settings.limits.trusted_proxies)  # outermost: the client, once
+    app.state.settings = settings
     app.state.services = services
     app.state.limiter = limiter
     return app

@@ -96,12 +96,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    import uvicorn
-
     import ledger
     from adapters import ReplayServer
+    from app.cli import serve
     from app.cli.command_settings import settings_for, with_admin_secret
-    from app.edge.abuse import CappedHttpToolsProtocol
     from app.runtime import embedded
     from app.runtime.settings import SETTINGS_JSON_VAR, replace, settings_json
     from app.wiring import MIGRATIONS_DIR
@@ -137,18 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # the embedded services' URLs and the admin secret reach them all. Migrated once above, not per worker.
         os.environ[SETTINGS_JSON_VAR] = settings_json(replace(resolved, auto_migrate=False))
         print(_banner(resolved, running), flush=True)
-        uvicorn.run(
-            "app.wiring:app_from_env",
-            factory=True,
-            host=resolved.host,
-            port=resolved.port,
-            workers=resolved.workers,
-            loop="uvloop",
-            http=CappedHttpToolsProtocol,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
+        serve.run(resolved)  # uvicorn, drained on SIGTERM (app/cli/serve.py)
     finally:
         os.environ.pop(SETTINGS_JSON_VAR, None)
         if replay is not None:

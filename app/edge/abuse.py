@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.edge.proxy import PEER_KEY, Forwarded, IpAddress, parse_address
 from app.edge.rate_limiter import Limit, RateLimiter
 from app.runtime.settings import LimitSettings
 
@@ -45,68 +46,32 @@ DRAIN_BYTES_MAX = 65_536  # a refused body up to this size is read and discarded
 OPS_PATHS = frozenset({"/v1/health", "/v1/health/live", "/metrics"})  # polled by probes and scrapers: their own limit
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _address(text: str) -> IpAddress | None:
-    """An IP from a peer or an X-Forwarded-For hop ("1.2.3.4", "1.2.3.4:5678", "[::1]:80", "::1")."""
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1 : text.find("]")] if "]" in text else text[1:]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
 
 
 class ClientAddress:
-    """Who a request comes from, as a rate-limit key. X-Forwarded-For is believed only when the direct
-    peer is a trusted proxy; then the right-most hop that is not a trusted proxy is the client (hops
-    further left were written by the client and prove nothing). IPv6 clients count per /64, the
-    block one subscriber usually gets."""
+    """Who a request comes from, as a rate-limit key: the client `ProxyHeaders` (app/edge/proxy.py) resolved,
+    or, in an app without it, X-Forwarded-For as far as the trusted proxies vouch for it. IPv6 clients count
+    per /64, the block one subscriber usually gets."""
 
     def __init__(self, trusted: Iterable[str] = ()) -> None:
-        self.trusted = tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
-        self._known: dict[tuple[str, bytes], str] = {}  # (peer, X-Forwarded-For) → key: parsing IPs costs µs
-
-    def _trusts(self, address: IpAddress) -> bool:
-        return any(address in network for network in self.trusted)
+        self.forwarded = Forwarded(trusted)
+        self._keys: dict[str, str] = {}  # address → key: parsing IPs costs µs
 
     def __call__(self, scope: Scope) -> str:
         client = scope.get("client")
         peer = str(client[0]) if client else ""
-        forwarded = b""
-        if self.trusted:
+        if self.forwarded.trusted and PEER_KEY not in scope:  # not resolved outside: resolve here
             forwarded = b",".join(value for name, value in scope["headers"] if name == b"x-forwarded-for")
-        known = self._known.get((peer, forwarded))
-        if known is None:
-            if len(self._known) >= CLIENTS_CACHED_MAX:
-                self._known.clear()
-            known = self._known[(peer, forwarded)] = self._resolve(peer, forwarded)
-        return known
-
-    def _resolve(self, peer: str, forwarded: bytes) -> str:
-        address = _address(peer)
-        if address is None or not self.trusted or not self._trusts(address):
-            return self._key(peer)
-        hops = forwarded.decode("latin-1").split(",") if forwarded else []
-        for hop in reversed(hops):
-            found = _address(hop)
-            if found is None:
-                break  # a hop a trusted proxy would not write: stay with the last trusted one
-            address = found
-            if not self._trusts(found):
-                break
-        return _key(address)
-
-    @staticmethod
-    def _key(peer: str) -> str:
-        address = _address(peer)
-        return _key(address) if address is not None else (peer or "unknown")
+            named = self.forwarded.client(peer, forwarded)
+            if named is not None:
+                peer = str(named)
+        key = self._keys.get(peer)
+        if key is None:
+            if len(self._keys) >= CLIENTS_CACHED_MAX:
+                self._keys.clear()
+            address = parse_address(peer)
+            key = self._keys[peer] = _key(address) if address is not None else (peer or "unknown")
+        return key
 
 
 def _key(address: IpAddress) -> str:

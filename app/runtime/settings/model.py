@@ -22,6 +22,7 @@ from payments.networks import KNOWN_USDC, SOLANA_DEVNET, evm_chain_id
 from .fields import From
 from .fields import Frozen as _Frozen
 from .history import HistorySettings
+from .production import ProductionSettings
 
 SHARING_STATES = tuple(str(s) for s in Sharing)
 DEFAULT_PRICE_TIERS: dict[str, str | int] = {"basic": "$0.001", "standard": "$0.002", "premium": "$0.01"}
@@ -332,6 +333,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    production: ProductionSettings = Field(default_factory=ProductionSettings)  # access log, drain, traces
     # browser origins that may read answers (CORS): "*", or a list of origins; empty or "off": no CORS headers
     cors_origins: Annotated[tuple[str, ...], From("WORLDGATE_CORS_ORIGINS", "server.cors_origins", keep_empty=True)] = (
         "*",
