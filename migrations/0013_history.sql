@@ -30,8 +30,11 @@ $$;
 -- Time-ordered appends make a BRIN index on t a few pages per partition; per-stream reads use the primary key.
 CREATE INDEX IF NOT EXISTS history_snapshots_t_brin ON history_snapshots USING brin (t) WITH (pages_per_range = 32);
 
--- The month partition holding `p_at`, created when first needed (two writers racing wait on one lock); its
--- records column gets the parent's compression.
+-- The month partition holding `p_at`, created when first needed; its records column gets the parent's
+-- compression. Writers create it in a transaction of its own before they write (adapters/history/store.py):
+-- creating a partition locks the parent, which a writer already inserting would hold. Two creating at once wait
+-- on one lock; the second then finds the table by querying pg_class (a fresh snapshot: the name lookup's
+-- cache may not have seen the other's commit yet), and a duplicate is let pass all the same.
 CREATE OR REPLACE FUNCTION history_partition(p_at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -40,11 +43,17 @@ DECLARE
 BEGIN
     IF to_regclass(part_name) IS NULL THEN
         PERFORM pg_advisory_xact_lock(hashtext('worldgate.history.partitions'));
-        IF to_regclass(part_name) IS NULL THEN
-            EXECUTE format(
-                'CREATE TABLE %I PARTITION OF history_snapshots FOR VALUES FROM (%L) TO (%L)',
-                part_name, lower_utc AT TIME ZONE 'UTC', (lower_utc + interval '1 month') AT TIME ZONE 'UTC'
-            );
+        PERFORM 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relname = part_name AND n.nspname = current_schema();
+        IF NOT FOUND THEN
+            BEGIN
+                EXECUTE format(
+                    'CREATE TABLE %I PARTITION OF history_snapshots FOR VALUES FROM (%L) TO (%L)',
+                    part_name, lower_utc AT TIME ZONE 'UTC', (lower_utc + interval '1 month') AT TIME ZONE 'UTC'
+                );
+            EXCEPTION WHEN duplicate_table THEN
+                RETURN part_name;
+            END;
             IF (SELECT attcompression FROM pg_attribute
                 WHERE attrelid = 'history_snapshots'::regclass AND attname = 'records') = 'l' THEN
                 EXECUTE format('ALTER TABLE %I ALTER COLUMN records SET COMPRESSION lz4', part_name);

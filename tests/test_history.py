@@ -163,6 +163,24 @@ async def test_the_cache_tier_records_each_upstream_fetch_once(
 # ---- partitions, retention, reads ----
 
 
+async def test_writers_racing_into_a_new_month_all_land(cold: ColdStore) -> None:
+    """Forty writers (one store each, as replicas have) open a month no partition holds yet, some of them in
+    multi-month transactions: one creates each partition, nobody fails or deadlocks, each state is stored once."""
+    start = datetime(2031, 1, 31, 23, tzinfo=UTC).timestamp()  # the next month begins an hour later
+
+    async def write(stream: str, k: int) -> None:
+        first = Snapshot.of(stream, records(1.0), t=start + k * 0.001, fetched_at=start)
+        later = Snapshot.of(stream, records(2.0), t=start + 7200 + k, fetched_at=start)
+        store = ColdStore(cold.pool)
+        await (store.record_many([first, later]) if k % 2 else store.record(first))
+
+    await asyncio.gather(*(write(f"race.{i}", k) for i in range(10) for k in range(4)))
+    per_stream = await cold.pool.fetch(
+        "SELECT stream, count(*) AS n, count(DISTINCT tableoid) AS parts FROM history_snapshots GROUP BY stream"
+    )
+    assert {(r["n"], r["parts"]) for r in per_stream} == {(2, 2)} and len(per_stream) == 10
+
+
 async def test_snapshots_land_in_month_partitions_and_retention_drops_whole_months(cold: ColdStore) -> None:
     old = datetime(2019, 3, 15, tzinfo=UTC).timestamp()
     for t, value in ((old, 1.0), (T0, 2.0), (datetime(2024, 6, 1, tzinfo=UTC).timestamp(), 3.0)):

@@ -71,19 +71,35 @@ def _stored(row: Any) -> Stored:
     return Stored(*row)  # the statements select (t, observed_at, seen_until, records) in this order
 
 
+def _month(unix_s: float) -> str:
+    return utc(unix_s).strftime("%Y%m")
+
+
 class ColdStore:
     def __init__(self, pool: Any) -> None:
         self.pool = pool  # asyncpg.Pool
+        self._months: set[str] = set()  # month partitions known to exist
+
+    async def _partitions(self, times: Iterable[float]) -> None:
+        """Create the month partitions these times fall in, each in a transaction of its own, before any write
+        (creating one locks the parent table, which a writing transaction holds: see history_partition)."""
+        for month, at in {_month(t): t for t in times}.items():
+            if month not in self._months:
+                await self.pool.execute("SELECT history_partition($1)", utc(at))
+                self._months.add(month)
 
     async def record(self, snapshot: Snapshot) -> bool:
         """Store one snapshot unless it repeats the state around it; True when stored."""
+        await self._partitions([snapshot.t])
         return bool(await self.pool.fetchval(_RECORD, *snapshot.row()))
 
     async def record_many(self, snapshots: Iterable[Snapshot]) -> int:
         """Store snapshots in time order in one transaction; how many were new."""
+        ordered = sorted(snapshots, key=lambda s: (s.stream, s.t))
+        await self._partitions(s.t for s in ordered)
         stored = 0
         async with self.pool.acquire() as connection, connection.transaction():
-            for snapshot in sorted(snapshots, key=lambda s: (s.stream, s.t)):
+            for snapshot in ordered:
                 stored += bool(await connection.fetchval(_RECORD, *snapshot.row()))
         return stored
 
@@ -124,7 +140,9 @@ class ColdStore:
 
     async def drop_before(self, cutoff: datetime) -> list[str]:
         """Drop every month partition that ends at or before `cutoff` (retention); the partitions dropped."""
-        return [row[0] for row in await self.pool.fetch("SELECT history_drop_before($1)", cutoff)]
+        dropped = [row[0] for row in await self.pool.fetch("SELECT history_drop_before($1)", cutoff)]
+        self._months -= {name.rsplit("_", 1)[1] for name in dropped}
+        return dropped
 
     # ---- the backfill's progress ----
 
