@@ -1,5 +1,7 @@
-"""The operator's controls kept in Postgres (payer bans, stream sharing), payment search, the settlement
-queue, and a listener that tells a worker when bans or sharing changed (NOTIFY worldgate_admin)."""
+"""The operator's controls kept in Postgres (payer and address bans, stream sharing), payment search, the
+settlement queue, and a listener that tells a worker when bans or sharing changed (NOTIFY worldgate_admin).
+
+Every change is kept in the admin audit log (ledger/console.py) in the transaction that makes it."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from . import console
 from .errors import LedgerError, translated
 from .sql import queries
 
@@ -27,25 +30,81 @@ class Ban:
     reason: str
     created_by: str
     created_at: datetime
+    expires_at: datetime | None = None  # None: until lifted
+
+
+@dataclass(frozen=True, slots=True)
+class AddressBan:
+    address: str  # a client address or network, as Postgres writes a cidr ("203.0.113.7/32", "2001:db8::/64")
+    reason: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None = None
 
 
 async def bans(pool: asyncpg.Pool) -> dict[str, Ban]:
+    """The payer bans in force (an expired one is not)."""
     with translated():
         rows = await pool.fetch(queries["list_bans"])
     return {r["payer"]: Ban(**dict(r)) for r in rows}
 
 
-async def ban(pool: asyncpg.Pool, payer: str, reason: str, by: str) -> Ban:
+async def ban(pool: asyncpg.Pool, payer: str, reason: str, by: str, expires_at: datetime | None = None) -> Ban:
     if not payer or not reason:
         raise LedgerError("a ban needs a payer and a reason")
     with translated():
-        row = await pool.fetchrow(queries["insert_ban"], payer, reason, by)
+        async with pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(queries["insert_ban"], payer, reason, by, expires_at)
+            await console.record(
+                connection, by, "ban.add", payer, {"kind": "payer", "reason": reason, "expires_at": expires_at}
+            )
     return Ban(**dict(row))
 
 
-async def unban(pool: asyncpg.Pool, payer: str) -> bool:
+async def unban(pool: asyncpg.Pool, payer: str, by: str) -> bool:
     with translated():
-        return await pool.fetchval(queries["delete_ban"], payer) is not None
+        async with pool.acquire() as connection, connection.transaction():
+            gone = await connection.fetchval(queries["delete_ban"], payer) is not None
+            if gone:
+                await console.record(connection, by, "ban.remove", payer, {"kind": "payer"})
+    return gone
+
+
+async def address_bans(pool: asyncpg.Pool) -> list[AddressBan]:
+    """The client address bans in force."""
+    with translated():
+        rows = await pool.fetch(queries["list_address_bans"])
+    return [AddressBan(**dict(r)) for r in rows]
+
+
+async def ban_address(
+    pool: asyncpg.Pool, address: str, reason: str, by: str, expires_at: datetime | None = None
+) -> AddressBan:
+    """Ban a client address or network (text Postgres reads as a cidr: a malformed one is LedgerError)."""
+    if not address or not reason:
+        raise LedgerError("a ban needs an address and a reason")
+    try:
+        with translated():
+            async with pool.acquire() as connection, connection.transaction():
+                row = await connection.fetchrow(queries["insert_address_ban"], address, reason, by, expires_at)
+                detail = {"kind": "address", "reason": reason, "expires_at": expires_at}
+                await console.record(connection, by, "ban.add", row["address"], detail)
+    except asyncpg.DataError as exc:  # not an address: the caller's mistake, said in its terms
+        raise LedgerError(f"{address!r} is not an IP address or network") from exc
+    return AddressBan(**dict(row))
+
+
+async def unban_address(pool: asyncpg.Pool, address: str, by: str) -> str | None:
+    """Lift an address ban; the address as stored, or None when it was not banned."""
+    try:
+        with translated():
+            async with pool.acquire() as connection, connection.transaction():
+                gone = await connection.fetchval(queries["delete_address_ban"], address)
+                if gone is not None:
+                    await console.record(connection, by, "ban.remove", gone, {"kind": "address"})
+    except asyncpg.DataError as exc:
+        raise LedgerError(f"{address!r} is not an IP address or network") from exc
+    return gone
 
 
 async def sharing(pool: asyncpg.Pool) -> dict[str, str]:
@@ -55,11 +114,44 @@ async def sharing(pool: asyncpg.Pool) -> dict[str, str]:
     return {r["stream_id"]: r["sharing"] for r in rows}
 
 
+async def sharing_rows(pool: asyncpg.Pool) -> dict[str, dict[str, Any]]:
+    """Stream id → its stored sharing with who set it, when, and whether the health watch did."""
+    with translated():
+        rows = await pool.fetch(queries["list_sharing"])
+    return {r["stream_id"]: dict(r) for r in rows}
+
+
 async def set_sharing(pool: asyncpg.Pool, stream_id: str, state: str, by: str) -> None:
     """Store a stream's sharing state. Its vocabulary is the caller's (the table's CHECK refuses others:
     LedgerIntegrityError)."""
     with translated():
-        await pool.execute(queries["upsert_sharing"], stream_id, state, by)
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(queries["upsert_sharing"], stream_id, state, by, False)
+            await console.record(connection, by, "sharing.set", stream_id, {"sharing": state})
+
+
+async def auto_maintenance(pool: asyncpg.Pool, stream_id: str, why: str) -> bool:
+    """The health watch: a shared stream whose source keeps failing goes to maintenance. False: its sharing was
+    no longer `ok` (an operator's change, or another worker's watch came first)."""
+    with translated():
+        async with pool.acquire() as connection, connection.transaction():
+            done = await connection.fetchval(queries["auto_maintenance"], stream_id) is not None
+            if done:
+                detail = {"sharing": "maintenance", "automatic": True, "why": why}
+                await console.record(connection, console.SYSTEM, "sharing.set", stream_id, detail)
+    return done
+
+
+async def auto_maintenance_cleared(pool: asyncpg.Pool, stream_id: str, succeeded_at: float) -> bool:
+    """... and back to `ok` once its source succeeded after that (`succeeded_at`, unix seconds). Maintenance an
+    operator set is never cleared here."""
+    with translated():
+        async with pool.acquire() as connection, connection.transaction():
+            done = await connection.fetchval(queries["auto_maintenance_cleared"], stream_id, succeeded_at) is not None
+            if done:
+                detail = {"sharing": "ok", "automatic": True, "why": "its source answered again"}
+                await console.record(connection, console.SYSTEM, "sharing.set", stream_id, detail)
+    return done
 
 
 async def search_payments(
@@ -71,6 +163,7 @@ async def search_payments(
     stream: str | None = None,
     tx_hash: str | None = None,
     payment_key: str | None = None,
+    scheme: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     before_id: int | None = None,
@@ -81,7 +174,7 @@ async def search_payments(
         raise LedgerError(f"limit must be 1 to {SEARCH_LIMIT_MAX}")
     with translated():
         filters = (payer, state, network, stream, tx_hash, since, until, payment_key, before_id)
-        rows = await pool.fetch(queries["search_payments"], *filters, limit)
+        rows = await pool.fetch(queries["search_payments"], *filters, limit, scheme)
     return [dict(r) for r in rows]
 
 

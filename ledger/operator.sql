@@ -2,27 +2,61 @@
 -- Changes to bans and sharing NOTIFY worldgate_admin (a trigger in 0002), so every worker reloads.
 
 -- name: list_bans
-SELECT payer, reason, created_by, created_at FROM payer_bans ORDER BY created_at, payer;
+-- The bans in force: one past its expiry binds no more (the row stays until lifted, for the record).
+SELECT payer, reason, created_by, created_at, expires_at FROM payer_bans
+WHERE expires_at IS NULL OR expires_at > now()
+ORDER BY created_at, payer;
 
 -- name: insert_ban
-INSERT INTO payer_bans (payer, reason, created_by) VALUES ($1, $2, $3)
-ON CONFLICT (payer) DO UPDATE SET reason = EXCLUDED.reason, created_by = EXCLUDED.created_by
-RETURNING payer, reason, created_by, created_at;
+INSERT INTO payer_bans (payer, reason, created_by, expires_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (payer) DO UPDATE
+SET reason = EXCLUDED.reason, created_by = EXCLUDED.created_by, created_at = now(), expires_at = EXCLUDED.expires_at
+RETURNING payer, reason, created_by, created_at, expires_at;
 
 -- name: delete_ban
 DELETE FROM payer_bans WHERE payer = $1 RETURNING payer;
 
+-- name: list_address_bans
+SELECT address::text AS address, reason, created_by, created_at, expires_at FROM address_bans
+WHERE expires_at IS NULL OR expires_at > now()
+ORDER BY created_at, address;
+
+-- name: insert_address_ban
+INSERT INTO address_bans (address, reason, created_by, expires_at) VALUES ($1::text::cidr, $2, $3, $4)
+ON CONFLICT (address) DO UPDATE
+SET reason = EXCLUDED.reason, created_by = EXCLUDED.created_by, created_at = now(), expires_at = EXCLUDED.expires_at
+RETURNING address::text AS address, reason, created_by, created_at, expires_at;
+
+-- name: delete_address_ban
+DELETE FROM address_bans WHERE address = $1::text::cidr RETURNING address::text;
+
 -- name: list_sharing
-SELECT stream_id, sharing, updated_by, updated_at FROM stream_sharing ORDER BY stream_id;
+SELECT stream_id, sharing, updated_by, updated_at, automatic FROM stream_sharing ORDER BY stream_id;
 
 -- name: upsert_sharing
-INSERT INTO stream_sharing (stream_id, sharing, updated_by) VALUES ($1, $2, $3)
-ON CONFLICT (stream_id) DO UPDATE SET sharing = EXCLUDED.sharing, updated_by = EXCLUDED.updated_by, updated_at = now()
-RETURNING stream_id, sharing, updated_by, updated_at;
+INSERT INTO stream_sharing (stream_id, sharing, updated_by, automatic) VALUES ($1, $2, $3, $4)
+ON CONFLICT (stream_id) DO UPDATE
+SET sharing = EXCLUDED.sharing, updated_by = EXCLUDED.updated_by, updated_at = now(), automatic = EXCLUDED.automatic
+RETURNING stream_id, sharing, updated_by, updated_at, automatic;
+
+-- name: auto_maintenance
+-- The health watch puts a failing shared stream in maintenance; a stream whose sharing is anything but `ok` by
+-- now (an operator's change, or another worker's watch first) is left as it is, and nothing is returned.
+INSERT INTO stream_sharing (stream_id, sharing, updated_by, automatic) VALUES ($1, 'maintenance', 'system', true)
+ON CONFLICT (stream_id) DO UPDATE
+SET sharing = 'maintenance', updated_by = 'system', updated_at = now(), automatic = true
+WHERE stream_sharing.sharing = 'ok'
+RETURNING stream_id;
+
+-- name: auto_maintenance_cleared
+-- ... and shares it again once its source succeeded after that (only the maintenance it set itself).
+UPDATE stream_sharing SET sharing = 'ok', updated_by = 'system', updated_at = now(), automatic = true
+WHERE stream_id = $1 AND sharing = 'maintenance' AND automatic AND updated_at < to_timestamp($2)
+RETURNING stream_id;
 
 -- name: search_payments
 -- Newest first, keyset-paged by id ($9: only ids below it). Every filter is optional (NULL: any).
-SELECT id, payment_key, network, asset, payer, pay_to, amount_atomic, route, resource, stream, state, tx_hash,
+SELECT id, payment_key, scheme_id, network, asset, payer, pay_to, amount_atomic, route, resource, stream, state, tx_hash,
        gas_cost_atomic, error_reason, claims, created_at, updated_at, settled_at
 FROM payments
 WHERE ($1::text IS NULL OR payer = $1)
@@ -34,6 +68,7 @@ WHERE ($1::text IS NULL OR payer = $1)
   AND ($7::timestamptz IS NULL OR created_at < $7)
   AND ($8::text IS NULL OR payment_key = $8)
   AND ($9::bigint IS NULL OR id < $9)
+  AND ($11::text IS NULL OR scheme_id = $11)
 ORDER BY id DESC
 LIMIT $10;
 

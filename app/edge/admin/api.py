@@ -1,15 +1,13 @@
-"""The admin API under /admin/api/: reports, payments, reconciliation and its findings, stream sharing, payer
-bans and the settlement queue. Every route needs an admin token (see auth.py); answers are JSON (reports also CSV
-and a text table)."""
+"""The admin API under /admin/api/: reports, payments, reconciliation and its findings, stream sharing and the
+settlement queue; the console's views and actions (console.py, console_actions.py) and bans (bans.py) beside
+it. Every route needs an admin token (see auth.py); answers are JSON (reports also CSV and a text table). Every
+change is kept in the admin audit log (GET /admin/api/audit) with the token's subject."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, is_dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -17,14 +15,30 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import ledger
-from adapters import Registry, Sharing, Stream
+from adapters import Registry, Sharing
 from app.edge.admin.auth import Admin, AdminAuth, AuthFailure
-from app.runtime.times import parse_when
+from app.edge.admin.bans import BanApi
+from app.edge.admin.console import ConsoleApi
+from app.edge.admin.console_actions import ActionApi
+from app.edge.admin.http import (
+    BadRequest,
+    Endpoint,
+    Handler,
+    _body,
+    _choice,
+    _int_param,
+    _json,
+    _problem,
+    _window,
+)
+from app.edge.admin.sessions import Sessions
 from app.usecases.controls import Controls, normalize_payer
 from app.usecases.services import Services
-from ledger import PaymentState, findings, operator
+from app.usecases.source_watch import SourceWatch
+from ledger import PaymentState, console, findings, operator
 from ledger.reports import Grouping
-from payments import encode_json
+
+__all__ = ["AdminApi", "BadRequest", "_body", "_int_param", "_json", "_problem"]  # refunds.py, history.py use them
 
 log = logging.getLogger("worldgate.admin")
 PAYMENT_STATES = tuple(PaymentState)
@@ -32,52 +46,6 @@ GROUPS = tuple(Grouping)
 SHARING = tuple(Sharing)
 FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8", "table": "text/plain; charset=utf-8"}
 _NO_STORE = {"cache-control": "no-store"}
-
-Handler = Callable[[Request, Admin], Awaitable[Response]]
-
-
-def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(encode_json(_plain(content)), status, {**_NO_STORE, **(headers or {})}, "application/json")
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: dataclasses as dicts, datetimes as ISO, big integers as they are (msgspec keeps them exact)."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return _plain(asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return value
-
-
-def _problem(status: int, error: str, message: str) -> Response:
-    headers = {"www-authenticate": 'Bearer realm="worldgate-admin"'} if status == 401 else None
-    return _json({"error": error, "message": message}, status, headers)
-
-
-class BadRequest(ValueError):
-    """A malformed admin query: 400 with this message."""
-
-
-def _choice(request: Request, name: str, choices: tuple[str, ...] | dict[str, str], default: str | None) -> str | None:
-    value = request.query_params.get(name) or default
-    if value is not None and value not in choices:
-        raise BadRequest(f"{name} must be one of {', '.join(choices)}")
-    return value
-
-
-def _window(request: Request) -> tuple[datetime, datetime]:
-    try:
-        since = parse_when(request.query_params.get("from"), datetime(1970, 1, 1, tzinfo=UTC))
-        until = parse_when(request.query_params.get("to"), datetime.now(UTC))  # ends now, as the CLI's
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-    if since >= until:
-        raise BadRequest("from must be before to")
-    return since, until
 
 
 def _filters(request: Request) -> dict[str, str | None]:
@@ -88,15 +56,6 @@ def _filters(request: Request) -> dict[str, str | None]:
         "payer": normalize_payer(payer) if payer else None,
         "state": _choice(request, "state", PAYMENT_STATES, None),
     }
-
-
-def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise BadRequest(f"{name} must be an integer from {low} to {high}")
-    return int(raw)
 
 
 class AdminApi:
@@ -111,12 +70,37 @@ class AdminApi:
         self.services = services
         self._base_registry = base_registry
         self._source_matrix = source_matrix
-        self.controls: Controls | None = None  # set by the lifespan
+        self._controls: Controls | None = None
         self.reconcile: Callable[[str], Awaitable[dict[str, Any]]] | None = None  # set by the lifespan
+        self.started_at = time.time()  # built with the app, as the public API's uptime counts
+        self.sessions = Sessions()
+        self.watch: SourceWatch | None = None
+
+    @property
+    def controls(self) -> Controls | None:
+        return self._controls
+
+    @controls.setter
+    def controls(self, controls: Controls | None) -> None:
+        """Set by the lifespan once bans and sharing are loaded; from then on the controls' task also runs the
+        source watch (sharing follows each source's health), which the console's actions run at once too."""
+        self._controls = controls
+        if controls is not None and self.services.pool is not None:
+            self.watch = SourceWatch(self.services.pool, lambda: self.services.tier)
+            controls.follow(self.watch.check)
+
+    def every_stream(self) -> Registry:
+        return self._base_registry()
+
+    async def matrix(self) -> list[dict[str, Any]]:
+        return await self._source_matrix()
 
     def routes(self) -> list[Route]:
         guarded = self._guarded
         return [
+            *ConsoleApi(self).routes(),  # first: /admin/api/payments/summary before /admin/api/payments/{id}
+            *ActionApi(self).routes(),
+            *BanApi(self).routes(),
             Route("/admin/api/whoami", guarded(self.whoami)),
             Route("/admin/api/reports", guarded(self.reports)),
             Route("/admin/api/reports/summary", guarded(self.summary)),
@@ -128,11 +112,9 @@ class AdminApi:
             Route("/admin/api/queue", guarded(self.queue)),
             Route("/admin/api/streams", guarded(self.streams)),
             Route("/admin/api/streams/{id}/sharing", guarded(self.set_sharing), methods=["PUT"]),
-            Route("/admin/api/bans", guarded(self.bans), methods=["GET", "POST"]),
-            Route("/admin/api/bans/{payer}", guarded(self.unban), methods=["DELETE"]),
         ]
 
-    def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def _guarded(self, handler: Handler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
                 admin = self.auth.authenticate(request)
@@ -141,6 +123,7 @@ class AdminApi:
             if self.services.pool is None:
                 return _problem(503, "not_ready", "the ledger is not connected yet")
             try:
+                await self.sessions.seen(self.services.pool, admin, request)
                 return await handler(request, admin)
             except BadRequest as exc:
                 return _problem(400, "invalid_query", str(exc))
@@ -175,15 +158,10 @@ class AdminApi:
         return Response(ledger.reports.render_summary(summary, fmt), 200, _NO_STORE, FORMATS[fmt])
 
     async def payments(self, request: Request, admin: Admin) -> Response:
+        """Search by payer, stream, network, scheme (its id, e.g. v2-eip155-exact), state, time, tx or key."""
         filters = _filters(request)
-        since, until = (
-            _window(request)
-            if ("from" in request.query_params or "to" in request.query_params)
-            else (
-                None,
-                None,
-            )
-        )
+        windowed = "from" in request.query_params or "to" in request.query_params
+        since, until = _window(request) if windowed else (None, None)
         found = await operator.search_payments(
             self._pool,
             payer=filters["payer"],
@@ -192,6 +170,7 @@ class AdminApi:
             stream=filters["stream"],
             tx_hash=request.query_params.get("tx_hash") or None,
             payment_key=request.query_params.get("payment_key") or None,
+            scheme=request.query_params.get("scheme") or None,
             since=since,
             until=until,
             before_id=_int_param(request, "before_id", None, 1, 2**62),
@@ -213,7 +192,10 @@ class AdminApi:
         if self.reconcile is None:
             return _problem(503, "reconcile_unavailable", "reconciliation is not running in this process")
         log.info("reconcile requested", extra={"admin": admin.subject})
-        return _json(await self.reconcile("admin"))
+        run = await self.reconcile("admin")
+        kept = {k: run.get(k) for k in ("run_id", "checked", "resolved", "flagged", "skipped", "errors") if k in run}
+        await console.record(self._pool, admin.subject, "reconcile.run", None, kept)
+        return _json(run)
 
     async def findings(self, request: Request, admin: Admin) -> Response:
         state = _choice(request, "state", findings.STATES, None)
@@ -240,6 +222,7 @@ class AdminApi:
             raise
         except ledger.LedgerError as exc:  # closed already: nothing more to do to it
             return _problem(409, "finding_closed", str(exc))
+        await console.record(self._pool, admin.subject, f"finding.{action}", str(done.id), {"note": note.strip()})
         log.info(
             f"finding {'acknowledged' if action == 'acknowledge' else 'closed'}",
             extra={"admin": admin.subject, "finding": done.id, "kind": done.kind, "payment_id": done.payment_id},
@@ -270,61 +253,8 @@ class AdminApi:
         state = body.get("sharing")
         if state not in SHARING:
             raise BadRequest(f"sharing must be one of {', '.join(SHARING)}")
-        await operator.set_sharing(self._pool, stream_id, state, admin.subject)
+        await operator.set_sharing(self._pool, stream_id, state, admin.subject)  # and its audit entry
         if self.controls is not None:
             await self.controls.reload()  # this worker now; the others on NOTIFY
         log.info("stream sharing changed", extra={"admin": admin.subject, "stream": stream_id, "sharing": state})
         return _json({"stream": stream_id, "sharing": state})
-
-    async def bans(self, request: Request, admin: Admin) -> Response:
-        if request.method == "GET":
-            return _json({"bans": list((await operator.bans(self._pool)).values())})
-        body = await _body(request)
-        payer, reason = body.get("payer"), body.get("reason")
-        if not isinstance(payer, str) or not payer.strip() or len(payer) > 100:
-            raise BadRequest("payer must be an address of at most 100 characters")
-        if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
-            raise BadRequest("reason must be 1 to 500 characters")
-        ban = await operator.ban(self._pool, normalize_payer(payer), reason.strip(), admin.subject)
-        if self.controls is not None:
-            await self.controls.reload()
-        log.info("payer banned", extra={"admin": admin.subject, "payer": ban.payer})
-        return _json(ban, 201)
-
-    async def unban(self, request: Request, admin: Admin) -> Response:
-        payer = normalize_payer(request.path_params["payer"])
-        if not await operator.unban(self._pool, payer):
-            return _problem(404, "unknown_ban", "that payer is not banned")
-        if self.controls is not None:
-            await self.controls.reload()
-        log.info("payer unbanned", extra={"admin": admin.subject, "payer": payer})
-        return _json({"payer": payer, "banned": False})
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > 16_384:
-        raise BadRequest("the body is too large")
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
-
-
-def stream_row(stream: Stream, price_atomic: int | None) -> dict[str, Any]:
-    """The parts of a stream the operator's matrix shows that do not depend on live state."""
-    return {
-        "id": stream.id,
-        "name": stream.name,
-        "category": stream.category,
-        "type": stream.type.value,
-        "interval_s": stream.interval_s,
-        "source": stream.adapter,
-        "upstream": stream.upstream,
-        "sharing": stream.sharing.value,
-        "price_tier": stream.price_tier,
-        "price_atomic": price_atomic,
-    }
