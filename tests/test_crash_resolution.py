@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -29,14 +30,14 @@ from app.runtime.settings import Settings
 from app.usecases import holders
 from app.usecases import reconcile as reconcile_module
 from app.wiring import build_facilitator
-from ledger import PaymentRecord, PaymentState, claims, leases
+from ledger import PaymentRecord, PaymentState, claims, idempotency, leases
 from payments import Facilitator, PaymentPayload, PaymentRequirements, decode_payment_header, inspect
 from payments.codec import convert
 from payments.devnet.evm import EvmDevnet
 from payments.devnet.solana_process import SolanaDevnetProcess
 
 from . import svm
-from .chain import new_payer, pay_for, unb64, usdc_balance
+from .chain import b64, new_payer, pay_for, payment_document, unb64, usdc_balance
 from .conftest import Gateway
 from .test_idempotency import MCP_PAYMENT, MCP_PAYMENT_RESPONSE, mcp_client
 
@@ -290,3 +291,28 @@ async def test_over_mcp_the_retry_of_a_payment_that_landed_gets_the_data(
     assert retry.meta is not None and retry.meta[MCP_PAYMENT_RESPONSE]["transaction"] == settlement.transaction
     assert (await row(pool, payment_id))["state"] == "settled"
     assert usdc_balance(devnet, Account.from_key(key).address) == FUNDED - int(offer["amount"])
+
+
+async def test_a_payment_id_whose_first_attempt_died_before_its_claim_is_sold_by_the_retry(
+    gateway: Gateway, pool: asyncpg.Pool, devnet: EvmDevnet
+) -> None:
+    """Killed between taking its payment-identifier and claiming the payment: nothing was charged, and no claim
+    will ever come. The retry with the same id and payment waits briefly for one, then runs the sale itself."""
+    offer = await gateway.offer(CAPITALS)
+    key = new_payer(devnet)
+    payment_id = f"unclaimed-{secrets.token_hex(12)}"
+    document = payment_document(key, devnet, offer, payment_id)
+    payload = decode_payment_header(b64(document), version=2)
+    assert isinstance(payload, PaymentPayload)
+    inspection = inspect(payload, convert(offer, PaymentRequirements))
+    assert not hasattr(inspection, "reason"), inspection
+    held = await idempotency.begin(pool, payment_id, inspection.payment_key, "http", 600.0)
+    assert held.first  # the dead first attempt's: no claim follows
+
+    opened = time.monotonic()
+    retry = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": b64(document)})
+    assert retry.status_code == 200 and "records" in retry.json(), retry.text
+    assert time.monotonic() - opened < 10.0  # not held until the settle wait runs out
+    assert usdc_balance(devnet, Account.from_key(key).address) == FUNDED - int(offer["amount"])
+    replayed = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": b64(document)})
+    assert replayed.status_code == 200 and replayed.content == retry.content  # stored under the id

@@ -264,9 +264,10 @@ class PaymentIds:
         ended pending (the settlement's outcome unknown), answer pending until reconciliation knows, then
         with the data (`_redeliver`) or "not charged". If the first attempt died (SIGKILL, power cut) its
         delivery never comes: a payment settled with nothing stored is served again; one closed unsettled
-        frees the id; one left open is resolved at once (`_resolve_open`)."""
+        frees the id; one left open is resolved at once (`_resolve_open`); one never claimed is sold by the retry."""
         deadline = time.monotonic() + self.services.settle_wait_s
         settled_since: float | None = None
+        unclaimed_since: float | None = None
         while True:
             try:
                 state = await idempotency.lookup(self.services.pool, key.id)
@@ -298,6 +299,18 @@ class PaymentIds:
                 return self._refuse(paid, already_claimed(holder))
             elif holder is not None and holder.state in IN_PROGRESS and (state.pending or holders.gone(holder)):
                 return await self._resolve_open(paid, payload, offer, inspection, serve, key, holder)
+            elif holder is None or holder.state == PaymentState.RELEASED:
+                # Nothing claimed (or given back): a live first attempt claims within milliseconds of taking the
+                # id, so one that has not for REDELIVER_AFTER_S died before it. Nothing was charged: this retry
+                # sells the same payment itself (a claim is UNIQUE: a first attempt still alive gets pending).
+                unclaimed_since = unclaimed_since or time.monotonic()
+                if payload is not None and time.monotonic() - unclaimed_since >= REDELIVER_AFTER_S:
+                    log.warning(
+                        "payment id's first attempt died before its claim", extra={"payment_identifier": key.id}
+                    )
+                    outcome = await self._sell(paid, payload, offer, inspection, serve)
+                    await self._record(key, outcome)
+                    return outcome
             if time.monotonic() > deadline:
                 return Unavailable("payment_in_progress", "the first attempt with this payment id is still running")
             await asyncio.sleep(REPLAY_WAIT_POLL_S)

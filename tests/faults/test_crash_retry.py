@@ -296,8 +296,9 @@ def _row(
     outcome = (
         "ledger at the kill: "
         + ", ".join(f"{n} {s}" for s, n in sorted(at_kill.items()))
-        + f"; {len(retried)} clients got no answer and retried at once, no reconciliation: {at_once} answered "
-        + f"at the first retry, the rest after pending (Retry-After), all within {slowest:.1f} s; final answers: "
+        + f"; {len(retried)} clients got no answer (or a 5xx) and retried at once, no reconciliation: {at_once} "
+        + f"answered at their first retry, {len(retried) - at_once} after pending (Retry-After), all within "
+        + f"{slowest:.1f} s; final answers: "
         + ", ".join(f"{n} x {a}" for a, n in sorted(finals.items()))
         + f"; retries told to pay again: {told}; told not charged: {not_charged}"
     )
