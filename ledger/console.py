@@ -30,8 +30,15 @@ class AuditEntry:
 
 
 def _entry(row: asyncpg.Record) -> AuditEntry:
-    detail = row["detail"]
-    return AuditEntry(row["id"], row["at"], row["actor"], row["action"], row["target"], json.loads(detail))
+    detail = row["detail"]  # the pool's jsonb codec decodes it; a bare connection hands over the text
+    return AuditEntry(
+        row["id"],
+        row["at"],
+        row["actor"],
+        row["action"],
+        row["target"],
+        json.loads(detail) if isinstance(detail, str) else detail,
+    )
 
 
 async def record(
@@ -45,9 +52,8 @@ async def record(
     if not actor.strip() or not action.strip():
         raise LedgerError("an audit entry names who acted and what they did")
     with translated():
-        row = await connection.fetchrow(
-            queries["audit_insert"], actor, action, target, json.dumps(detail or {}, default=str)
-        )
+        plain = json.loads(json.dumps(detail or {}, default=str))  # datetimes and the like as text
+        row = await connection.fetchrow(queries["audit_insert"], actor, action, target, plain)
     return _entry(row)
 
 

@@ -2,7 +2,7 @@
 -- network and scheme, and the sales still waiting for their settlement.
 
 -- name: audit_insert
-INSERT INTO admin_audit (actor, action, target, detail) VALUES ($1, $2, $3, $4::jsonb)
+INSERT INTO admin_audit (actor, action, target, detail) VALUES ($1, $2, $3, $4)
 RETURNING id, at, actor, action, target, detail;
 
 -- name: audit_list

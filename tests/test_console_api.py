@@ -181,7 +181,9 @@ async def test_payments_summary_pending_and_search_by_scheme(site: Gateway, devn
 # ---- actions, each in the audit log ----
 
 
-async def test_bans_with_an_expiry_and_every_change_in_the_audit_log(site: Gateway, devnet: EvmDevnet) -> None:
+async def test_bans_with_an_expiry_and_every_change_in_the_audit_log(
+    site: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
     key = new_payer(devnet)
     payer = Account.from_key(key).address
     body = {"payer": payer, "reason": "scraping", "expires_in_s": 3600}
@@ -233,6 +235,9 @@ async def test_bans_with_an_expiry_and_every_change_in_the_audit_log(site: Gatew
     assert flushed.json()["claims"] == 0 and flushed.json()["settled_atomic"] == 0  # nothing owed to this payTo
     [flush] = (await audit(site, "batch.flush"))[:1]
     assert flush["target"] == devnet.network and flush["detail"]["claims"] == 0
+    assert await pool.fetchval("SELECT count(*) FROM admin_audit WHERE jsonb_typeof(detail) <> 'object'") == 0
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await pool.execute("UPDATE admin_audit SET actor = 'someone else'")
 
 
 async def test_a_ban_ends_at_its_expiry_without_a_reload(pool: asyncpg.Pool) -> None:
