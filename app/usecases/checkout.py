@@ -69,6 +69,7 @@ from payments import (
 from payments.evm.batch import SCHEME as BATCH_SCHEME
 
 log = logging.getLogger("worldgate.checkout")
+_CLOSED = (PaymentState.SETTLED, PaymentState.FAILED, PaymentState.RELEASED)  # final for this request
 _LATEST_VALID_BEFORE = 253402300799  # 9999-12-31: beyond it the ledger stores no expiry
 
 
@@ -207,8 +208,9 @@ class Checkout:
             faultpoints.reach("after_claim")
             return await self._claimed(attempt, serve)
         finally:  # however it ended, no request holds the claim now: a retry may resolve what is left open
-            with anyio.CancelScope(shield=True), contextlib.suppress(ledger.LedgerError):
-                await leases.end(pool, payment_id, lease)
+            if attempt.state not in _CLOSED:  # a closed claim is never resolved: its lease needs no end
+                with anyio.CancelScope(shield=True), contextlib.suppress(ledger.LedgerError):
+                    await leases.end(pool, payment_id, lease)
 
     def _record(self, paid: PaidRoute, inspection: Inspection) -> PaymentRecord:
         valid_before = inspection.valid_before_unix_s
@@ -390,6 +392,7 @@ class Checkout:
             await claims.settle(
                 pool, attempt.payment_id, settlement.transaction, postings, gas_cost_atomic=settlement.gas_cost_atomic
             )
+            attempt.state = PaymentState.SETTLED
         except ledger.LedgerError as exc:
             # Charged on chain: the payer gets the data. The row stays `settling` with its hash
             # (written ahead), and reconciliation books it.
@@ -424,14 +427,15 @@ class Checkout:
             message = settlement.message or "settlement failed; you were not charged"
             log.warning("settlement failed", extra=extra)
             try:
-                await claims.advance(
+                if await claims.advance(
                     self.services.pool,
                     attempt.payment_id,
                     PaymentState.SETTLING,
                     PaymentState.FAILED,
                     reason=reason,
                     tx_hash=settlement.transaction or None,
-                )
+                ):
+                    attempt.state = PaymentState.FAILED
             except ledger.LedgerError:
                 log.error("could not mark settlement failed", extra=attempt.context)
         return Unsettled(settlement, reason, message)
