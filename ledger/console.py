@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -27,6 +27,12 @@ class AuditEntry:
     action: str
     target: str | None
     detail: dict[str, Any]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return str(value)
 
 
 def _entry(row: asyncpg.Record) -> AuditEntry:
@@ -52,7 +58,7 @@ async def record(
     if not actor.strip() or not action.strip():
         raise LedgerError("an audit entry names who acted and what they did")
     with translated():
-        plain = json.loads(json.dumps(detail or {}, default=str))  # datetimes and the like as text
+        plain = json.loads(json.dumps(detail or {}, default=_text))  # datetimes and the like as text
         row = await connection.fetchrow(queries["audit_insert"], actor, action, target, plain)
     return _entry(row)
 

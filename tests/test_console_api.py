@@ -164,7 +164,8 @@ async def test_payments_summary_pending_and_search_by_scheme(site: Gateway, devn
         paid = await client.get(CAPITALS, headers={"PAYMENT-SIGNATURE": pay_for(key, devnet, offer)})
     assert paid.status_code == 200, paid.text
 
-    found = (await call(site, "GET", "/admin/api/payments", params={"payer": payer, "scheme": "v2-eip155-exact"})).json()
+    exact = {"payer": payer, "scheme": "v2-eip155-exact"}
+    found = (await call(site, "GET", "/admin/api/payments", params=exact)).json()
     assert [p["scheme_id"] for p in found["payments"]] == ["v2-eip155-exact"]
     other = await call(site, "GET", "/admin/api/payments", params={"payer": payer, "scheme": "v2-solana-exact"})
     assert other.json()["count"] == 0
@@ -193,7 +194,7 @@ async def test_bans_with_an_expiry_and_every_change_in_the_audit_log(
     assert 3590 <= (_unix(expires) - time.time()) <= 3600
     listed = (await call(site, "GET", "/admin/api/bans")).json()
     assert [b["expires_at"] for b in listed["bans"] if b["payer"] == payer.lower()] == [expires]
-    offer = [o for o in (await site.get(CAPITALS)).json()["accepts"] if o["network"].startswith("eip155")][0]
+    offer = next(o for o in (await site.get(CAPITALS)).json()["accepts"] if o["network"].startswith("eip155"))
     refused = await site.get(CAPITALS, headers={"PAYMENT-SIGNATURE": pay_for(key, devnet, offer)})
     assert refused.status_code == 403 and refused.json()["error"] == "payer_banned"
     assert (await call(site, "DELETE", f"/admin/api/bans/{payer}")).status_code == 200
@@ -244,7 +245,8 @@ async def test_a_ban_ends_at_its_expiry_without_a_reload(pool: asyncpg.Pool) -> 
     controls = Controls(pool, lambda _sharing: None)
     payer = "0x" + secrets.token_hex(20)
     await pool.execute(
-        "INSERT INTO payer_bans (payer, reason, created_by, expires_at) VALUES ($1, 'test', 't', now() + interval '1 s')",
+        "INSERT INTO payer_bans (payer, reason, created_by, expires_at)"
+        " VALUES ($1, 'test', 't', now() + interval '1 s')",
         payer,
     )
     await controls.reload()
@@ -342,9 +344,7 @@ async def _forget_failures(gateway: Gateway, settings_prefix: str, source: str) 
     app.state.services.tier.cache.forget()
 
 
-async def test_maintenance_follows_a_sources_failures_and_its_next_success(
-    site: Gateway, replay: ReplayServer
-) -> None:
+async def test_maintenance_follows_a_sources_failures_and_its_next_success(site: Gateway, replay: ReplayServer) -> None:
     prefix = site.app.state.settings.cache_prefix
     source = "usgs.earthquakes"
     fetch = f"/admin/api/streams/{QUAKES}/fetch"

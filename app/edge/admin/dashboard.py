@@ -3,12 +3,13 @@
 Without a valid session the page is a login form and nothing else. Signing in posts an admin token
 (`worldgate admin token`), which is checked like a Bearer token and then kept in the `wg_admin`
 cookie: HttpOnly (no script reads it), SameSite=Strict, Path=/admin, Secure over https, and no older
-than the token. The page's scripts read the admin API with that cookie (same origin); the only change they
-make is acknowledging or closing a reconcile finding (a same-origin POST).
+than the token. The page's scripts read the admin API with that cookie (same origin) and make the console's
+changes through it (same-origin requests, each kept in the audit log): sharing, bans, fetches, reconcile,
+findings, batch flushes.
 
 Every response here forbids framing and inline script (the CSP allows only our own files: no CDN),
 and the HTML is never cached. Static files are a fixed map of names to files, all package data (an
-installed wheel or container has them): our own `static/dashboard.{js,css}` and uPlot's built files,
+installed wheel or container has them): our own `static/*.{js,css}` and uPlot's built files,
 vendored in `static/vendor/` with its LICENSE (the version package-lock.json pins for npm's `uplot`;
 tests/test_artifact.py checks the copy against node_modules when that is installed).
 """
@@ -54,6 +55,10 @@ STATIC: dict[str, StaticFile] = {
     "dashboard.js": StaticFile(STATIC_DIR / "dashboard.js", JS),
     "dashboard.css": StaticFile(STATIC_DIR / "dashboard.css", CSS),
     "findings.js": StaticFile(STATIC_DIR / "findings.js", JS),
+    "console.js": StaticFile(STATIC_DIR / "console.js", JS),  # the console's panels, and the helpers they share
+    "sources.js": StaticFile(STATIC_DIR / "sources.js", JS),  # the source matrix and the scheduler
+    "payments.js": StaticFile(STATIC_DIR / "payments.js", JS),  # the x402 payments panel
+    "console.css": StaticFile(STATIC_DIR / "console.css", CSS),
     "history.js": StaticFile(STATIC_DIR / "history.js", JS),  # the Time Machine panel
     "vendor/uPlot.iife.min.js": StaticFile(VENDOR_DIR / "uPlot.iife.min.js", JS, vendored=True),
     "vendor/uPlot.min.css": StaticFile(VENDOR_DIR / "uPlot.min.css", CSS, vendored=True),

@@ -1,4 +1,5 @@
-// worldgate admin dashboard: reads /admin/api/* with the session cookie and draws uPlot charts.
+// worldgate admin dashboard: reads /admin/api/reports with the session cookie and draws uPlot charts (the
+// console's panels are console.js, sources.js and payments.js).
 //
 // Amounts arrive as integer atomic units (USDC has 6 decimals) plus the API's exact `revenue_usdc`
 // strings. Text shows those strings (or BigInt-formatted atomic units); floats are used only to
@@ -61,16 +62,6 @@
       });
   }
 
-  // Atomic units (integer, or its decimal string) as an exact USDC string: 1234567 -> "1.234567".
-  function atomicToUsdc(atomic) {
-    if (atomic === null || atomic === undefined) return "–";
-    var n = BigInt(String(atomic));
-    var negative = n < 0n;
-    var digits = (negative ? -n : n).toString().padStart(DECIMALS + 1, "0");
-    var text = digits.slice(0, -DECIMALS) + "." + digits.slice(-DECIMALS);
-    return negative ? "-" + text : text;
-  }
-
   // For chart geometry only.
   function atomicToNumber(atomic) {
     return Number(atomic) / Math.pow(10, DECIMALS);
@@ -82,22 +73,6 @@
 
   function trimZeros(text) {
     return text.indexOf(".") < 0 ? text : text.replace(/0+$/, "").replace(/\.$/, "");
-  }
-
-  function duration(seconds) {
-    if (seconds === null || seconds === undefined) return "–";
-    var s = Number(seconds);
-    if (s < 120) return Math.round(s) + " s";
-    if (s < 7200) return Math.round(s / 60) + " min";
-    if (s < 172800) return (s / 3600).toFixed(s < 36000 ? 1 : 0).replace(/\.0$/, "") + " h";
-    return (s / 86400).toFixed(1).replace(/\.0$/, "") + " d";
-  }
-
-  function utcStamp(epochSeconds) {
-    if (epochSeconds === null || epochSeconds === undefined) return "–";
-    var value = typeof epochSeconds === "number" ? epochSeconds * 1000 : Date.parse(epochSeconds);
-    if (isNaN(value)) return String(epochSeconds);
-    return new Date(value).toISOString().replace("T", " ").slice(0, 19) + "Z";
   }
 
   function pad2(n) {
@@ -121,24 +96,6 @@
     td.textContent = text === null || text === undefined || text === "" ? "–" : String(text);
     if (className) td.className = className;
     if (title) td.title = title;
-    row.appendChild(td);
-    return td;
-  }
-
-  function badge(row, value, title) {
-    var td = document.createElement("td");
-    var span = document.createElement("span");
-    var text = value === null || value === undefined ? "–" : String(value);
-    span.textContent = text.replace(/_/g, " ");
-    span.className = "badge b-" + text.replace(/[^a-z_]/gi, "");
-    td.appendChild(span);
-    if (title) {
-      td.title = title;
-      var note = document.createElement("div");
-      note.className = "note";
-      note.textContent = title;
-      td.appendChild(note);
-    }
     row.appendChild(td);
     return td;
   }
@@ -356,28 +313,6 @@
     }
   }
 
-  function renderMatrix(streams) {
-    var tbody = $("matrix").tBodies[0];
-    clear(tbody);
-    streams.forEach(function (s) {
-      var tr = document.createElement("tr");
-      tr.dataset.stream = s.id;
-      cell(tr, s.id, "key", s.name);
-      cell(tr, s.category);
-      cell(tr, s.type);
-      cell(tr, s.interval_s === null ? "static" : duration(s.interval_s), "num");
-      cell(tr, s.source || "–", null, s.upstream || null);
-      cell(tr, utcStamp(s.fetched_at));
-      cell(tr, duration(s.age_s), "num");
-      badge(tr, s.freshness);
-      badge(tr, s.circuit, s.last_error || null);
-      badge(tr, s.sharing);
-      cell(tr, s.price_atomic === null || s.price_atomic === undefined ? "–" : atomicToUsdc(s.price_atomic), "num");
-      cell(tr, s.points, "num");
-      tbody.appendChild(tr);
-    });
-  }
-
   function networkLabel(key) {
     return NETWORK_NAMES[key] || (key.length > 18 ? key.slice(0, 16) + "…" : key);
   }
@@ -402,13 +337,11 @@
       api("/admin/api/reports?group_by=hour&format=json" + hourWindow),
       api("/admin/api/reports?group_by=stream&format=json" + period),
       api("/admin/api/reports?group_by=network&format=json" + period),
-      api("/admin/api/streams"),
     ]).then(function (answers) {
       renderDays(answers[0], since);
       renderHours(answers[1], hourStart);
       renderGroup(answers[2], "chart-stream", "table-stream", streamLabel, false);
       renderGroup(answers[3], "chart-network", "table-network", networkLabel, true);
-      renderMatrix(answers[4].streams);
       setStatus("updated " + new Date().toISOString().slice(11, 19) + " UTC", "ready");
     }).catch(function (error) {
       setStatus(error.message, "error");

@@ -1,5 +1,6 @@
-// worldgate admin dashboard: the reconcile findings table, with acknowledge and close (each with a note).
-// Apart from dashboard.js, which draws the charts; both load with the page and refresh together.
+// worldgate admin dashboard: the reconcile findings table, with acknowledge and close (each with a note; closing
+// asks first), and "run reconcile" (asks first: it may move payments to their final state). Apart from
+// dashboard.js, which draws the charts; both load with the page and refresh together.
 (function () {
   "use strict";
 
@@ -51,13 +52,18 @@
         note.focus();
         return;
       }
-      b.disabled = true;
-      call("POST", "/admin/api/findings/" + id + "/" + action, { note: note.value.trim() }).then(function (f) {
-        setMessage("finding " + f.id + " " + f.state, "ready");
-        load();
-      }).catch(function (error) {
-        b.disabled = false;
-        setMessage(error.message, "error");
+      var ask = action === "close" ? window.WG.confirm("Close finding " + id + "? A closed finding stays closed, " +
+        "even when reconcile sees it again.", "Close") : Promise.resolve(true);
+      ask.then(function (go) {
+        if (!go) return;
+        b.disabled = true;
+        call("POST", "/admin/api/findings/" + id + "/" + action, { note: note.value.trim() }).then(function (f) {
+          setMessage("finding " + f.id + " " + f.state, "ready");
+          load();
+        }).catch(function (error) {
+          b.disabled = false;
+          setMessage(error.message, "error");
+        });
       });
     });
     return b;
@@ -110,8 +116,23 @@
     });
   }
 
+  function runReconcile() {
+    window.WG.act({
+      ask: "Run reconcile now? Every open payment is checked against its chain: ones abandoned are closed, ones " +
+        "the chain settled are booked, and disagreements become findings.",
+      verb: "Run reconcile", method: "POST", path: "/admin/api/reconcile", button: $("run-reconcile"),
+      messageId: "findings-status", working: "reconciling…",
+      done: function (r) {
+        if (r.skipped) return "not run: " + r.skipped;
+        return "reconcile run " + r.run_id + ": " + r.checked + " checked, " + r.resolved + " resolved, " +
+          r.flagged + " flagged" + (r.errors && r.errors.length ? "; errors: " + r.errors.join("; ") : "");
+      },
+    }).then(function (run) { if (run) load(); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     $("refresh").addEventListener("click", load);
+    $("run-reconcile").addEventListener("click", runReconcile);
     load();
   });
 })();
