@@ -383,3 +383,44 @@ async def _forget_failures_marker_only(gateway: Gateway, prefix: str, source: st
     finally:
         await redis.aclose()
     gateway.app.state.services.tier.cache.forget()  # this worker's copy of the marker (and of the value)
+
+
+# ---- the OpenAPI document ----
+
+
+async def test_openapi_documents_the_admin_api_mcp_metrics_and_the_early_answers(site: Gateway) -> None:
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation import OpenAPIV31SpecValidator
+    from starlette.routing import Route as StarletteRoute
+
+    spec = (await site.get("/openapi.json")).json()
+    validate(spec, cls=OpenAPIV31SpecValidator)
+    paths = spec["paths"]
+    routes = [r for r in site.app.routes if isinstance(r, StarletteRoute) and r.path.startswith("/admin/api/")]
+    assert len(routes) >= 30
+    for route in routes:  # every admin route, with every method it takes (HEAD rides on GET)
+        path = route.path.replace(":path}", "}")  # Starlette's converter is not OpenAPI's
+        assert path in paths, path
+        documented = {m.upper() for m in paths[path] if m != "parameters"}
+        assert (route.methods or set()) - {"HEAD"} <= documented, path
+        for method, operation in paths[path].items():
+            if method != "parameters" and set(operation["responses"]) != {"405"}:
+                assert operation["security"] == [{"adminBearer": []}, {"adminSession": []}], route.path
+                assert "401" in operation["responses"], route.path
+    for view in ("/admin/api/system", "/admin/api/scheduler"):
+        assert {"200", "401", "405", "413", "429", "431"} <= set(paths[view]["get"]["responses"])
+    assert paths["/admin/api/reconcile"]["get"]["responses"] == {
+        "405": {"$ref": "#/components/responses/MethodNotAllowed"}
+    }
+    assert "post" in paths["/mcp"] and set(paths["/mcp"]["get"]["responses"]) == {"405"}
+    assert {"200", "401", "429"} <= set(paths["/metrics"]["get"]["responses"])
+    for free in ("/v1/streams", "/v1/health", "/openapi.json"):
+        assert {"405", "413", "429", "431"} <= set(paths[free]["get"]["responses"]), free
+    assert {"MethodNotAllowed", "BodyTooLarge", "RateLimited", "HeadersTooLarge"} <= set(
+        spec["components"]["responses"]
+    )
+    assert {"adminBearer", "adminSession", "metricsBearer", "x402"} <= set(spec["components"]["securitySchemes"])
+    # what the document says of a POST-only path is what the server answers to a GET
+    async with httpx.AsyncClient(base_url=site.url, timeout=30, headers=bearer(token())) as client:
+        assert (await client.get("/admin/api/reconcile")).status_code == 405
+        assert (await client.get("/mcp")).status_code == 405

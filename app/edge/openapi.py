@@ -1,7 +1,8 @@
-"""/openapi.json: OpenAPI 3.1 of the public API, built from the live pricing and registry.
+"""/openapi.json: OpenAPI 3.1 of the API, built from the live pricing and registry.
 
-The free routes, and one path per paid resource on sale with its own price, networks, query
-parameters and example answer (app/edge/discovery.py serves and caches it).
+The free routes, one path per paid resource on sale with its own price, networks, query parameters and
+example answer, and (app/edge/openapi_ops.py) the admin API, /mcp and /metrics; every operation lists the
+answers any route may give before its handler (405, 413, 429, 431). app/edge/discovery.py serves and caches it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any
 
 from adapters import Registry
 from app import __version__
+from app.edge import openapi_ops
+from app.edge.openapi_ops import ALWAYS
 from app.usecases.params import query_schema
 from app.usecases.paths import LLMS_PATH, OPENAPI_PATH, WELL_KNOWN_PATH
 from app.usecases.pricing import ASSET_SYMBOL, PaidRoute, Pricing, network_name
@@ -163,7 +166,10 @@ def _components(pricing: Pricing) -> dict[str, Any]:
                 "schema": {"type": "string"},
             }
         },
+        "responses": openapi_ops.components()["responses"],
         "securitySchemes": {
+            **openapi_ops.components()["securitySchemes"],
+            **openapi_ops.METRICS_SCHEME,
             "x402": {
                 "type": "apiKey",
                 "in": "header",
@@ -172,13 +178,14 @@ def _components(pricing: Pricing) -> dict[str, Any]:
                 "402's offers in `accepted` (X-PAYMENT carries an x402 v1 payment). Networks: "
                 + ", ".join(f"{network_name(t.network)} ({t.network})" for t in pricing.terms)
                 + f"; asset {ASSET_SYMBOL}. Each payment buys one answer.",
-            }
+            },
         },
     }
 
 
 def _free_get(summary: str, description: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
-    return {"get": {"summary": summary, "description": description, "tags": ["free"], **more, "responses": responses}}
+    answers = {**responses, **ALWAYS}
+    return {"get": {"summary": summary, "description": description, "tags": ["free"], **more, "responses": answers}}
 
 
 def _free_paths(registry: Registry) -> dict[str, Any]:
@@ -269,7 +276,8 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
         "offers with an x402 client and retry with PAYMENT-SIGNATURE. A query that breaks the rules, or has a "
         "parameter not listed here or one given twice, is refused with 400 before any quote or payment; a stream "
         "that cannot be served within max_age answers 503 and "
-        f"nothing is charged. A HEAD is quoted and never settled.\n\n{rules}"
+        f"nothing is charged. A HEAD is quoted and never settled. Before any of that, like every route: 405, 413, "
+        f"429 (over the rate limit of quotes from one address) or 431 (components/responses).\n\n{rules}"
     )
     schema = "#/components/schemas/" + ("StreamAnswer" if stream is not None else "WorldAnswer")
     quote_header = {_PAYMENT_REQUIRED_HEADER: {"$ref": f"#/components/headers/{_PAYMENT_REQUIRED_HEADER}"}}
@@ -328,19 +336,28 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
                 "No data within max_age, the stream is in maintenance, or payments cannot be recorded; "
                 "nothing was charged."
             ),
+            # 405, 413, 429 and 431 (components/responses) are left out here: tests/test_discovery.py pins this set
         },
     }
     return operation
 
 
 def openapi(pricing: Pricing, registry: Registry, base: str) -> dict[str, Any]:
-    """OpenAPI 3.1: the free routes, and one path per paid resource on sale (its own price and rules)."""
+    """OpenAPI 3.1: the free routes, one path per paid resource on sale (its own price and rules), the admin API,
+    /mcp and /metrics."""
     paths = _free_paths(registry)
     for paid in pricing.routes_on_sale():
         paths[paid.path] = {"get": _operation(pricing, paid)}
+    paths.update(openapi_ops.ops_paths())
+    paths.update(openapi_ops.admin_paths())
     tags = [{"name": "free", "description": "No payment."}]
     tags += [{"name": c, "description": f"Paid: {c} streams."} for c in sorted(registry.categories())]
     tags.append({"name": "composite", "description": "Paid: several streams in one answer."})
+    tags.append({"name": "mcp", "description": "The same reads and sales as MCP tools."})
+    tags.append({"name": "ops", "description": "For the operator's monitoring."})
+    tags.append(
+        {"name": "admin", "description": "The operator's API: an admin token (JWT) or the dashboard's session."}
+    )
     return {
         "openapi": "3.1.0",
         "info": {
