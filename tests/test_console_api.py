@@ -424,3 +424,32 @@ async def test_openapi_documents_the_admin_api_mcp_metrics_and_the_early_answers
     async with httpx.AsyncClient(base_url=site.url, timeout=30, headers=bearer(token())) as client:
         assert (await client.get("/admin/api/reconcile")).status_code == 405
         assert (await client.get("/mcp")).status_code == 405
+
+
+async def test_a_source_that_starts_unshared_is_opted_in_by_the_operator(settings: Settings, console_db: str) -> None:
+    """A stream whose registry entry starts `not_shared` (as the sharing model has a new source start) is nowhere in
+    public until an operator shares it, from the console's matrix, where it is listed all along."""
+    import dataclasses
+
+    from adapters import Registry, Sharing
+
+    capitals = next(s for s in STREAMS if s.id == "static.capitals")
+    newcomer = dataclasses.replace(capitals, id="static.newcomer", sharing=Sharing.NOT_SHARED)
+    registry = Registry([*STREAMS, newcomer])
+    with running_gateway(with_settings(settings, database_url=console_db), registry=registry) as gateway:
+        try:
+            assert await public_view(gateway, "static.newcomer") == {
+                "catalog": None,
+                "search": False,
+                "discovery": False,
+                "mcp": False,
+                "status": 404,
+            }
+            matrix = {s["id"]: s for s in (await call(gateway, "GET", "/admin/api/matrix")).json()["streams"]}
+            assert matrix["static.newcomer"]["sharing"] == "not_shared"
+            assert matrix["static.newcomer"]["sharing_set_by"] is None  # its registry default, nobody's change
+            await share(gateway, "static.newcomer", "ok")
+            shared = await public_view(gateway, "static.newcomer")
+            assert shared == {"catalog": "ok", "search": True, "discovery": True, "mcp": True, "status": 402}
+        finally:
+            await share(gateway, "static.newcomer", "not_shared")
