@@ -115,7 +115,7 @@ async def sharing(pool: asyncpg.Pool) -> dict[str, str]:
 
 
 async def sharing_rows(pool: asyncpg.Pool) -> dict[str, dict[str, Any]]:
-    """Stream id → its stored sharing with who set it, when, and whether the health watch did."""
+    """Stream id → its stored sharing with who set it and when."""
     with translated():
         rows = await pool.fetch(queries["list_sharing"])
     return {r["stream_id"]: dict(r) for r in rows}
@@ -126,32 +126,8 @@ async def set_sharing(pool: asyncpg.Pool, stream_id: str, state: str, by: str) -
     LedgerIntegrityError)."""
     with translated():
         async with pool.acquire() as connection, connection.transaction():
-            await connection.execute(queries["upsert_sharing"], stream_id, state, by, False)
+            await connection.execute(queries["upsert_sharing"], stream_id, state, by)
             await console.record(connection, by, "sharing.set", stream_id, {"sharing": state})
-
-
-async def auto_maintenance(pool: asyncpg.Pool, stream_id: str, why: str) -> bool:
-    """The health watch: a shared stream whose source keeps failing goes to maintenance. False: its sharing was
-    no longer `ok` (an operator's change, or another worker's watch came first)."""
-    with translated():
-        async with pool.acquire() as connection, connection.transaction():
-            done = await connection.fetchval(queries["auto_maintenance"], stream_id) is not None
-            if done:
-                detail = {"sharing": "maintenance", "automatic": True, "why": why}
-                await console.record(connection, console.SYSTEM, "sharing.set", stream_id, detail)
-    return done
-
-
-async def auto_maintenance_cleared(pool: asyncpg.Pool, stream_id: str, succeeded_at: float) -> bool:
-    """... and back to `ok` once its source succeeded after that (`succeeded_at`, unix seconds). Maintenance an
-    operator set is never cleared here."""
-    with translated():
-        async with pool.acquire() as connection, connection.transaction():
-            done = await connection.fetchval(queries["auto_maintenance_cleared"], stream_id, succeeded_at) is not None
-            if done:
-                detail = {"sharing": "ok", "automatic": True, "why": "its source answered again"}
-                await console.record(connection, console.SYSTEM, "sharing.set", stream_id, detail)
-    return done
 
 
 async def search_payments(

@@ -31,28 +31,12 @@ RETURNING address::text AS address, reason, created_by, created_at, expires_at;
 DELETE FROM address_bans WHERE address = $1::text::cidr RETURNING address::text;
 
 -- name: list_sharing
-SELECT stream_id, sharing, updated_by, updated_at, automatic FROM stream_sharing ORDER BY stream_id;
+SELECT stream_id, sharing, updated_by, updated_at FROM stream_sharing ORDER BY stream_id;
 
 -- name: upsert_sharing
-INSERT INTO stream_sharing (stream_id, sharing, updated_by, automatic) VALUES ($1, $2, $3, $4)
-ON CONFLICT (stream_id) DO UPDATE
-SET sharing = EXCLUDED.sharing, updated_by = EXCLUDED.updated_by, updated_at = now(), automatic = EXCLUDED.automatic
-RETURNING stream_id, sharing, updated_by, updated_at, automatic;
-
--- name: auto_maintenance
--- The health watch puts a failing shared stream in maintenance; a stream whose sharing is anything but `ok` by
--- now (an operator's change, or another worker's watch first) is left as it is, and nothing is returned.
-INSERT INTO stream_sharing (stream_id, sharing, updated_by, automatic) VALUES ($1, 'maintenance', 'system', true)
-ON CONFLICT (stream_id) DO UPDATE
-SET sharing = 'maintenance', updated_by = 'system', updated_at = now(), automatic = true
-WHERE stream_sharing.sharing = 'ok'
-RETURNING stream_id;
-
--- name: auto_maintenance_cleared
--- ... and shares it again once its source succeeded after that (only the maintenance it set itself).
-UPDATE stream_sharing SET sharing = 'ok', updated_by = 'system', updated_at = now(), automatic = true
-WHERE stream_id = $1 AND sharing = 'maintenance' AND automatic AND updated_at < to_timestamp($2)
-RETURNING stream_id;
+INSERT INTO stream_sharing (stream_id, sharing, updated_by) VALUES ($1, $2, $3)
+ON CONFLICT (stream_id) DO UPDATE SET sharing = EXCLUDED.sharing, updated_by = EXCLUDED.updated_by, updated_at = now()
+RETURNING stream_id, sharing, updated_by, updated_at;
 
 -- name: search_payments
 -- Newest first, keyset-paged by id ($9: only ids below it). Every filter is optional (NULL: any).

@@ -1,5 +1,5 @@
 -- 0015: the operator's console (issue 18): an audit log of every admin action, bans with an expiry and bans of
--- client addresses, sharing changes the source health watch makes on its own, and the admin sessions seen.
+-- client addresses, and the admin sessions seen.
 
 -- ---------------------------------------------------------------------------------------------
 -- Every change an operator makes (or the gateway makes on its own, as `system`), append-only.
@@ -37,12 +37,6 @@ CREATE TABLE address_bans (
 
 CREATE TRIGGER address_bans_notify AFTER INSERT OR UPDATE OR DELETE ON address_bans
     FOR EACH STATEMENT EXECUTE FUNCTION wg_notify_admin();
-
--- ---------------------------------------------------------------------------------------------
--- Sharing the health watch set (maintenance after a source's failures): cleared by the watch on the source's
--- next success. One an operator set is never cleared by the watch.
--- ---------------------------------------------------------------------------------------------
-ALTER TABLE stream_sharing ADD COLUMN automatic boolean NOT NULL DEFAULT false;
 
 -- ---------------------------------------------------------------------------------------------
 -- Admin sessions seen (a token's hash, never the token): the console's "connected users".

@@ -345,6 +345,8 @@ async def _forget_failures(gateway: Gateway, settings_prefix: str, source: str) 
 
 
 async def test_maintenance_follows_a_sources_failures_and_its_next_success(site: Gateway, replay: ReplayServer) -> None:
+    """A source that keeps failing has its streams sold as maintenance (the operator's sharing untouched), and sold
+    again after its next success; each change once in the audit log, as `system`."""
     prefix = site.app.state.settings.cache_prefix
     source = "usgs.earthquakes"
     fetch = f"/admin/api/streams/{QUAKES}/fetch"
@@ -352,23 +354,30 @@ async def test_maintenance_follows_a_sources_failures_and_its_next_success(site:
     assert first["outcome"] == "fetched" and first["records"] > 0 and first["sharing_changed"] == []
     try:
         replay.fault(USGS_HOST, "status_500")
+        changed = []
         for _ in range(2):  # two failed fetches in a row open the source's circuit
             await _forget_failures_marker_only(site, prefix, source)
             failed = (await call(site, "POST", fetch)).json()
             assert failed["outcome"] == "failed", failed
-        assert failed["sharing_changed"] == [QUAKES]
+            changed.append(failed["sharing_changed"])
+        assert changed == [[], [QUAKES]]
         view = await public_view(site, QUAKES)
         assert view["catalog"] == "maintenance" and view["status"] == 503 and view["discovery"] is False
-        [entry] = (await audit(site, "sharing.set"))[:1]
-        assert entry["actor"] == "system" and entry["target"] == QUAKES and "usgs.earthquakes" in entry["detail"]["why"]
+        matrix = {s["id"]: s for s in (await call(site, "GET", "/admin/api/matrix")).json()["streams"]}
+        assert matrix[QUAKES]["sharing"] == "maintenance" and matrix[QUAKES]["sharing_automatic"] is True
+        assert matrix[QUAKES]["sharing_set_by"] is None  # the operator's sharing is untouched
+        assert matrix[QUAKES]["health"] == "failing"
+        [entry] = await audit(site, "sharing.auto")
+        assert entry["actor"] == "system" and entry["target"] == source and entry["detail"]["streams"] == [QUAKES]
+        assert entry["detail"]["sharing"] == "maintenance" and "HTTP 500" in entry["detail"]["why"]
     finally:
         replay.reset()
-    await _forget_failures(site, prefix, source)
+    await _forget_failures(site, prefix, source)  # what five quiet minutes would do: the circuit half-opens
     back = (await call(site, "POST", fetch)).json()
     assert back["outcome"] == "fetched" and back["sharing_changed"] == [QUAKES]
     assert (await public_view(site, QUAKES))["catalog"] == "ok"
-    [entry] = (await audit(site, "sharing.set"))[:1]
-    assert entry["actor"] == "system" and entry["detail"]["sharing"] == "ok"
+    entries = await audit(site, "sharing.auto")
+    assert [e["detail"]["sharing"] for e in entries] == ["ok", "maintenance"]
     actions = [e["detail"]["outcome"] for e in await audit(site, "stream.fetch")]
     assert actions[:4] == ["fetched", "failed", "failed", "fetched"]
 
@@ -453,3 +462,37 @@ async def test_a_source_that_starts_unshared_is_opted_in_by_the_operator(setting
             assert shared == {"catalog": "ok", "search": True, "discovery": True, "mcp": True, "status": 402}
         finally:
             await share(gateway, "static.newcomer", "not_shared")
+
+
+async def test_the_watch_waits_out_a_short_failure_and_writes_each_change_once(
+    pool: asyncpg.Pool, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers' watches over one Redis: a circuit open for less than FAILING_S changes nothing; past it both
+    sell the source's streams as maintenance, and the audit log says so once."""
+    import redis.asyncio as aioredis
+
+    from adapters import CacheTier, DataTier, Fetcher, Registry
+    from adapters.sources import all_adapters
+    from app.usecases import source_watch
+    from app.usecases.source_watch import SourceWatch
+
+    prefix = f"wgtest:{secrets.token_hex(4)}:"
+    redis = aioredis.from_url(redis_url)
+    try:
+        async with httpx.AsyncClient() as http:
+            tier = DataTier(Registry(), all_adapters(), CacheTier(redis, Fetcher(http), prefix=prefix))
+            workers = [SourceWatch(pool, lambda: tier, Registry) for _ in range(2)]
+            await redis.set(f"{prefix}circuit:noaa-swpc.kp", "open", px=60_000)  # as two failures leave it
+            assert [await w.check() for w in workers] == [False, False]  # failing, but only just
+            monkeypatch.setattr(source_watch, "FAILING_S", 0.0)
+            assert [await w.check() for w in workers] == [True, True]
+            assert workers[1].overlay({})["space.kp"] == "maintenance"
+            assert workers[1].overlay({"space.kp": "not_shared"})["space.kp"] == "not_shared"  # the operator's
+            await redis.delete(f"{prefix}circuit:noaa-swpc.kp")
+            tier.cache.forget()
+            assert [await w.check() for w in workers] == [True, True]
+            assert workers[0].overlay({}) == {}
+    finally:
+        await redis.aclose()
+    rows = await pool.fetch("SELECT detail FROM admin_audit WHERE action = 'sharing.auto' AND target = 'noaa-swpc.kp'")
+    assert [r["detail"]["sharing"] for r in rows] == ["maintenance", "ok"]

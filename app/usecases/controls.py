@@ -6,8 +6,9 @@ milliseconds) and every RELOAD_S as a safety net. The gate reads the copy, so a 
 on the paid path; a ban's expiry is checked against the clock, so it ends on time without a reload.
 A sharing change rebuilds the registry view and the prices (`on_sharing`).
 
-With a source watch (app/usecases/source_watch.py) attached, the same task also puts the streams of a failing
-source in maintenance and shares them again after its next success, every WATCH_S.
+With a source watch (app/usecases/source_watch.py) attached, the same task looks at the sources' health every
+WATCH_S, and the sharing it hands on sells the streams of a source that keeps failing as maintenance until the
+source answers again (an overlay on the operator's sharing, which stays as stored).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 
 import asyncpg
 
 import ledger
+from app.usecases.source_watch import SourceWatch
 from ledger import operator
 
 log = logging.getLogger("worldgate.controls")
@@ -54,7 +56,7 @@ class Controls:
         self.sharing: dict[str, str] = {}
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._watch: Callable[[], Awaitable[list[str]]] | None = None
+        self._watch: SourceWatch | None = None
 
     def is_banned(self, payer: str) -> bool:
         if payer not in self._payers:
@@ -80,6 +82,8 @@ class Controls:
             for b in await operator.address_bans(self._pool)
         )
         sharing = await operator.sharing(self._pool)
+        if self._watch is not None:
+            sharing = self._watch.overlay(sharing)
         self._payers, self._addresses = payers, addresses
         if sharing != self.sharing:
             self.sharing = sharing
@@ -89,8 +93,8 @@ class Controls:
         """From the NOTIFY listener (any thread-free callback): reload soon, once."""
         self._dirty.set()
 
-    def follow(self, watch: Callable[[], Awaitable[list[str]]]) -> None:
-        """Run `watch` (the source watch's check) every WATCH_S from the controls' own task."""
+    def follow(self, watch: SourceWatch) -> None:
+        """Run the source watch every WATCH_S from the controls' own task, and sell by its overlay."""
         self._watch = watch
 
     async def _keep_fresh(self) -> None:
@@ -100,8 +104,8 @@ class Controls:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), wait)
             try:
-                if self._watch is not None and await self._watch():
-                    self._dirty.set()  # it changed sharing: the NOTIFY comes too, but this worker need not wait
+                if self._watch is not None and await self._watch.check():
+                    self._dirty.set()  # a source went down or came back: sell by the new overlay now
                 if self._dirty.is_set() or time.monotonic() - last_reload >= RELOAD_S:
                     self._dirty.clear()
                     last_reload = time.monotonic()

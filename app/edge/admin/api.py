@@ -83,11 +83,11 @@ class AdminApi:
     @controls.setter
     def controls(self, controls: Controls | None) -> None:
         """Set by the lifespan once bans and sharing are loaded; from then on the controls' task also runs the
-        source watch (sharing follows each source's health), which the console's actions run at once too."""
+        source watch (what is sold follows each source's health), which a forced fetch runs at once too."""
         self._controls = controls
         if controls is not None and self.services.pool is not None:
-            self.watch = SourceWatch(self.services.pool, lambda: self.services.tier)
-            controls.follow(self.watch.check)
+            self.watch = SourceWatch(self.services.pool, lambda: self.services.tier, self._base_registry)
+            controls.follow(self.watch)
 
     def every_stream(self) -> Registry:
         return self._base_registry()

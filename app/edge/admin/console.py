@@ -89,11 +89,13 @@ class ConsoleApi:
         rows = await self.admin.matrix()
         stored = await operator.sharing_rows(self._pool)
         coverage = await backfill_coverage(self._pool, self.admin.every_stream().every())
+        down = self.admin.watch.streams_down() if self.admin.watch is not None else set()
         for row in rows:
             kept = stored.get(row["id"])
             row["sharing_set_by"] = kept["updated_by"] if kept else None  # None: the settings' default
             row["sharing_set_at"] = kept["updated_at"] if kept else None
-            row["sharing_automatic"] = bool(kept and kept["automatic"])
+            # sold as maintenance while its source is down (the source watch), over what the operator set
+            row["sharing_automatic"] = row["id"] in down and row["sharing"] == "maintenance"
             row["recorded"] = row["id"] in coverage
             row["backfill"] = coverage.get(row["id"])
         return rows

@@ -4,7 +4,8 @@ each kept in the audit log with the admin's subject:
 - POST /admin/api/streams/{id}/fetch (optionally {"lat": .., "lon": ..} for a per-point stream): fetch the
   stream's source now, past the cache's freshness (not past an open circuit or a failure marked moments ago:
   those protect the upstream). 200 with the outcome (`fetched`, or `failed` with the reason); the source watch
-  runs at once after it, so a source that answered again shares its streams again now.
+  judges the source at once after it: one that keeps failing has its streams sold as maintenance now, one that
+  answered again has them sold again.
 - POST /admin/api/batch/flush: claim every accepted voucher and sweep to payTo now (what `worldgate batch flush`
   runs); 409 where batch settlement is not offered.
 """
@@ -91,9 +92,10 @@ class ActionApi:
         await console.record(services.pool, admin.subject, "stream.fetch", stream.id, outcome)
         watch, controls = self.admin.watch, self.admin.controls
         if watch is not None:
-            outcome["sharing_changed"] = await watch.check()
-            if outcome["sharing_changed"] and controls is not None:
+            before = watch.streams_down()
+            if await watch.check(asked=stream.adapter) and controls is not None:
                 await controls.reload()
+            outcome["sharing_changed"] = sorted(before ^ watch.streams_down())
         log.info("stream fetched by an admin", extra={"admin": admin.subject, **outcome})
         return _json(outcome)
 

@@ -85,8 +85,8 @@
       var health = WG.badge(tr, s.health, "health");
       if (s.last_error) health.title = s.last_error;
       var shared = WG.badge(tr, s.sharing, "sharing");
-      shared.title = s.sharing_set_by ? "set by " + s.sharing_set_by + (s.sharing_automatic ? " (the source watch)" : "")
-        : "the settings' default";
+      shared.title = s.sharing_automatic ? "its source is failing: sold again once it answers" :
+        s.sharing_set_by ? "set by " + s.sharing_set_by : "the settings' default";
       cell(tr, s.points, "num points");
       cell(tr, s.price_atomic === null || s.price_atomic === undefined ? "–" : WG.atomicToUsdc(s.price_atomic), "num");
       cell(tr, s.parent, "key");
