@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from .cache import Unavailable
@@ -23,6 +24,9 @@ REFRESH_AT = 0.8  # of the interval: refresh a little before the value stops bei
 JITTER = 0.1
 BACKOFF_FIRST_S = 15.0
 STAGGER_S_MAX = 2.0  # spread the warm-up of all sources over this long
+STALE_REFRESH = "the upstream failed; the last good value was served stale"
+# After each refresh: the group's stream and why it got no fresh value (None: it did). Live feeds count these.
+OnRefresh = Callable[[Stream, str | None], Awaitable[None]]
 
 
 def retry_delay_s(failures: int, interval_s: float) -> float:
@@ -31,10 +35,13 @@ def retry_delay_s(failures: int, interval_s: float) -> float:
 
 
 class Scheduler:
-    def __init__(self, tier: DataTier, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, tier: DataTier, *, rng: random.Random | None = None, on_refresh: OnRefresh | None = None
+    ) -> None:
         self.tier = tier
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._tasks: list[asyncio.Task[None]] = []
+        self._on_refresh = on_refresh
 
     def groups(self) -> list[Stream]:
         """One representative stream per shared fetch group (its interval and caps stand for the group)."""
@@ -64,15 +71,23 @@ class Scheduler:
         failures = 0
         while True:
             try:
-                await self.tier.read(stream, max_age_s=stream.interval_s * REFRESH_AT)
+                read = await self.tier.read(stream, max_age_s=stream.interval_s * REFRESH_AT)
                 failures = 0
                 delay = stream.interval_s * REFRESH_AT * self._rng.uniform(1 - JITTER, 1)
+                failed = STALE_REFRESH if read.cache == "STALE" else None
             except Unavailable as exc:
                 failures += 1
                 delay = retry_delay_s(failures, stream.interval_s)
                 log.info("pre-warm failed", extra={"source": stream.adapter, "reason": exc.reason, "retry_s": delay})
+                failed = exc.reason
             except Exception:
                 failures += 1
                 delay = retry_delay_s(failures, stream.interval_s)
                 log.exception("pre-warm crashed", extra={"source": stream.adapter})
+                failed = "the refresh crashed"
+            if self._on_refresh is not None:
+                try:
+                    await self._on_refresh(stream, failed)
+                except Exception:  # a listener's failure never stops the refreshes
+                    log.exception("refresh listener failed", extra={"source": stream.adapter})
             await asyncio.sleep(delay)

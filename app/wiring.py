@@ -43,18 +43,20 @@ from adapters import (
 from adapters.history import ColdStore, HotLayer, Recorder
 from adapters.sources import all_adapters
 from app.edge import discovery
-from app.edge.abuse import AbuseGuard, CappedHttpToolsProtocol
+from app.edge.abuse import AbuseGuard, CappedHttpToolsProtocol, ClientAddress
 from app.edge.access_log import AccessLog
 from app.edge.admin import dashboard
 from app.edge.admin.api import AdminApi
 from app.edge.admin.auth import AdminAuth
 from app.edge.admin.history import HistoryAdminApi
+from app.edge.admin.live import LiveAdminApi
 from app.edge.admin.matrix import source_matrix
 from app.edge.admin.refunds import RefundApi
 from app.edge.cors import Cors
 from app.edge.gate import PaymentGate, Services
 from app.edge.health import ChainProbes, chain_rpcs
 from app.edge.history_routes import HistoryApi
+from app.edge.live_routes import LiveApi
 from app.edge.proxy import ProxyHeaders, ScrapeGuard
 from app.edge.rate_limiter import Limit, RateLimiter
 from app.edge.routes import EXCEPTION_HANDLERS, Api
@@ -67,6 +69,8 @@ from app.usecases import batch_setup
 from app.usecases.controls import Controls
 from app.usecases.history_queries import HistoryBounds
 from app.usecases.history_reads import HistoryReads
+from app.usecases.live_feeds import LiveFeeds
+from app.usecases.live_pricing import LiveTerms
 from app.usecases.pricing import Pricing
 from app.usecases.reconcile import Reconciler, auditors_for, chains_of, every
 from ledger import operator
@@ -249,17 +253,29 @@ def create_app(
     bounds = HistoryBounds(kept.range_days_max, kept.snapshots_max, kept.block_snapshots, settings.response_bytes_max)
     history = HistoryReads(lambda: api.registry, services, bounds)  # the time machine's reads
     mcp = McpServer(api, services, settings, history)  # the tools at /mcp: the same reads, the same checkout
+    live = (  # live feeds: frames from the tier's fetches, fanned out here and to the other replicas
+        LiveFeeds(settings.live, lambda: api.registry, prefix=settings.cache_prefix, scheduler=settings.scheduler)
+        if settings.live.enabled
+        else None
+    )
+    windows = LiveTerms(settings.live.window_s, settings.live.price_tiers) if live is not None else None
     terms_holder: list[NetworkTerms] = []
 
     def apply_sharing(overrides: dict[str, str]) -> None:
         """Swap in the registry view and prices an operator's sharing change implies (all in this worker)."""
-        live = base_registry.with_sharing({k: Sharing(v) for k, v in overrides.items()})
+        shared = base_registry.with_sharing({k: Sharing(v) for k, v in overrides.items()})
         pricing = Pricing(
-            live, terms_holder, settings.price_tiers, settings.route_prices, coverage=coverage, history=bounds
+            shared,
+            terms_holder,
+            settings.price_tiers,
+            settings.route_prices,
+            coverage=coverage,
+            history=bounds,
+            live=windows,
         )
-        api.registry, services.pricing = live, pricing
+        api.registry, services.pricing = shared, pricing
         if services.tier is not None:
-            services.tier.registry = live
+            services.tier.registry = shared
 
     limiter = RateLimiter(prefix=settings.cache_prefix, sync_interval_s=settings.limits.sync_interval_s)
     payer_limit = Limit.parse("payer", settings.limits.payer)
@@ -290,7 +306,13 @@ def create_app(
             stack.push_async_callback(facilitator.close)
             terms_holder[:] = network_terms(settings, await facilitator.supported())
             services.pricing = Pricing(
-                registry, terms_holder, settings.price_tiers, settings.route_prices, coverage=coverage, history=bounds
+                registry,
+                terms_holder,
+                settings.price_tiers,
+                settings.route_prices,
+                coverage=coverage,
+                history=bounds,
+                live=windows,
             )
             replay_url = settings.upstream_replay_url
             if replay_url is None and settings.replay_upstreams:
@@ -301,7 +323,7 @@ def create_app(
             stack.push_async_callback(http.aclose)
             fetcher = Fetcher(http, replay_url=replay_url, timeout_s=settings.upstream_timeout_s)
             history.store = ColdStore(pool)
-            recorder = None
+            recorder, hot = None, None
             if kept.record:  # every upstream fetch recorded; flushed on a schedule, and once more at shutdown
                 hot = HotLayer(redis, prefix=f"{settings.cache_prefix}hist:", window_s=kept.hot_window_s)
                 recorder = Recorder(
@@ -309,16 +331,20 @@ def create_app(
                 )
                 recorder.start()
                 stack.push_async_callback(recorder.stop)  # after the scheduler stops, before Redis and the pool
+            on_fetch = recorder.on_fetch if recorder is not None else None
             cache = CacheTier(
                 redis,
                 fetcher,
                 prefix=settings.cache_prefix,
                 observe=metrics.observe_cache,
-                on_fetch=recorder.on_fetch if recorder is not None else None,
+                on_fetch=live.fetch_hook(on_fetch) if live is not None else on_fetch,
             )
             tier = DataTier(registry, adapters, cache, data_dir or DATA_DIR)
+            if live is not None:
+                await live.open(redis, tier, hot)
+                stack.push_async_callback(live.close)  # after the scheduler stops, before Redis closes
             if settings.scheduler:
-                scheduler = Scheduler(tier)
+                scheduler = Scheduler(tier, on_refresh=live.on_refresh if live is not None else None)
                 scheduler.start()
                 stack.push_async_callback(scheduler.stop)
             services.pool, services.facilitator, services.tier, services.replay_url = (
@@ -383,6 +409,10 @@ def create_app(
     found = discovery.routes(services, lambda: api.registry, settings)
     routes = [*api.routes(), *HistoryApi(history).routes(), mcp.route(), *admin.routes(), *RefundApi(admin).routes()]
     routes += [*HistoryAdminApi(admin, history).routes(), *dashboard.routes(admin_auth)]
+    if live is not None:
+        client = ClientAddress(settings.limits.trusted_proxies)
+        routes += [*LiveApi(live, services, public_url=settings.public_url, client=client).routes()]
+        routes += [*LiveAdminApi(admin, live).routes()]
     routes += [*found, scrape]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     if tracing is not None:
@@ -400,6 +430,7 @@ def create_app(
     app.state.settings = settings
     app.state.services = services
     app.state.limiter = limiter
+    app.state.live = live
     return app
 
 

@@ -32,9 +32,12 @@ from app.usecases.retries import Requested
 from app.usecases.services import Services
 from payments import Reason, Refusal, Settlement, encode_header, encode_json
 
-__all__ = ["PAYMENT_SCOPE_KEY", "PaymentGate", "Services"]
+__all__ = ["FOLLOW_SCOPE_KEY", "PAYMENT_SCOPE_KEY", "PaymentGate", "Services"]
 
 PAYMENT_SCOPE_KEY = "worldgate_payment"  # set in scope["state"] once a payment is verified and claimed
+# A handler whose answer goes on after its sale (a live feed) leaves here `follow(receive, send)`: once the sale
+# is delivered, the gate sends the buffered start unfinished and hands the connection over to it.
+FOLLOW_SCOPE_KEY = "worldgate_follow"
 _V2_HEADER = b"payment-signature"
 _V1_HEADER = b"x-payment"
 _ONE_HEADER = "send one payment header, once: PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (v1), not both"
@@ -136,6 +139,12 @@ def _delivery(buffered: _Buffered, settlement: Settlement, version: int) -> tupl
     replaced = {name for name, _ in extra} | {b"content-length"}
     headers = [(bytes(k), bytes(v)) for k, v in buffered.start.get("headers", []) if bytes(k).lower() not in replaced]
     return buffered.status, [*headers, *extra], b"".join(buffered.chunks)
+
+
+def _delivery_start(buffered: _Buffered, settlement: Settlement, version: int) -> Message:
+    """A followed sale's response start: the handler's, with the receipt, and no length (it goes on)."""
+    status, headers, _ = _delivery(buffered, settlement, version)
+    return {"type": "http.response.start", "status": status, "headers": headers}
 
 
 def _stored(response: tuple[int, Headers, bytes]) -> bytes:
@@ -240,6 +249,9 @@ class PaymentGate:
             scope.setdefault("state", {})[PAYMENT_SCOPE_KEY] = {
                 "payment_id": verified.payment_id,
                 "payer": verified.payer,
+                "scheme": offer.scheme,
+                "network": offer.network,
+                "payload": payload.payload,
             }
             buffered = _Buffered(self.response_bytes_max)
             if not departure.gone:  # gone during verification: do not even read the data
@@ -259,6 +271,14 @@ class PaymentGate:
             present = not departure.gone  # at the start of the answer: TCP cannot tell us more
         finally:
             watcher.cancel()
+        follow = scope.get("state", {}).pop(FOLLOW_SCOPE_KEY, None)
+        if follow is not None and isinstance(outcome, Delivered) and present:
+            buffered: _Buffered = outcome.served.result
+            await send(_delivery_start(buffered, outcome.settlement, version))
+            await send({"type": "http.response.body", "body": b"".join(buffered.chunks), "more_body": True})
+            await self.checkout.delivered(outcome)
+            await follow(receive, send)  # the connection is the handler's from here (receive: its disconnect)
+            return
         await self._render(send, paid, base_url, version, reply(outcome))
         if isinstance(outcome, Delivered) and present:
             await self.checkout.delivered(outcome)  # after the answer: its latency is not the caller's

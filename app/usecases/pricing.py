@@ -20,9 +20,11 @@ from urllib.parse import parse_qsl
 
 from adapters import Coverage, Registry, Sharing, Stream, live_coverage
 from adapters.history import recorded
+from adapters.live import live as has_live_feed
 from app.usecases.examples import stream_example, world_example
 from app.usecases.history_pricing import history_terms
 from app.usecases.history_queries import HistoryBounds
+from app.usecases.live_pricing import LiveTerms, live_terms
 from app.usecases.params import (
     POINT_STREAM_PARAMS,
     POINT_STREAM_REFUSED,
@@ -233,6 +235,7 @@ class Pricing:
         extensions: Mapping[str, ExtensionBuilder] = EXTENSIONS,
         coverage: Coverage = live_coverage,
         history: HistoryBounds | None = None,  # the time machine's routes, for the streams it records
+        live: LiveTerms | None = None,  # live feeds' windows (app/usecases/live_pricing.py)
     ) -> None:
         if not terms:
             raise PricingError("no payment network is configured")
@@ -243,6 +246,7 @@ class Pricing:
         self._offers: dict[int, tuple[PaymentRequirements, ...]] = {}
         self._routes: dict[str, PaidRoute] = {}
         self._history: dict[str, PaidRoute] = {}  # apart: the discovery documents list `routes()`
+        self._live: dict[str, PaidRoute] = {}
         tier_atomic = {name: self._atomic(price, f"tier {name!r}") for name, price in tiers.items()}
         template_override = overrides.get(STREAM_ROUTE) or overrides.get(STREAM_PREFIX + "{id}")
         for stream in registry.all():
@@ -276,6 +280,8 @@ class Pricing:
             if history is not None and recorded(stream):
                 for terms in history_terms(stream, amount, tier, history, self.display):
                     self._add(PaidRoute(**terms, offers=self._offers_for(amount)), self._history)
+            if live is not None and has_live_feed(stream):
+                self._add_live(stream, live, amount, tier)
         world = overrides.get(WORLD_PATH) or overrides.get(WORLD_ROUTE)
         if world is None and WORLD_PRICE_TIER not in tier_atomic:
             raise PricingError(f"/v1/world is priced by tier {WORLD_PRICE_TIER!r}, which has no price")
@@ -303,6 +309,15 @@ class Pricing:
         declared = {name: d for name, build in self._extensions.items() if (d := build(paid)) is not None}
         (self._routes if table is None else table)[paid.path] = replace(paid, extensions=declared)
 
+    def _add_live(self, stream: Stream, live: LiveTerms, amount: int, tier: str | None) -> None:
+        priced = tier is not None and tier in live.tier_prices
+        window = self._atomic(live.tier_prices[tier], f"live tier {tier!r}") if priced else amount * live.multiple
+        for terms in live_terms(stream, window, tier if priced else None, live.window_s):
+            scheme = terms.pop("scheme", None)
+            offers = tuple(o for o in self._offers_for(window) if scheme is None or o.scheme == scheme)
+            if offers:
+                self._add(PaidRoute(**terms, offers=offers), self._live)
+
     def _atomic(self, price: str | int, what: str) -> int:
         try:
             return to_atomic(price, self._decimals)
@@ -315,7 +330,7 @@ class Pricing:
         return self._offers[amount]
 
     def lookup(self, path: str) -> PaidRoute | None:
-        return self._routes.get(path) or self._history.get(path)
+        return self._routes.get(path) or self._history.get(path) or self._live.get(path)
 
     def for_query(self, paid: PaidRoute, params: Mapping[str, str]) -> PaidRoute:
         """The route as priced for this (already checked) query: most have one price; a history range costs
@@ -328,6 +343,10 @@ class Pricing:
     def history_routes(self) -> list[PaidRoute]:
         """The time machine's routes (/history and /at per recorded stream)."""
         return list(self._history.values())
+
+    def live_routes(self) -> list[PaidRoute]:
+        """Live feeds' routes (/live, /live/ticket, /live/renew per live stream)."""
+        return list(self._live.values())
 
     def routes(self) -> list[PaidRoute]:
         return list(self._routes.values())

@@ -60,6 +60,7 @@ STATIC: dict[str, StaticFile] = {
     "payments.js": StaticFile(STATIC_DIR / "payments.js", JS),  # the x402 payments panel
     "console.css": StaticFile(STATIC_DIR / "console.css", CSS),
     "history.js": StaticFile(STATIC_DIR / "history.js", JS),  # the Time Machine panel
+    "live.js": StaticFile(STATIC_DIR / "live.js", JS),  # the Live feeds panel
     "vendor/uPlot.iife.min.js": StaticFile(VENDOR_DIR / "uPlot.iife.min.js", JS, vendored=True),
     "vendor/uPlot.min.css": StaticFile(VENDOR_DIR / "uPlot.min.css", CSS, vendored=True),
 }

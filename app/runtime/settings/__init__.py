@@ -6,6 +6,7 @@ never from the TOML file. `worldgate serve` validates the object once and hands 
 one (`settings_json` → `settings_from_json`).
 """
 
+from .live import LiveSettings
 from .load import SETTINGS_JSON_VAR, check_settlement, load_settings, settings_error, settings_from_json, settings_json
 from .model import (
     ADMIN_ALGORITHMS,
@@ -37,6 +38,7 @@ __all__ = [
     "EvmSettings",
     "From",
     "LimitSettings",
+    "LiveSettings",
     "ProductionSettings",
     "ReconcileSettings",
     "Settings",

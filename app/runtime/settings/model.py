@@ -22,6 +22,7 @@ from payments.networks import KNOWN_USDC, SOLANA_DEVNET, evm_chain_id
 from .fields import From
 from .fields import Frozen as _Frozen
 from .history import HistorySettings
+from .live import LiveSettings
 from .production import ProductionSettings
 
 SHARING_STATES = tuple(str(s) for s in Sharing)
@@ -333,6 +334,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)  # live feeds: window, prices, backpressure, caps
     production: ProductionSettings = Field(default_factory=ProductionSettings)  # access log, drain, traces
     # browser origins that may read answers (CORS): "*", or a list of origins; empty or "off": no CORS headers
     cors_origins: Annotated[tuple[str, ...], From("WORLDGATE_CORS_ORIGINS", "server.cors_origins", keep_empty=True)] = (
