@@ -55,6 +55,7 @@ bench: install  ## worldgate vs the official x402 middleware, same chain, same r
 	$(PY) bench/paid.py $(BENCH_ARGS)
 	$(PY) bench/batch.py $(BATCH_BENCH_ARGS)
 	$(PY) bench/history.py $(HISTORY_BENCH_ARGS)
+	$(PY) bench/live.py $(LIVE_BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
