@@ -166,14 +166,29 @@ async def test_an_unreachable_feed_is_not_sold_and_nothing_is_charged(
     assert [r["state"] for r in rows] == ["released"]
 
 
-async def test_the_operator_sees_each_feed_and_keeps_one_alive(live_gateway: Gateway) -> None:
+async def test_the_operator_sees_each_feed_and_keeps_one_alive(live_gateway: Gateway, redis_url: str) -> None:
     token = mint(ADMIN_SECRET, "worldgate-admin", "ops@test", 600)
     headers = {"authorization": f"Bearer {token}"}
-    overview = await live_gateway.get("/admin/api/live", headers=headers)
-    assert overview.status_code == 200, overview.text
-    feeds = {f["id"]: f for f in overview.json()["feeds"]}
-    assert ISS in feeds and "static.capitals" not in feeds and "weather.current" not in feeds
-    assert feeds[ISS]["running"] is True and feeds[ISS]["feed_status"] == "ok"
+    ticket = await mint_ticket(live_gateway, redis_url)
+    async with (
+        httpx.AsyncClient(base_url=live_gateway.url, timeout=10) as watcher,
+        watcher.stream("GET", f"{LIVE}/events?ticket={ticket}") as watching,
+    ):
+        assert watching.status_code == 200
+        overview = await live_gateway.get("/admin/api/live", headers=headers)
+        assert overview.status_code == 200, overview.text
+        feeds = {f["id"]: f for f in overview.json()["feeds"]}
+        assert ISS in feeds and "static.capitals" not in feeds and "weather.current" not in feeds
+        assert feeds[ISS]["running"] is True and feeds[ISS]["feed_status"] == "ok"
+        assert feeds[ISS]["subscribers_here"] >= 1 and feeds[ISS]["subscribers"] >= 1
+        deadline = time.monotonic() + 5  # the metrics follow the hub's counters every 2 s
+        while not re.search(
+            r'worldgate_live_subscribers\{stream="iss.position"\} [1-9]',
+            (scraped := (await live_gateway.get("/metrics")).text),
+        ):
+            assert time.monotonic() < deadline, scraped[-2000:]
+            await asyncio.sleep(0.2)
+        assert "worldgate_live_frames_sent_total" in scraped and "worldgate_live_lag_seconds" in scraped
     async with httpx.AsyncClient(base_url=live_gateway.url) as http:
         started = await http.post(f"/admin/api/live/{ISS}/start", headers=headers)
         assert started.status_code == 200 and started.json()["keep_alive"] is True
@@ -236,6 +251,110 @@ async def test_a_batch_session_is_renewed_in_band_and_ends_when_a_renewal_is_not
         (LIVE, WINDOW_PRICE),
         (LIVE + "/renew", WINDOW_PRICE),
     ]
+
+
+async def mint_ticket(gateway: Gateway, redis_url: str, payer: str = "0xload") -> str:
+    """A session as the ticket route sells it, kept straight in Redis (the sale itself is tested above)."""
+    redis = aioredis.from_url(redis_url)
+    try:
+        sessions = LiveSessions(redis, prefix=gateway.app.state.settings.cache_prefix, ticket_ttl_s=600)
+        session = Session(
+            new_session_id(), secrets.token_urlsafe(16), ISS, payer, "exact", "eip155:84532", "", 600.0, 1
+        )
+        await sessions.create(session)
+        return session.ticket
+    finally:
+        await redis.aclose()
+
+
+async def opening_of(gateway: Gateway, ticket: str, last_event_id: str | None = None) -> list[SseEvent]:
+    """The events a ticketed EventSource gets at once (its window, then what it missed or the last frame)."""
+    headers = {"accept": "text/event-stream", **({"last-event-id": last_event_id} if last_event_id else {})}
+    got: list[SseEvent] = []
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, timeout=10) as http,
+        http.stream("GET", f"{LIVE}/events?ticket={ticket}", headers=headers) as answer,
+    ):
+        assert answer.status_code == 200, await answer.aread()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for event in events(answer):
+                    got.append(event)
+    return got
+
+
+async def test_last_event_id_replays_what_the_hot_layer_kept_after_it(live_gateway: Gateway, redis_url: str) -> None:
+    fresh = await opening_of(live_gateway, await mint_ticket(live_gateway, redis_url))
+    assert [e.event for e in fresh[:2]] == ["window", "frame"]
+    latest = fresh[1].id
+    assert latest is not None
+    resumed = await opening_of(live_gateway, await mint_ticket(live_gateway, redis_url), "2000-01-01T00:00:00Z")
+    replayed = [e for e in resumed if e.event == "frame" and e.id]  # data frames (a status frame has no id)
+    assert replayed and replayed[-1].id == latest  # the recorded states since then, the newest last
+    current = await opening_of(live_gateway, await mint_ticket(live_gateway, redis_url), latest)
+    assert current[0].event == "window"
+    seen = fresh[1].json()["fetched_at"]  # nothing replayed: only refreshes made since, if any came by
+    assert all(e.json()["fetched_at"] > seen for e in current[1:] if e.event == "frame" and e.id)
+
+
+async def test_connections_are_capped_per_address_and_a_session_is_open_once(
+    settings: Settings, redis_url: str
+) -> None:
+    capped = live_settings(settings, connections_per_address=1)
+    with running_gateway(capped, registry=fast_registry()) as gateway:
+        first, second = await mint_ticket(gateway, redis_url), await mint_ticket(gateway, redis_url)
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+            async with http.stream("GET", f"{LIVE}/events?ticket={first}") as held:
+                assert held.status_code == 200
+                again = await http.get(f"{LIVE}/events?ticket={first}")
+                assert again.status_code == 409 and again.json()["error"] == "session_in_use"
+                other = await http.get(f"{LIVE}/events?ticket={second}")
+                assert other.status_code == 429 and other.json()["error"] == "too_many_live_connections"
+            deadline = time.monotonic() + 5  # closed: its slot is free again
+            while True:
+                async with http.stream("GET", f"{LIVE}/events?ticket={second}") as answer:
+                    if answer.status_code == 200:
+                        break
+                    assert answer.status_code == 429 and time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+
+
+async def test_with_the_scheduler_off_a_feed_is_polled_while_watched_or_kept_alive(
+    settings: Settings, redis_url: str
+) -> None:
+    """No scheduler: the live feeds poll what someone watches (a subscriber here, or the operator's keep-alive),
+    through the same cache, and nothing else."""
+    quiet = with_settings(live_settings(settings), scheduler=False)
+    with running_gateway(quiet, registry=fast_registry()) as gateway:
+        feeds = gateway.app.state.live
+        assert feeds.poller is not None and feeds.poller.tasks == {}
+        ticket = await mint_ticket(gateway, redis_url)
+        fetched: list[str] = []
+        async with (
+            httpx.AsyncClient(base_url=gateway.url, timeout=10) as http,
+            http.stream("GET", f"{LIVE}/events?ticket={ticket}") as answer,
+        ):
+            assert answer.status_code == 200
+            async with asyncio.timeout(6 * FAST):
+                async for event in events(answer):
+                    if event.event == "frame" and event.id:
+                        fetched.append(event.json()["fetched_at"])
+                    if len(fetched) == 3:
+                        break
+            assert set(feeds.poller.tasks) == {"iss.position"}
+        assert len(set(fetched)) == 3  # the one at connect, then the poll loop's refreshes
+        deadline = time.monotonic() + 5
+        while feeds.poller.tasks:  # nobody watches: no more polling
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        headers = {"authorization": "Bearer " + mint(ADMIN_SECRET, "worldgate-admin", "ops@test", 600)}
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as admin:
+            assert (await admin.post(f"/admin/api/live/{ISS}/start")).status_code == 200
+            await asyncio.sleep(0.3)
+            assert set(feeds.poller.tasks) == {"iss.position"}
+            assert (await admin.post(f"/admin/api/live/{ISS}/stop")).status_code == 200
+            await asyncio.sleep(0.3)
+            assert feeds.poller.tasks == {}
 
 
 async def test_a_thousand_subscribers_get_every_frame_and_two_gateways_make_one_upstream_call_per_refresh(

@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from adapters import Stream
-from adapters.live import DATA, Frame, ws_text
+from adapters.live import Frame, ws_text
 from app.edge.abuse import ClientAddress
 from app.edge.base_url import public_base_url
 from app.edge.gate import FOLLOW_SCOPE_KEY, PAYMENT_SCOPE_KEY
@@ -183,7 +183,6 @@ class LiveApi:
         headers = [*SSE_HEADERS, (b"live-session", session.id.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": sse(opening), "more_body": True})
-        sent = next((i for i in reversed(opening) if isinstance(i, Frame) and i.kind == DATA), None)
         address = self.client(scope)
 
         async def follow(receive: Receive, send: Send) -> None:
@@ -195,7 +194,7 @@ class LiveApi:
                 await self.feeds.sessions.admit(connection, self.feeds.caps(), force=True)  # the caps were checked
             except _REDIS:  # it still streams here; its ticket and renewal need Redis back
                 log.error("a paid live session could not be kept in Redis", extra={"session": session.id})
-            await stream_sse(self.feeds, stream, session, terms, connection, receive, send, [], sent=sent)
+            await stream_sse(self.feeds, stream, session, terms, connection, receive, send, [], sent=first)
 
         scope["state"][FOLLOW_SCOPE_KEY] = follow
 
@@ -312,6 +311,7 @@ class LiveApi:
             return
         try:
             opened = await self._by_ticket(scope, stream)
+            await self.feeds.ready(stream)  # primed (the ticket was paid: a feed down now still streams its status)
         except _REDIS:
             opened = UNAVAILABLE
         if isinstance(opened, Problem):
@@ -325,6 +325,7 @@ class LiveApi:
             return
         terms = SessionTerms(self.feeds, self.services, public_base_url(scope, self.public_url))
         opening: list[Out] = [Event("window", terms.window(session, session.end))]
+        mark = self.feeds.hub.feed(stream.id).last  # the opening covers it (sent, or the client has it)
         opening += await self.feeds.opening(stream, header(scope, b"last-event-id"))
         await send(
             {
@@ -333,7 +334,7 @@ class LiveApi:
                 "headers": [*SSE_HEADERS, (b"live-session", session.id.encode())],
             }
         )
-        await stream_sse(self.feeds, stream, session, terms, connection, receive, send, opening)
+        await stream_sse(self.feeds, stream, session, terms, connection, receive, send, opening, sent=mark)
 
     async def websocket(self, websocket: WebSocket) -> None:
         scope = websocket.scope
@@ -344,6 +345,7 @@ class LiveApi:
             return
         try:
             opened = await self._by_ticket(scope, stream)
+            await self.feeds.ready(stream)  # primed (the ticket was paid: a feed down now still streams its status)
         except _REDIS:
             opened = UNAVAILABLE
         if isinstance(opened, Problem):
@@ -358,6 +360,7 @@ class LiveApi:
             await websocket.close(WS_POLICY)
             return
         opening: list[Out] = [Event("window", terms.window(session, session.end))]
+        mark = self.feeds.hub.feed(stream.id).last
         opening += await self.feeds.opening(stream, websocket.query_params.get("last_event_id"))
 
         async def emit(items: list[Out]) -> None:
@@ -369,7 +372,7 @@ class LiveApi:
                 pass  # clients have nothing to say here; renewals are paid over HTTP
 
         try:
-            reason = await run_stream(self.feeds, stream, session, terms, connection, emit, opening, gone)
+            reason = await run_stream(self.feeds, stream, session, terms, connection, emit, opening, gone, sent=mark)
         except (WebSocketDisconnect, RuntimeError):
             return  # gone while a message was being written
         if reason in ("window_ended", "unpaid"):

@@ -15,7 +15,7 @@ import anyio
 from starlette.types import Receive, Scope, Send
 
 from adapters import Stream
-from adapters.live import DATA, Frame, sse_block, ws_text
+from adapters.live import Frame, sse_block, ws_text
 from app.usecases.live_feeds import LiveFeeds
 from app.usecases.live_sessions import Connection, Session
 from app.usecases.live_stream import Event, LiveStream, Out, Terms
@@ -91,8 +91,8 @@ async def run_stream(
     sent: Frame | None = None,
 ) -> str:
     """A session's frames until its window ends, the client goes (`gone` returns), or it falls too far behind
-    (the hub cancels its writer, however stuck in a send); why it ended. `sent`: the frame the client has."""
-    sent = sent or next((i for i in reversed(opening) if isinstance(i, Frame) and i.kind == DATA), None)
+    (the hub cancels its writer, however stuck in a send); why it ended. `sent`: the feed's last frame when the
+    opening was made (given to the client, or left out as one it has): only a newer one is caught up."""
     subscriber = feeds.subscribe(stream.id)
     feeds.track(connection)
     reason = "cancelled"

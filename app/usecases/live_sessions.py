@@ -26,15 +26,15 @@ ADMITTED, ADDRESS_FULL, PAYER_FULL, HELD = 0, 1, 2, 3
 
 # KEYS: address set, payer set, hold. ARGV: now, expiry, address cap, payer cap, conn, hold ttl, force (1: no caps)
 _ADMIT = """
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[5] then return 3 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 if ARGV[7] ~= '1' then
   if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 1 end
   if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
 end
-if redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) == false then
-  if redis.call('GET', KEYS[3]) ~= ARGV[5] then return 3 end
-end
+redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], 2 * math.ceil(ARGV[2] - ARGV[1]) * 1000)

@@ -76,6 +76,7 @@ class LiveStream:
         sub = self.sub
         if opening:
             await emit(opening)
+            self._sent(opening)
         self._arm(time.time())
         try:
             while True:
