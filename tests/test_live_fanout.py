@@ -24,7 +24,7 @@ from app.runtime.settings import LiveSettings
 from app.usecases.live_client import parse_block
 from app.usecases.live_feeds import LiveFeeds
 from app.usecases.live_sessions import Connection, Session
-from app.usecases.live_stream import Event
+from app.usecases.live_stream import Event, LiveStream
 
 ISS = "iss.position"
 ISS_HOST = "api.wheretheiss.at"
@@ -214,3 +214,44 @@ def _unix(iso: str) -> float:
     from adapters.history.snapshots import unix
 
     return unix(iso)
+
+
+async def test_a_batch_window_that_lapses_while_the_feed_is_down_goes_on_free_until_it_is_back() -> None:
+    """Nothing is charged for a window in which the feed was unreachable: a renewable window ending while the feed
+    is down asks for nothing and goes on (status frames only); the feed's return holds its first frame and asks
+    for the next voucher, and once renewed the frame goes out after the new window."""
+    hub = Hub()
+    subscriber = hub.subscribe(ISS)
+    hub.publish(status_frame(ISS, UNREACHABLE, time.time(), "HTTP 500"))
+    terms = _Renewable(ends=time.time() + 0.3)
+    session = Session("s_x", "t", ISS, "0xpayer", "batch-settlement", "eip155:84532", "0xc", 1.0, 5, terms.ends)
+    out: list[Any] = []
+
+    async def emit(items: list[Any]) -> None:
+        out.extend(items)
+
+    task = asyncio.create_task(LiveStream(subscriber, session, terms, terms.ends).run(emit, []))
+    await asyncio.sleep(0.8)  # past the end, the feed down: nothing asked, the stream goes on
+    assert not [i for i in out if isinstance(i, Event)] and not task.done()
+    back = frame(1)
+    hub.publish(back)
+    await asyncio.sleep(1.3)  # the feed is back: its frame held, the next voucher asked for
+    asked = [i for i in out if isinstance(i, Event) and i.name == "payment-required"]
+    assert asked == [Event("payment-required", {"final": False})] and back not in out
+    terms.ends = time.time() + 5  # renewed (on whichever replica)
+    await asyncio.sleep(1.3)
+    names = [i.name if isinstance(i, Event) else i for i in out]
+    assert names[-2:] == ["window", back]
+    subscriber.close()
+    assert await task == "closed"
+
+
+class _Renewable(_Terms):
+    renew_lead_s = 0.1
+    renew_grace_s = 5.0
+
+    def __init__(self, ends: float) -> None:
+        self.ends = ends
+
+    async def end_of(self, session: Session) -> float | None:
+        return self.ends
