@@ -23,6 +23,7 @@ import pytest
 from eth_account import Account
 
 import ledger
+from adapters import STREAMS as REGISTERED
 from app import __version__
 from app.edge.admin import dashboard
 from app.edge.admin.auth import COOKIE, mint
@@ -61,6 +62,7 @@ SOLANA = (
     "Bxcqse9e3UBwGdexhWBkZjaAb3JhWoBgp1ucWiqAX89D",
 )
 NETWORKS = (BASE, SOLANA)
+BUNDLED = sum(1 for s in REGISTERED if s.interval_s is None)  # streams shipped with worldgate, never fetched
 EMPTY = "\u2013"  # an en dash: what the page shows for nothing
 SALE = ("served", "settling", "settled")  # the data left: a sale, final or not
 UNSETTLED = ("served", "settling")
@@ -400,6 +402,7 @@ async def test_dashboard_in_chromium(site: Gateway, seeded: Seeded) -> None:
             page.on("requestfailed", lambda r: problems.append(f"failed: {r.method} {r.url} {r.failure}"))
             page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
             page.on("request", lambda r: api_calls.append(r.url) if "/admin/api/" in r.url else None)
+            await page.clock.install()  # time flows as usual; the screenshots pause it (_shot)
 
             await _sign_in(page, site)
             await _charts_and_totals(page, seeded)
@@ -436,16 +439,35 @@ async def _until(page: Any, script: str, within_s: float = 30.0) -> None:
 
 
 async def _shot(page: Any, selector: str, name: str) -> None:
-    """One panel as the README shows it; what differs run to run (class `volatile`) is masked."""
+    """One panel as the README shows it, taken with the page's timers paused (no refresh moves it meanwhile) and
+    the mouse away (no row hovered); what differs run to run (class `volatile`) is masked."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.mouse.move(0, 0)
+    await page.clock.pause_at(await page.evaluate("Date.now() / 1000") + 0.5)  # seconds, ahead
+    await asyncio.sleep(0.5)  # a refresh asked for before the pause has come back and been drawn
     await page.evaluate("document.querySelectorAll('.scroll').forEach(el => { el.scrollLeft = 0; })")
-    await page.locator(selector).screenshot(
+    # masked values as one placeholder: their own widths would move the table's columns by a pixel run to run
+    await page.evaluate(
+        "document.querySelectorAll('.volatile').forEach(el => { if (!el.children.length) el.textContent = '\u2026'; })"
+    )
+    # a clip of the whole page, not the element's own shot: that scrolls to it, and a panel drawn meanwhile moves it
+    box = await page.evaluate(
+        """(selector) => {
+          const r = document.querySelector(selector).getBoundingClientRect();
+          return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height};
+        }""",
+        selector,
+    )
+    await page.screenshot(
         path=str(SCREENSHOTS / f"{name}.png"),
+        full_page=True,
+        clip={k: round(v) for k, v in box.items()},
         animations="disabled",
         caret="hide",
         mask=[page.locator(".volatile")],
         mask_color="#dee2e6",
     )
+    await page.clock.resume()
 
 
 async def _confirm(page: Any, expected: str, *, accept: bool = True) -> None:
@@ -628,7 +650,7 @@ async def _sharing_and_fetch(page: Any, site: Gateway) -> None:
     [fetched] = await _audited(site, "stream.fetch")
     assert fetched["target"] == "quakes.usgs" and fetched["detail"]["outcome"] == "fetched"
     assert await page.is_disabled('#matrix tr[data-stream="static.capitals"] button.fetch')  # bundled
-    assert await page.text_content('#tiers tr[data-tier="static"] td.bundled') == "2"
+    assert await page.text_content('#tiers tr[data-tier="static"] td.bundled') == str(BUNDLED)
     await _shot(page, "#system", "system")
     await _shot(page, "#sources", "sources")
     await _shot(page, "#scheduler", "scheduler")
