@@ -113,15 +113,14 @@ async def test_the_views_answer_their_fields_and_only_to_an_admin(site: Gateway)
     assert mode["parts"]["chains"] == "devnet" and mode["parts"]["database"] == "configured"
     assert mode["schemes"] == ["exact", "batch-settlement"] and mode["scheduler"] is False
     assert system["connected_users"]["admin_sessions"] >= 1  # this very token
-    assert system["connected_users"]["live_subscribers"] is None
+    assert system["connected_users"]["live_subscribers"] == 0  # live feeds on, nobody listening
     scheduled = {s.adapter for s in STREAMS if s.adapter and s.interval_s and not s.point}
     assert system["streams"]["total"] == len(STREAMS) and system["sources_total"] == len(scheduled)
     assert 0 <= system["sources_fetched"] <= system["sources_total"]
     assert system["total_points"] > 0  # the bundled sets are always there
     actions = system["actions"]
     assert actions["batch_flush"]["available"] is True and actions["reconcile"]["available"] is True
-    assert actions["live_feeds"] == {"available": False, "why": actions["live_feeds"]["why"]}
-    assert "not built" in actions["live_feeds"]["why"]
+    assert actions["live_feeds"] == {"available": True, "why": None}
 
     scheduler = (await call(site, "GET", "/admin/api/scheduler")).json()
     assert scheduler["running"] is False and scheduler["refresh_at"] == 0.8
@@ -148,7 +147,7 @@ async def test_the_views_answer_their_fields_and_only_to_an_admin(site: Gateway)
 
     users = (await call(site, "GET", "/admin/api/users")).json()
     assert any(s["subject"] == "ops@test" and s["via"] == "bearer" for s in users["admin_sessions"])
-    assert users["live_subscribers"]["available"] is False
+    assert users["live_subscribers"] == {"available": True, "feeds": [], "why": None}
     status = (await call(site, "GET", "/admin/api/api-status")).json()
     assert all(r["route"].startswith("/v1") or r["route"] in ("/metrics", "/mcp") for r in status["routes"])
     bad = await call(site, "GET", "/admin/api/payments/summary", params={"from": "yesterday"})

@@ -1,13 +1,13 @@
 """The console's views in the admin API, beside api.py's routes and behind the same token (all GET, all JSON):
 
 - /admin/api/system: version, uptime, mode (embedded or configured parts, mainnet, testnet or devnet, replay or
-  live), connected users, sources fetched, total points, stream counts by sharing, and which actions this
-  gateway offers (batch flush, address bans, live feeds).
+  live), connected users (admin sessions, payers of the last hour, live-feed subscribers), sources fetched, total
+  points, stream counts by sharing, and which actions this gateway offers (batch flush, address bans, live feeds).
 - /admin/api/scheduler: the fetch tiers and each stream's schedule (app/usecases/scheduler_view.py).
 - /admin/api/matrix: every stream with its schedule, health, sharing (and who set it), price, points, parent
   fetch and backfill coverage (app/usecases/matrix_view.py).
-- /admin/api/users: admin sessions seen in the last ACTIVE_S, payers seen in the last hour, live-feed
-  subscribers (not built yet: issue 17).
+- /admin/api/users: admin sessions seen in the last ACTIVE_S, payers seen in the last hour, and the live feeds
+  with subscribers (or kept alive), with how many.
 - /admin/api/audit?action=&actor=&before_id=&limit=: the audit log, newest first.
 - /admin/api/api-status: requests per public route and status class since this worker started.
 - /admin/api/payments/summary?from=&to=: sales, revenue and unsettled value by network and scheme.
@@ -37,12 +37,26 @@ from ledger import console, operator
 
 ACTIVE_S = 120.0  # an admin session seen this recently is connected (the page polls every few seconds)
 PAYERS_S = 3600.0
-LIVE_FEEDS = "live feeds are not built yet (issue 17): nothing to subscribe to or keep alive"
+LIVE_OFF = "live feeds are off here (WORLDGATE_LIVE=false)"
 
 
 def settings_of(request: Request) -> Any:
     """The app's settings (the wiring keeps them in app.state), or None in an app built without them."""
     return getattr(request.app.state, "settings", None)
+
+
+async def live_subscribers(request: Request, streams: list[Any]) -> list[dict[str, Any]] | None:
+    """Per live feed with subscribers: how many (every replica) and whether it is kept alive; None: live feeds are
+    off in this gateway. Read from the live feeds the wiring keeps in app.state (app/usecases/live_feeds.py)."""
+    feeds = getattr(request.app.state, "live", None)
+    if feeds is None:
+        return None
+    rows = await feeds.overview(streams)
+    return [
+        {k: r[k] for k in ("id", "subscribers", "subscribers_here", "keep_alive", "feed_status")}
+        for r in rows
+        if r["subscribers"] or r["keep_alive"]
+    ]
 
 
 def _status_class(status: str) -> str:
@@ -108,6 +122,8 @@ class ConsoleApi:
         fetched = {r["source"] for r in rows if r["source"] in sources and r["fetched_at"]}
         sessions = await console.sessions(self._pool, ACTIVE_S)
         payers = {p["payer"] for p in await console.payers(self._pool, PAYERS_S)}
+        live = await live_subscribers(request, self.admin.every_stream().every())
+        listening = sum(r["subscribers"] for r in live) if live is not None else None
         sharing: dict[str, int] = defaultdict(int)
         for row in rows:
             sharing[row["sharing"]] += 1
@@ -120,10 +136,10 @@ class ConsoleApi:
                 "uptime_s": round(time.time() - self.admin.started_at, 1),
                 "mode": system_view.mode(settings, services.replay_url),
                 "connected_users": {
-                    "total": len(sessions) + len(payers),
+                    "total": len(sessions) + len(payers) + (listening or 0),
                     "admin_sessions": len(sessions),
                     "payers_last_hour": len(payers),
-                    "live_subscribers": None,  # live feeds are not built: none to count
+                    "live_subscribers": listening,  # None: live feeds are off here
                 },
                 "sources_total": len(sources),
                 "sources_fetched": len(fetched),
@@ -139,7 +155,7 @@ class ConsoleApi:
                         "available": enforces_addresses(request),
                         "why": None if enforces_addresses(request) else "this gateway's middleware lacks the guard",
                     },
-                    "live_feeds": {"available": False, "why": LIVE_FEEDS},
+                    "live_feeds": {"available": live is not None, "why": None if live is not None else LIVE_OFF},
                     "reconcile": {
                         "available": self.admin.reconcile is not None,
                         "why": None if self.admin.reconcile is not None else "not running in this process",
@@ -160,7 +176,8 @@ class ConsoleApi:
     async def users(self, request: Request, admin: Admin) -> Response:
         sessions = await console.sessions(self._pool, ACTIVE_S)
         payers = await console.payers(self._pool, PAYERS_S)
-        live = {"available": False, "subscribers": [], "why": LIVE_FEEDS}
+        feeds = await live_subscribers(request, self.admin.every_stream().every())
+        live = {"available": feeds is not None, "feeds": feeds or [], "why": None if feeds is not None else LIVE_OFF}
         return _json({"admin_sessions": sessions, "payers": payers, "live_subscribers": live, "active_s": ACTIVE_S})
 
     async def audit(self, request: Request, admin: Admin) -> Response:

@@ -1,6 +1,6 @@
 // worldgate admin console: the helpers every console panel shares (window.WG), and the panels that show the
-// gateway itself: System Health, Connected Users, Banned Users (ban and unban), API v1 status, the MCP server's
-// tools and the audit log. sources.js (matrix, scheduler) and payments.js use WG; all refresh every LIVE_MS
+// gateway itself: System Health, Connected Users (admin sessions, payers, live-feed subscribers), Banned Users
+// (ban and unban), API v1 status, the MCP server's tools and the audit log. sources.js (matrix, scheduler) and payments.js use WG; all refresh every LIVE_MS
 // while the page is visible, and at once on Refresh. Every change goes through the admin API with the session
 // cookie (same origin), and a destructive one asks first (WG.confirm).
 (function () {
@@ -198,7 +198,8 @@
     $("sys-version").textContent = s.version;
     $("sys-mode").textContent = s.mode.chain + " · " + s.mode.upstreams;
     $("sys-users").textContent = String(users.total);
-    $("sys-users-detail").textContent = users.admin_sessions + " admin, " + users.payers_last_hour + " payers (1 h)";
+    $("sys-users-detail").textContent = users.admin_sessions + " admin, " + users.payers_last_hour + " payers (1 h)" +
+      (users.live_subscribers === null ? "" : ", " + users.live_subscribers + " live");
     $("sys-sources").textContent = s.sources_fetched + " / " + s.sources_total;
     $("sys-points").textContent = String(s.total_points);
     $("sys-uptime").textContent = duration(s.uptime_s);
@@ -224,7 +225,7 @@
     $("ban-kind").querySelector("option[value=address]").disabled = !s.actions.address_bans.available;
     $("ban-address-note").textContent = s.actions.address_bans.available ? "" :
       "Address bans: " + s.actions.address_bans.why + " (payer bans work).";
-    $("keep-alive-why").textContent = s.actions.live_feeds.why;
+    if (!s.actions.live_feeds.available) $("live-note").textContent = s.actions.live_feeds.why;
   }
 
   // ---- Connected Users, Banned Users ----
@@ -260,6 +261,14 @@
       }));
       tr.appendChild(td);
     }, "no payer in the last hour", 7);
+    rows("live-subscribers", u.live_subscribers.feeds, function (tr, f) {
+      tr.dataset.feed = f.id;
+      cell(tr, f.id, "key");
+      cell(tr, f.subscribers, "num");
+      cell(tr, f.subscribers_here, "num");
+      cell(tr, f.keep_alive ? "yes" : "no");
+      cell(tr, f.feed_status);
+    }, u.live_subscribers.available ? "no live-feed subscriber" : u.live_subscribers.why, 5);
   }
 
   function renderBans(b) {
