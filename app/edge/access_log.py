@@ -6,18 +6,19 @@ request_id, method, route (its template), path (without the query), status, dura
 payment is verified), cache (X-Cache), bytes (of the body sent), and trace_id when tracing is on. It reads no
 request header at all, so no payment header, signature or key can reach it; the path is cut at 256 bytes.
 
-It is on the quote path, which runs near raw Starlette's ceiling, so it skips `logging`: no record, no
-handler lock; one dict, one C JSON encoding and one write(2) of a whole line (atomic on a pipe under 4 KiB,
-so workers sharing stderr never interleave inside a line). `sample:N` writes one request in N, and always
-every paid one and every 5xx.
+It is on the quote path, which runs near raw Starlette's ceiling, so it skips `logging` (no record, no
+handler lock): one line formatted by hand, escaped only where its text needs it, and one write(2) of it whole
+(atomic on a pipe under 4 KiB, so workers sharing stderr never interleave inside a line). `sample:N` writes
+one request in N, and always every paid one and every 5xx.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,8 +30,16 @@ from app.runtime.tracing import TRACE_ID_KEY
 __all__ = ["AccessLog", "stderr_line"]
 
 PATH_CHARS_MAX = 256
-_ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII without the quote and the backslash: JSON as it is
 Write = Callable[[bytes], Any]
+
+
+def _text(value: Any) -> str:
+    """A JSON string (or null), without the encoder's cost for the plain text nearly every value is."""
+    if value is None:
+        return "null"
+    text = str(value)
+    return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
 def stderr_line(line: bytes) -> None:
@@ -77,7 +86,8 @@ class AccessLog:
         started = time.perf_counter()
         answer: list[Any] = [500, 0, None, None]  # status (500 if the app raises first), bytes, X-Cache, request id
 
-        async def logged_send(message: Message) -> None:
+        def logged_send(message: Message) -> Awaitable[None]:
+            # A plain function handing back send's awaitable: no coroutine of its own per message (~1 µs each).
             if message["type"] == "http.response.body":
                 answer[1] += len(message.get("body", b""))
             elif message["type"] == "http.response.start":
@@ -87,7 +97,7 @@ class AccessLog:
                         answer[2] = value.decode("latin-1")
                     elif name == b"x-request-id":
                         answer[3] = value.decode("latin-1")
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, logged_send)
@@ -103,26 +113,23 @@ class AccessLog:
             if self._seen % self.every and paid is None and status < 500:
                 return
         client = scope.get("client")
-        line = {
-            "ts": self._clock.now(),
-            "level": "info",
-            "logger": "worldgate.access",
-            "msg": "request",
-            "request_id": answer[3],
-            "method": scope["method"],
-            "route": self._route(scope),
-            "path": scope["path"][:PATH_CHARS_MAX],
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "client": client[0] if client else None,
-            "payer": paid.get("payer") if paid else None,
-            "cache": answer[2],
-            "bytes": answer[1],
-        }
+        # Formatted by hand: a dict and json's encoder cost several µs a line, on a path that takes ~80 µs. Text
+        # from outside (the path, the payer, X-Cache) goes through `_text`; the rest is plain by construction
+        # (the request id is checked by the metrics middleware, the method by the HTTP parser, the route is ours).
+        request_id = f'"{answer[3]}"' if answer[3] else "null"
+        address = f'"{client[0]}"' if client else "null"
+        payer = _text(paid.get("payer")) if paid else "null"
+        line = (
+            f'{{"ts":"{self._clock.now()}","level":"info","logger":"worldgate.access","msg":"request",'
+            f'"request_id":{request_id},"method":"{scope["method"]}","route":"{self._route(scope)}",'
+            f'"path":{_text(scope["path"][:PATH_CHARS_MAX])},"status":{int(status)},'
+            f'"duration_ms":{seconds * 1000:.3f},"client":{address},"payer":{payer},'
+            f'"cache":{_text(answer[2])},"bytes":{answer[1]}'
+        )
         trace_id = scope.get(TRACE_ID_KEY)
         if trace_id is not None:
-            line["trace_id"] = trace_id
-        self.write(_ENCODE(line).encode() + b"\n")
+            line += f',"trace_id":{_text(trace_id)}'
+        self.write(line.encode() + b"}\n")
 
     def _route(self, scope: Scope) -> str:
         """The route template: the router's match, else the paid route the gate quoted, else a bounded label."""
