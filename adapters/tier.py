@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 
 from .cache import CacheTier, Unavailable
-from .filters import distance_km
+from .filters import Filters, distance_km
+from .grid_reads import lat_span, read_bands
 from .records import Record
 from .registry import Registry, Stream, StreamType
 from .upstream.base import Adapter, Point
@@ -113,7 +114,23 @@ class DataTier:
             for item in document["records"]
         )
 
-    async def read(self, stream: Stream, *, point: Point | None = None, max_age_s: float | None = None) -> StreamRead:
+    async def read(
+        self,
+        stream: Stream,
+        *,
+        point: Point | None = None,
+        max_age_s: float | None = None,
+        resolution: int | None = None,
+        area: Filters | None = None,
+    ) -> StreamRead:
+        """`resolution`: a finer grid of a grid stream (adapters/grid_reads.py), read over `area` (None: the globe)."""
+        if resolution is not None:
+            if resolution not in stream.resolutions:
+                raise ValueError(f"{stream.id} has no {resolution}-degree grid")
+            records, fetched_at, status = await read_bands(
+                self.cache, stream, resolution, max_age_s=max_age_s, span=lat_span(area)
+            )
+            return StreamRead(stream, records, fetched_at, status)
         if stream.type is StreamType.STATIC:
             records, loaded_at = self._load_bundled(stream)
             return StreamRead(stream, records, loaded_at, "HIT")

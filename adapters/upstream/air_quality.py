@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import ParseError
 from ..records import Record
-from .base import Point, UpstreamRequest, load_json, optional_number
+from .base import Point, UpstreamRequest, load_json, optional_number, split
 from .open_meteo import current_location
 
 LICENSE = "CC-BY-4.0"
@@ -32,12 +32,21 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("sulphur_dioxide", "sulphur_dioxide_ugm3", UGM3),
 )
 
+# Field splitting: each child stream sells a share of air.quality's fields, from the same fetch.
+CHILDREN: dict[str, tuple[str, ...]] = {
+    "air.aqi": ("us_aqi", "european_aqi"),
+    "air.pm2_5": ("pm2_5_ugm3",),
+    "air.pm10": ("pm10_ugm3",),
+    "air.ozone": ("ozone_ugm3",),
+    "air.no2": ("nitrogen_dioxide_ugm3",),
+}
+
 
 class OpenMeteoAirQuality:
     name = "open-meteo.air-quality"
     host = "air-quality-api.open-meteo.com"
     point = True
-    streams = (STREAM,)
+    streams = (STREAM, *CHILDREN)
 
     def request(self, point: Point | None) -> UpstreamRequest:
         if point is None:
@@ -60,4 +69,9 @@ class OpenMeteoAirQuality:
             raise ParseError("not an Open-Meteo air-quality object")
         observed_at, lat, lon, values = current_location(document, VARIABLES, UNITS_OK)
         fields = {field: optional_number(values[variable]) for variable, field, _ in VARIABLES}
-        return {STREAM: [Record(STREAM, observed_at, lat, lon, fields, SOURCE)]}
+        out = {STREAM: [Record(STREAM, observed_at, lat, lon, fields, SOURCE)]}
+        shares = split(fields, CHILDREN)
+        for child in CHILDREN:
+            share = shares.get(child)
+            out[child] = [Record(child, observed_at, lat, lon, share, SOURCE)] if share else []
+        return out

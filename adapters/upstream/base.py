@@ -95,3 +95,14 @@ def number(value: Any, what: str) -> float:
 
 def optional_number(value: Any) -> float | None:
     return None if value is None or isinstance(value, bool) or not isinstance(value, int | float) else float(value)
+
+
+def split(fields: dict[str, Any], children: dict[str, tuple[str, ...]]) -> dict[str, dict[str, Any]]:
+    """Field splitting: each child stream's share of one fetch's fields, for the children that got a value
+    (a child whose fields are all missing from the answer has no record, rather than a record of nulls)."""
+    out: dict[str, dict[str, Any]] = {}
+    for child, names in children.items():
+        share = {name: fields.get(name) for name in names}
+        if any(value is not None for value in share.values()):
+            out[child] = share
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ParseError
 from ..records import Record
-from .base import Point, UpstreamRequest, iso, load_json, optional_number
+from .base import Point, UpstreamRequest, iso, load_json, optional_number, split
 
 LICENSE = "CC-BY-4.0"
 ATTRIBUTION = "Weather data by Open-Meteo.com"
@@ -26,6 +26,15 @@ CURRENT_STREAM = "weather.current"
 GRID_TEMPERATURE = "weather.grid.temperature"
 GRID_WIND = "weather.grid.wind"
 GRID_PRECIPITATION = "weather.grid.precipitation"
+
+# Field splitting of the point fetch: each child stream sells a share of weather.current's fields.
+CURRENT_CHILDREN: dict[str, tuple[str, ...]] = {
+    "weather.temperature": ("temperature_c", "apparent_temperature_c"),
+    "weather.humidity": ("relative_humidity_pct",),
+    "weather.wind": ("wind_speed_kmh", "wind_direction_deg", "wind_gusts_kmh"),
+    "weather.precipitation": ("precipitation_mm",),
+    "weather.conditions": ("weather_code", "cloud_cover_pct"),
+}
 
 GRID_LATITUDES = (-60, -30, 0, 30, 60)
 GRID_LONGITUDES = tuple(range(-180, 180, 30))  # -180, -150, ..., 150
@@ -97,11 +106,23 @@ def _field(variable: str, value: Any) -> Any:
     return number
 
 
+def grid_fields(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One grid cell's values split into the grid streams (field splitting: one fetch, three streams)."""
+    return {
+        GRID_TEMPERATURE: {"temperature_c": _field("temperature_2m", values["temperature_2m"])},
+        GRID_WIND: {
+            "wind_speed_kmh": _field("wind_speed_10m", values["wind_speed_10m"]),
+            "wind_direction_deg": _field("wind_direction_10m", values["wind_direction_10m"]),
+        },
+        GRID_PRECIPITATION: {"precipitation_mm": _field("precipitation", values["precipitation"])},
+    }
+
+
 class OpenMeteoCurrent:
     name = "open-meteo.current"
     host = HOST
     point = True
-    streams = (CURRENT_STREAM,)
+    streams = (CURRENT_STREAM, *CURRENT_CHILDREN)
 
     def request(self, point: Point | None) -> UpstreamRequest:
         if point is None:
@@ -124,7 +145,12 @@ class OpenMeteoCurrent:
             raise ParseError("not an Open-Meteo forecast object")
         observed_at, lat, lon, values = current_location(document, CURRENT_VARIABLES)
         fields = {field: _field(variable, values[variable]) for variable, field, _ in CURRENT_VARIABLES}
-        return {CURRENT_STREAM: [Record(CURRENT_STREAM, observed_at, lat, lon, fields, SOURCE)]}
+        out = {CURRENT_STREAM: [Record(CURRENT_STREAM, observed_at, lat, lon, fields, SOURCE)]}
+        shares = split(fields, CURRENT_CHILDREN)
+        for child in CURRENT_CHILDREN:
+            share = shares.get(child)
+            out[child] = [Record(child, observed_at, lat, lon, share, SOURCE)] if share else []
+        return out
 
 
 class OpenMeteoGrid:
@@ -160,14 +186,6 @@ class OpenMeteoGrid:
         out: dict[str, list[Record]] = {stream: [] for stream in self.streams}
         for location in document:
             observed_at, lat, lon, values = current_location(location, GRID_VARIABLES)
-            split = {
-                GRID_TEMPERATURE: {"temperature_c": _field("temperature_2m", values["temperature_2m"])},
-                GRID_WIND: {
-                    "wind_speed_kmh": _field("wind_speed_10m", values["wind_speed_10m"]),
-                    "wind_direction_deg": _field("wind_direction_10m", values["wind_direction_10m"]),
-                },
-                GRID_PRECIPITATION: {"precipitation_mm": _field("precipitation", values["precipitation"])},
-            }
-            for stream, fields in split.items():
+            for stream, fields in grid_fields(values).items():
                 out[stream].append(Record(stream, observed_at, lat, lon, fields, SOURCE))
         return out
