@@ -226,9 +226,12 @@ def create_app(
         raise SettingsError("DATABASE_URL and REDIS_URL must be resolved before the app is built")
     if registry is None:
         try:
-            registry = Registry(sharing={k: Sharing(v) for k, v in settings.stream_sharing.items()})
+            intervals = settings.catalog.source_intervals
+            registry = Registry(
+                sharing={k: Sharing(v) for k, v in settings.stream_sharing.items()}, intervals=intervals
+            )
         except ValueError as exc:
-            raise SettingsError(f"WORLDGATE_STREAM_SHARING: {exc}") from None
+            raise SettingsError(f"WORLDGATE_STREAM_SHARING or WORLDGATE_SOURCE_INTERVALS: {exc}") from None
     base_registry = registry  # the settings' sharing; the operator's changes (in Postgres) apply over it
     adapters = adapters if adapters is not None else all_adapters()
     # replayed upstreams answer only where something was recorded: point reads elsewhere are refused unquoted
@@ -344,7 +347,11 @@ def create_app(
                 await live.open(redis, tier, hot)
                 stack.push_async_callback(live.close)  # after the scheduler stops, before Redis closes
             if settings.scheduler:
-                scheduler = Scheduler(tier, on_refresh=live.on_refresh if live is not None else None)
+                scheduler = Scheduler(
+                    tier,
+                    on_refresh=live.on_refresh if live is not None else None,
+                    grid_prewarm=settings.catalog.grid_prewarm,
+                )
                 scheduler.start()
                 stack.push_async_callback(scheduler.stop)
             services.pool, services.facilitator, services.tier, services.replay_url = (

@@ -37,6 +37,7 @@ class QueryParam:
     default: float | int | None = None
     pattern: str | None = None
     in_example: bool = True  # part of the route's example query (bbox is not: it excludes lat/lon)
+    enum: tuple[int, ...] | None = None  # the only values accepted (a grid's resolutions)
 
     def schema(self, *, full: bool = False) -> dict[str, Any]:
         """Its JSON Schema; `full` adds the default, the description and the example (OpenAPI), the
@@ -48,6 +49,8 @@ class QueryParam:
             schema["maximum"] = _compact(self.maximum)
         if self.pattern is not None:
             schema["pattern"] = self.pattern
+        if self.enum is not None:
+            schema["enum"] = list(self.enum)
         if full:
             if self.default is not None:
                 schema["default"] = _compact(self.default)
@@ -94,8 +97,20 @@ _MAX_AGE = QueryParam(
     minimum=MAX_AGE_S_MIN,
     maximum=MAX_AGE_S_MAX,
 )
+_RESOLUTION = QueryParam(
+    "resolution",
+    "integer",
+    "A finer global grid, in degrees: 2, 5, 10 or 20 (without it, the 30-degree grid). Priced by size: the "
+    "stream's price per started 100 cells the answer can hold (the grid's cells in bbox or radius, at most limit).",
+    10,
+    minimum=2,
+    maximum=20,
+    in_example=False,
+    enum=(2, 5, 10, 20),  # adapters/upstream/open_meteo_grids.py RESOLUTIONS
+)
 _AT_POINT = "; required: this stream is read at that point"
 STREAM_PARAMS = (_BBOX, LAT, LON, _RADIUS, _LIMIT, _MAX_AGE)
+GRID_STREAM_PARAMS = (*STREAM_PARAMS, _RESOLUTION)  # grid streams with finer grids (Stream.resolutions)
 POINT_STREAM_PARAMS = (  # bbox and radius_km are refused: the stream is read at one point
     replace(LAT, required=True, description=LAT.description[:-1] + _AT_POINT + "."),
     replace(LON, required=True, description=LON.description[:-1] + _AT_POINT + "."),

@@ -22,10 +22,12 @@ from adapters import Coverage, Registry, Sharing, Stream, live_coverage
 from adapters.history import recorded
 from adapters.live import live as has_live_feed
 from app.usecases.examples import stream_example, world_example
+from app.usecases.grid_pricing import grid_price
 from app.usecases.history_pricing import history_terms
 from app.usecases.history_queries import HistoryBounds
 from app.usecases.live_pricing import LiveTerms, live_terms
 from app.usecases.params import (
+    GRID_STREAM_PARAMS,
     POINT_STREAM_PARAMS,
     POINT_STREAM_REFUSED,
     STREAM_PARAMS,
@@ -216,6 +218,12 @@ def _stream_check(stream: Stream, coverage: Coverage) -> Callable[[Mapping[str, 
     return check
 
 
+def _stream_params(stream: Stream) -> tuple[QueryParam, ...]:
+    if stream.point:
+        return POINT_STREAM_PARAMS
+    return GRID_STREAM_PARAMS if stream.resolutions else STREAM_PARAMS
+
+
 def _world_check(coverage: Coverage) -> Callable[[Mapping[str, str]], Problem | None]:
     def check(params: Mapping[str, str]) -> Problem | None:
         parsed = world_query(params, coverage)
@@ -262,19 +270,22 @@ class Pricing:
                 amount, tier = tier_atomic[stream.price_tier], stream.price_tier
             else:
                 raise PricingError(f"stream {stream.id} has price tier {stream.price_tier!r}, which has no price")
+            description = f"{stream.name}: {stream.description}"
             self._add(
                 PaidRoute(
                     route=STREAM_ROUTE,
                     path=path,
                     stream=stream,
                     amount_atomic=amount,
-                    description=f"{stream.name}: {stream.description}",
+                    description=description,
                     offers=self._offers_for(amount),
                     check=_stream_check(stream, coverage),
                     price_tier=tier,
-                    params=POINT_STREAM_PARAMS if stream.point else STREAM_PARAMS,
+                    params=_stream_params(stream),
                     refused_params=POINT_STREAM_REFUSED if stream.point else (),
                     example=stream_example(stream),
+                    # finer grids are priced by the cells a read can answer (app/usecases/grid_pricing.py)
+                    price_for=grid_price(stream, amount, description, self.display) if stream.resolutions else None,
                 )
             )
             if history is not None and recorded(stream):

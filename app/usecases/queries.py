@@ -44,6 +44,20 @@ class StreamQuery:
     filters: Filters
     point: Point | None  # the location a per-point stream is read at
     max_age_s: float | None
+    resolution: int | None = None  # a grid stream's finer grid, in degrees (None: its default grid)
+
+
+def parse_resolution(stream: Stream, params: Mapping[str, str]) -> int | Problem | None:
+    """`resolution=` of a grid stream that has finer grids: one of them, in whole degrees."""
+    raw = params.get("resolution")
+    if raw is None:
+        return None
+    offered = ", ".join(map(str, stream.resolutions))
+    if not stream.resolutions:
+        return Problem(400, "invalid_query", f"{stream.id} has no finer grids: resolution does not apply")
+    if not (raw.isascii() and raw.isdigit()) or int(raw) not in stream.resolutions:
+        return Problem(400, "invalid_query", f"resolution must be one of {offered} (degrees)")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -78,7 +92,10 @@ def stream_query(
     except FilterError as exc:
         return Problem(400, "invalid_query", str(exc))
     if not stream.point:
-        return StreamQuery(filters, None, max_age_s)
+        resolution = parse_resolution(stream, params)
+        if isinstance(resolution, Problem):
+            return resolution
+        return StreamQuery(filters, None, max_age_s, resolution)
     if filters.center is None:
         return Problem(400, "invalid_query", f"{stream.id} is read at a point: give lat and lon")
     if filters.bbox is not None or "radius_km" in params:

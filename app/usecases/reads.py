@@ -142,6 +142,9 @@ class Reads:
             "license": stream.license,
             "attribution": stream.attribution,
             "url": STREAM_PREFIX + stream.id,
+            # field splitting: the fetch it shares with its siblings (one upstream call serves them all)
+            "parent": self.registry.parent(stream),
+            "resolutions_deg": list(stream.resolutions) or None,  # finer grids: `resolution=`, priced by cells
         }
 
     async def catalog_answer(self, category: str | None) -> Answer:
@@ -251,7 +254,8 @@ class Reads:
         tier = self.services.tier
         assert tier is not None
         try:
-            read = await tier.read(stream, point=query.point, max_age_s=query.max_age_s)
+            finer = {"resolution": query.resolution, "area": query.filters} if query.resolution is not None else {}
+            read = await tier.read(stream, point=query.point, max_age_s=query.max_age_s, **finer)
         except Unavailable as exc:
             return _unavailable(stream.id, exc.reason)
         except NoDataAtPoint as exc:
@@ -265,6 +269,7 @@ class Reads:
                 "stream": stream.id,
                 "name": stream.name,
                 "type": stream.type.value,
+                **({"resolution_deg": query.resolution} if query.resolution is not None else {}),
                 "source": self.source,
                 **_freshness_fields(read),
                 "count": len(records),

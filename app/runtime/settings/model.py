@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from adapters import Sharing
 from payments.networks import KNOWN_USDC, SOLANA_DEVNET, evm_chain_id
 
+from .catalog import CatalogSettings
 from .fields import From
 from .fields import Frozen as _Frozen
 from .history import HistorySettings
@@ -334,6 +335,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)  # refresh intervals, grids kept warm
     live: LiveSettings = Field(default_factory=LiveSettings)  # live feeds: window, prices, backpressure, caps
     production: ProductionSettings = Field(default_factory=ProductionSettings)  # access log, drain, traces
     # browser origins that may read answers (CORS): "*", or a list of origins; empty or "off": no CORS headers
