@@ -1,22 +1,22 @@
-"""Discovery for agents and tools: /.well-known/x402 (here), /openapi.json (openapi.py) and /llms.txt
-(llms_txt.py).
+"""Discovery for agents and tools: /.well-known/x402 (and .json), the bazaar's /discovery/resources and
+/discovery/search (discovery_resources.py builds all four), /openapi.json (openapi.py) and /llms.txt (llms_txt.py).
 
 Every document is built from the live pricing and registry (`services.pricing`, the `registry()`
 getter), never from a copy: an operator's sharing change swaps both, and the next request sees it.
 Each document is encoded once per (pricing, registry) pair and public base URL, and kept in a small
-LRU; a new pricing or registry object empties it. They are free routes: the gate prices only the
+LRU; a new pricing or registry object empties it. The bazaar's list and search are built per request from
+the resources listed once per (pricing, registry, base). They are free routes: the gate prices only the
 paths the pricing lists.
 
-What each one lists is what can be bought right now: the streams shared `ok`, and /v1/world. A
-stream in maintenance stays in the free catalog (/v1/streams) but is left out here until it is
-sold again; an unshared stream appears nowhere.
+What each one lists is what can be bought right now: the streams shared `ok`, /v1/world, and their
+history and live routes. A stream in maintenance stays in the free catalog (/v1/streams) but is left
+out here until it is sold again; an unshared stream appears nowhere.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -25,13 +25,24 @@ from starlette.routing import BaseRoute, Route
 
 from adapters import Registry
 from app.edge.base_url import public_base_url
+from app.edge.discovery_resources import (
+    RESOURCES_PATH,
+    SEARCH_PATH,
+    WELL_KNOWN_JSON_PATH,
+    Item,
+    bazaar_items,
+    list_page,
+    manifest,
+    search_page,
+)
 from app.edge.llms_txt import llms_txt
 from app.edge.openapi import openapi
 from app.runtime.settings import Settings
-from app.usecases.paths import LLMS_PATH, MCP_PATH, OPENAPI_PATH, WELL_KNOWN_PATH
+from app.usecases.paths import LLMS_PATH, OPENAPI_PATH, WELL_KNOWN_PATH
 from app.usecases.pricing import Pricing
+from app.usecases.queries import Problem
 from app.usecases.services import Services
-from payments import encode_json, to_builtins
+from payments import encode_json
 
 DOCUMENTS_MAX = 64  # distinct (document, base URL) pairs kept encoded
 _CACHE_CONTROL = "public, max-age=60"
@@ -39,61 +50,17 @@ _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
 
 
-# ---- /.well-known/x402 ----
-
-
-def well_known(pricing: Pricing, registry: Registry, base: str) -> dict[str, Any]:
-    """Every resource on sale with the exact offers and extensions of its 402, in the item shape of a
-    bazaar discovery listing (`GET /discovery/resources`: resource, type, x402Version, accepts, ...)."""
-    built = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    items = []
-    for paid in pricing.routes_on_sale():
-        required = pricing.payment_required(paid, base, None)
-        items.append(
-            {
-                "resource": base + paid.path,
-                "type": "http",
-                "method": "GET",
-                "x402Version": 2,
-                "description": paid.description,
-                "mimeType": paid.mime_type,
-                "accepts": [to_builtins(offer) for offer in required.accepts],
-                "extensions": required.extensions or {},
-                "lastUpdated": built,
-                "stream": paid.stream.id if paid.stream else None,
-                "category": paid.stream.category if paid.stream else "composite",
-                "price": pricing.price(paid),
-            }
-        )
-    return {
-        "x402Version": 2,
-        "description": "Every resource this gateway sells right now, with the offers and extensions its 402 carries. "
-        "Streams in maintenance are in the catalog but not here until they are sold again; unshared streams never "
-        "appear.",
-        "items": items,
-        "pagination": {"limit": len(items), "offset": 0, "total": len(items)},
-        "links": _links(base),
-    }
-
-
-def _links(base: str) -> dict[str, str]:
-    return {
-        "catalog": base + "/v1/streams",
-        "openapi": base + OPENAPI_PATH,
-        "llms": base + LLMS_PATH,
-        "mcp": base + MCP_PATH,
-        "x402": base + WELL_KNOWN_PATH,
-    }
-
-
 # ---- the routes ----
 
 Builder = Callable[[Pricing, Registry, str], bytes]
 _BUILDERS: dict[str, tuple[Builder, str]] = {
-    WELL_KNOWN_PATH: (lambda p, r, b: encode_json(well_known(p, r, b)), _JSON),
+    WELL_KNOWN_PATH: (lambda p, r, b: encode_json(manifest(p, b)), _JSON),
+    WELL_KNOWN_JSON_PATH: (lambda p, r, b: encode_json(manifest(p, b)), _JSON),
     OPENAPI_PATH: (lambda p, r, b: encode_json(openapi(p, r, b)), _JSON),
     LLMS_PATH: (lambda p, r, b: llms_txt(p, r, b).encode(), _TEXT),
 }
+Page = Callable[[list[Item], dict[str, str]], dict[str, Any] | Problem]
+_PAGES: dict[str, Page] = {RESOURCES_PATH: list_page, SEARCH_PATH: search_page}
 
 
 class Documents:
@@ -105,8 +72,9 @@ class Documents:
         self.public_url = public_url
         self._source: tuple[Pricing, Registry] | None = None
         self._encoded: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._items: OrderedDict[str, list[Item]] = OrderedDict()  # per base URL: the bazaar's listing
 
-    def document(self, path: str, base: str) -> bytes | None:
+    def _current(self) -> Pricing | None:
         pricing = self.services.pricing
         if pricing is None:
             return None
@@ -114,6 +82,26 @@ class Documents:
         if self._source is None or self._source[0] is not pricing or self._source[1] is not registry:
             self._source = (pricing, registry)  # a sharing change (or startup): rebuild everything
             self._encoded.clear()
+            self._items.clear()
+        return pricing
+
+    def items(self, base: str) -> list[Item] | None:
+        """Every paid resource on sale as a bazaar item, built once per (pricing, registry) and base URL."""
+        pricing = self._current()
+        if pricing is None:
+            return None
+        found = self._items.get(base)
+        if found is None:
+            found = self._items[base] = bazaar_items(pricing, base)
+            if len(self._items) > DOCUMENTS_MAX:
+                self._items.popitem(last=False)
+        return found
+
+    def document(self, path: str, base: str) -> bytes | None:
+        pricing = self._current()
+        if pricing is None:
+            return None
+        registry = self.registry()
         key = (path, base)
         encoded = self._encoded.get(key)
         if encoded is not None:
@@ -127,15 +115,33 @@ class Documents:
 
     async def serve(self, request: Request) -> Response:
         path = request.url.path
-        encoded = self.document(path, public_base_url(request.scope, self.public_url))
+        base = public_base_url(request.scope, self.public_url)
+        if path in _PAGES:
+            return self.page(path, base, dict(request.query_params))
+        encoded = self.document(path, base)
         if encoded is None:
-            body = encode_json({"error": "starting", "message": "the gateway is starting; try again shortly"})
-            return Response(body, 503, media_type=_JSON, headers={"cache-control": "no-store", "retry-after": "1"})
+            return _starting()
         headers = {"cache-control": _CACHE_CONTROL}  # CORS headers: app/edge/cors.py
         return Response(encoded, media_type=_BUILDERS[path][1], headers=headers)
+
+    def page(self, path: str, base: str, params: dict[str, str]) -> Response:
+        """A page of the bazaar's list or search: 400 for a malformed query, 503 while starting."""
+        items = self.items(base)
+        if items is None:
+            return _starting()
+        page = _PAGES[path](items, params)
+        if isinstance(page, Problem):
+            body = encode_json({"error": page.error, "message": page.message})
+            return Response(body, page.status, media_type=_JSON, headers={"cache-control": "no-store"})
+        return Response(encode_json(page), media_type=_JSON, headers={"cache-control": _CACHE_CONTROL})
+
+
+def _starting() -> Response:
+    body = encode_json({"error": "starting", "message": "the gateway is starting; try again shortly"})
+    return Response(body, 503, media_type=_JSON, headers={"cache-control": "no-store", "retry-after": "1"})
 
 
 def routes(services: Services, registry: Callable[[], Registry], settings: Settings) -> list[BaseRoute]:
     """The discovery routes; they read the live registry and prices, so sharing changes show at once."""
     documents = Documents(services, registry, settings.public_url)
-    return [Route(path, documents.serve, methods=["GET", "HEAD"]) for path in _BUILDERS]
+    return [Route(path, documents.serve, methods=["GET", "HEAD"]) for path in (*_BUILDERS, *_PAGES)]

@@ -12,6 +12,7 @@ from typing import Any
 from adapters import Registry
 from app import __version__
 from app.edge import openapi_ops
+from app.edge.discovery_resources import LIMIT_MAX, RESOURCES_PATH, SEARCH_PATH, WELL_KNOWN_JSON_PATH
 from app.edge.openapi_ops import ALWAYS
 from app.usecases.params import query_schema
 from app.usecases.paths import LLMS_PATH, OPENAPI_PATH, WELL_KNOWN_PATH
@@ -237,10 +238,12 @@ def _free_paths(registry: Registry) -> dict[str, Any]:
             operationId="attribution",
         ),
         WELL_KNOWN_PATH: _free_get(
-            "Paid resources (x402)",
-            "Every resource on sale with its full URL, description, mimeType, the offers (`accepts`) and "
-            "extensions its 402 carries, and x402Version 2.",
-            {"200": _json("The resources.", document)},
+            "Paid resources (x402 well-known)",
+            "The x402 well-known manifest (the proposal of x402-foundation/x402 PR #2979): x402Version 2, kind "
+            "resource-server, and every paid resource on sale (streams, /v1/world, history and live routes) with its "
+            "url, method, description, mimeType and the offers (`accepts`) its 402 makes. Also at "
+            "/.well-known/x402.json.",
+            {"200": _json("The manifest.", document)},
             operationId="x402Resources",
         ),
         OPENAPI_PATH: _free_get(
@@ -342,10 +345,69 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
     return operation
 
 
+def _discovery_paths(registry: Registry) -> dict[str, Any]:
+    """The x402 discovery routes beside /.well-known/x402: its .json twin and the bazaar's list and search."""
+    document = {"$ref": "#/components/schemas/Document"}
+
+    def query(name: str, description: str, schema: dict[str, Any], **more: Any) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "description": description, "schema": schema, **more}
+
+    limit = query("limit", "Items per page.", {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX, "default": 20})
+    filters = [
+        query("type", "Protocol type: http (every resource here).", {"type": "string", "enum": ["http"]}),
+        query(
+            "category",
+            "Only this category's resources.",
+            {"type": "string", "enum": [*sorted(registry.categories()), "composite"]},
+        ),
+        query("scheme", "Only resources with an offer in this x402 scheme.", {"type": "string"}),
+        query("network", "Only resources payable on this CAIP-2 network.", {"type": "string"}),
+        query("payTo", "Only resources paying this address.", {"type": "string"}),
+        query("extensions", "Only resources declaring this extension.", {"type": "string"}),
+    ]
+    bad = _problem("A malformed limit, offset, cursor or query (`invalid_query`).")
+    return {
+        WELL_KNOWN_JSON_PATH: _free_get(
+            "Paid resources (x402 well-known, .json)",
+            "The same manifest as /.well-known/x402.",
+            {"200": _json("The manifest.", document)},
+            operationId="x402ResourcesJson",
+        ),
+        RESOURCES_PATH: _free_get(
+            "Paid resources (bazaar)",
+            "Every paid resource on sale as the x402 bazaar lists it: `{x402Version, items, pagination: {limit, "
+            "offset, total}}`, each item with resource, type, x402Version, accepts, lastUpdated, description, "
+            "mimeType, serviceName, tags, extensions and metadata (method, route, stream, category, price).",
+            {"200": _json("A page of resources.", document), "400": bad},
+            operationId="discoveryResources",
+            parameters=[*filters, limit, query("offset", "Items to skip.", {"type": "integer", "minimum": 0})],
+        ),
+        SEARCH_PATH: _free_get(
+            "Search paid resources (bazaar)",
+            "Paid resources whose path, stream, name, description, category or tags hold every word of q, best "
+            "first: `{x402Version, resources, partialResults, pagination: {limit, cursor}}`.",
+            {"200": _json("The matching resources.", document), "400": bad},
+            operationId="discoverySearch",
+            parameters=[
+                query(
+                    "q",
+                    "Words to find (or `query`, as the bazaar client sends it).",
+                    {"type": "string", "minLength": 1, "maxLength": 100},
+                    example="earthquake",
+                ),
+                query("query", "The same as q.", {"type": "string", "minLength": 1, "maxLength": 100}),
+                *filters,
+                limit,
+                query("cursor", "The cursor of the previous page.", {"type": "string"}),
+            ],
+        ),
+    }
+
+
 def openapi(pricing: Pricing, registry: Registry, base: str) -> dict[str, Any]:
     """OpenAPI 3.1: the free routes, one path per paid resource on sale (its own price and rules), the admin API,
     /mcp and /metrics."""
-    paths = _free_paths(registry)
+    paths = {**_free_paths(registry), **_discovery_paths(registry)}
     for paid in pricing.routes_on_sale():
         paths[paid.path] = {"get": _operation(pricing, paid)}
     paths.update(openapi_ops.ops_paths())
