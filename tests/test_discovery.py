@@ -25,7 +25,7 @@ from openapi_spec_validator import validate as validate_openapi
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 from x402.extensions.payment_identifier import is_payment_identifier_required, validate_payment_identifier
 
-from adapters import STREAMS, Registry, Sharing
+from adapters import STREAMS, Point, Registry, Sharing, distance_km, recorded_points
 from app.edge.discovery import Documents
 from app.edge.gate import Services
 from app.runtime.settings import DEFAULT_PRICE_TIERS, Settings
@@ -40,7 +40,18 @@ WORLD = "/v1/world"
 POINT = {"lat": "40.42", "lon": "-3.7"}  # Madrid: recorded for weather and air quality
 HEADER_MAX = 4096  # tests/test_gate.py explains the bound
 BBOX_SAMPLE = "-10,35,30,60"
-FREE_ROUTES = ("/v1/health", "/v1/streams", "/v1/streams/search", "/v1/attribution", "/.well-known/x402", "/llms.txt")
+FREE_ROUTES = (
+    "/v1/health",
+    "/v1/streams",
+    "/v1/streams/search",
+    "/v1/attribution",
+    "/.well-known/x402",
+    "/.well-known/x402.json",
+    "/discovery/resources",
+    "/discovery/search",
+    "/llms.txt",
+)
+HISTORY_AND_LIVE = ("history", "at", "live", "live/ticket", "live/renew")
 
 
 def paid_paths(registry: Registry) -> list[str]:
@@ -48,9 +59,16 @@ def paid_paths(registry: Registry) -> list[str]:
 
 
 def minimal_query(path: str) -> dict[str, str]:
-    """Enough for a 402: point streams and /v1/world need lat and lon."""
-    point_ids = {s.id for s in STREAMS if s.point}
-    return dict(POINT) if path == WORLD or path.rsplit("/", 1)[-1] in point_ids else {}
+    """Enough for a 402: point streams and /v1/world need lat and lon (a stream with no recording near Madrid, at
+    its first recorded point: upstreams are replayed)."""
+    stream = next((s for s in STREAMS if s.point and path == f"/v1/streams/{s.id}"), None)
+    if stream is None:
+        return dict(POINT) if path == WORLD else {}
+    recorded = recorded_points(stream.id) or []
+    madrid = Point(float(POINT["lat"]), float(POINT["lon"]))
+    if any(distance_km(madrid.lat, madrid.lon, r.lat, r.lon) <= (stream.point_within_km or 0) for r in recorded):
+        return dict(POINT)
+    return {"lat": f"{recorded[0].lat:.4f}", "lon": f"{recorded[0].lon:.4f}"}
 
 
 async def quote(client: httpx.AsyncClient, path: str) -> tuple[httpx.Response, dict[str, Any]]:
@@ -157,7 +175,7 @@ async def test_declared_query_parameters_are_what_the_route_accepts(client: http
             if answer.status_code == 400:
                 assert answer.json()["error"] == "invalid_query" and "payment-required" not in answer.headers
             checked += 1
-        point = path == WORLD or path.endswith(("weather.current", "air.quality"))
+        point = path == WORLD or any(s.point and path.endswith("/" + s.id) for s in STREAMS)
         assert (set(schema.get("required", [])) == {"lat", "lon"}) is point, path
     assert checked > 300
 
@@ -253,23 +271,32 @@ async def test_a_refusal_keeps_its_extensions_in_the_header_and_no_example_data_
 
 
 async def check_well_known(client: httpx.AsyncClient, base: str, registry: Registry) -> dict[str, Any]:
+    """/.well-known/x402 (and .json) in the shape of the x402 well-known proposal: every paid resource on sale, the
+    streams in registry order then /v1/world, then their history and live routes, each with the offers its 402 makes."""
     answer = await client.get("/.well-known/x402")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/json")
+    twin = await client.get("/.well-known/x402.json")
     document = answer.json()
-    assert document["x402Version"] == 2
+    assert twin.status_code == 200 and {**twin.json(), "updated": None} == {**document, "updated": None}
+    assert document["x402Version"] == 2 and document["kind"] == "resource-server" and document["name"]
     sold = [p for p in paid_paths(registry) if p == WORLD or registry.get(p.rsplit("/", 1)[-1]).sharing == "ok"]
-    listed = {item["resource"]: item for item in document["items"]}
-    assert list(listed) == [base + p for p in sold]  # exactly what is on sale, in registry order, then the world
-    assert document["pagination"]["total"] == len(sold)
-    for path in sold:
+    urls = [item["url"] for item in document["resources"]]
+    assert urls[: len(sold)] == [base + p for p in sold]  # the data routes first, in registry order, then the world
+    assert len(urls) == len(set(urls))
+    rest = {u.removeprefix(base) for u in urls[len(sold) :]}
+    on_sale = {s.id for s in registry.all() if s.sharing == "ok"}
+    assert rest and all(p.split("/")[3] in on_sale and p.split("/", 4)[4] in HISTORY_AND_LIVE for p in rest), rest
+    for item in document["resources"]:
+        # a complete payment description: a partial one would be read as a bare pointer
+        assert {"url", "method", "description", "mimeType", "accepts"} <= set(item) and item["method"] == "GET"
+    listed = {item["url"]: item for item in document["resources"]}
+    for path in [*sold[:3], WORLD, next(p for p in sorted(rest) if p.endswith("/live"))]:  # /live takes no query
         item = listed[base + path]
         _answer, required = await quote(client, path)
         assert item["accepts"] == required["accepts"]  # the very offers the 402 makes
-        assert item["extensions"] == required["extensions"]
         assert item["description"] == required["resource"]["description"]
-        assert item["mimeType"] == required["resource"]["mimeType"] == "application/json"
-        assert item["type"] == "http" and item["method"] == "GET" and item["x402Version"] == 2
-        assert item["price"]["amount_atomic"] == required["accepts"][0]["amount"]
+        assert item["mimeType"] == required["resource"]["mimeType"]
+    assert document["discovery"] == {"resources": base + "/discovery/resources", "search": base + "/discovery/search"}
     return document
 
 
@@ -304,9 +331,13 @@ async def test_sharing_shapes_every_document_and_public_url_their_links(settings
     with running_gateway(changed) as gateway:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
             document = await check_well_known(client, public, registry)
-            resources = {item["resource"] for item in document["items"]}
+            resources = {item["url"] for item in document["resources"]}
             assert public + "/v1/streams/iss.position" not in resources  # not shared: nowhere
             assert public + "/v1/streams/space.kp" not in resources  # maintenance: not for sale now
+            bazaar = (await client.get("/discovery/resources", params={"limit": 100, "category": "space"})).json()
+            listed = {item["metadata"]["stream"] for item in bazaar["items"]}
+            assert listed and not listed & {"space.kp", "iss.position"}  # nor its history or live routes
+            assert {u for u in resources if "/space.kp" in u or "/iss.position" in u} == set()
             catalog = {s["id"] for s in (await client.get("/v1/streams")).json()["streams"]}
             assert "space.kp" in catalog and "iss.position" not in catalog
 
@@ -319,13 +350,13 @@ async def test_sharing_shapes_every_document_and_public_url_their_links(settings
             try:
                 await share(client, "static.volcanoes", "not_shared")
                 hidden = await client.get("/.well-known/x402")
-                assert public + "/v1/streams/static.volcanoes" not in {i["resource"] for i in hidden.json()["items"]}
+                assert public + "/v1/streams/static.volcanoes" not in {i["url"] for i in hidden.json()["resources"]}
                 assert "/v1/streams/static.volcanoes" not in (await client.get("/openapi.json")).json()["paths"]
                 assert "static.volcanoes" not in (await client.get("/llms.txt")).text
             finally:
                 await share(client, "static.volcanoes", "ok")
             shown = await client.get("/.well-known/x402")
-            assert public + "/v1/streams/static.volcanoes" in {i["resource"] for i in shown.json()["items"]}
+            assert public + "/v1/streams/static.volcanoes" in {i["url"] for i in shown.json()["resources"]}
 
 
 # ---- /openapi.json ----
@@ -427,9 +458,9 @@ def test_documents_are_cached_until_the_pricing_or_registry_changes() -> None:
     current["registry"] = hidden
     rebuilt = documents.document("/.well-known/x402", "http://a")
     assert rebuilt is not first
-    items = json.loads(rebuilt or b"")["items"]
-    assert "http://a/v1/streams/static.capitals" not in {i["resource"] for i in items}
-    assert items[-1]["accepts"][0]["amount"] == "50000"
+    items = json.loads(rebuilt or b"")["resources"]
+    assert "http://a/v1/streams/static.capitals" not in {i["url"] for i in items}
+    assert next(i for i in items if i["url"] == "http://a/v1/world")["accepts"][0]["amount"] == "50000"
     assert b"$0.05 (50000 atomic units)" in (documents.document("/llms.txt", "http://a") or b"")
     services.pricing = None
     assert documents.document("/openapi.json", "http://a") is None  # not started: the route answers 503
