@@ -46,6 +46,7 @@ from app.edge import discovery
 from app.edge.abuse import AbuseGuard, CappedHttpToolsProtocol, ClientAddress
 from app.edge.access_log import AccessLog
 from app.edge.admin import dashboard
+from app.edge.admin.address_guard import AddressGuard
 from app.edge.admin.api import AdminApi
 from app.edge.admin.auth import AdminAuth
 from app.edge.admin.history import HistoryAdminApi
@@ -65,7 +66,7 @@ from app.runtime import metrics
 from app.runtime.metrics import MetricsEndpoint, RequestMetrics
 from app.runtime.settings import SETTINGS_JSON_VAR, Settings, SettingsError, load_settings, settings_from_json
 from app.runtime.tracing import Tracing
-from app.usecases import batch_setup
+from app.usecases import batch_setup, holders
 from app.usecases.controls import Controls
 from app.usecases.history_queries import HistoryBounds
 from app.usecases.history_reads import HistoryReads
@@ -303,6 +304,7 @@ def create_app(
                 stack.push_async_callback(tracing.shutdown)  # last: the spans of everything that closes before
             pool = await ledger.create_pool(settings.database_url)
             stack.push_async_callback(pool.close)
+            stack.push_async_callback(holders.retire, pool)  # after the drain: this process's claim lease ends
             redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
             stack.push_async_callback(redis.aclose)
             facilitator = await build_facilitator(settings, pool)
@@ -433,6 +435,10 @@ def create_app(
         app.add_middleware(AccessLog, every=settings.production.access_log_every, services=services)
     if tracing is not None:
         app.add_middleware(tracing.requests)
+    # Banned addresses, as the forwarded client address says (inside ProxyHeaders): refused before anything counts.
+    app.add_middleware(
+        AddressGuard, banned=lambda host: admin.controls is not None and admin.controls.address_banned(host)
+    )
     app.add_middleware(ProxyHeaders, trusted=settings.limits.trusted_proxies)  # outermost: the client, once
     app.state.settings = settings
     app.state.services = services

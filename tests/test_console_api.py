@@ -207,13 +207,22 @@ async def test_bans_with_an_expiry_and_every_change_in_the_audit_log(
         {"payer": payer},
     ):
         assert (await call(site, "POST", "/admin/api/bans", json=wrong)).status_code == 400, wrong
-    # this gateway's middleware has no AddressGuard (app/wiring.py): an address ban would not bind, so it is refused
-    unenforced = await call(site, "POST", "/admin/api/bans", json={"address": "203.0.113.7", "reason": "abuse"})
-    assert unenforced.status_code == 409 and unenforced.json()["error"] == "address_bans_not_enforced"
+    # an address ban binds at once, before anything else reads the request; the admin pages stay open to lift it
+    assert (await site.get("/v1/streams")).status_code == 200
+    banned = await call(site, "POST", "/admin/api/bans", json={"address": "127.0.0.0/8", "reason": "abuse"})
+    assert banned.status_code == 201 and banned.json()["address"] == "127.0.0.0/8", banned.text
+    refused = await site.get("/v1/streams")
+    assert refused.status_code == 403 and refused.json()["error"] == "address_banned"
+    listed = (await call(site, "GET", "/admin/api/bans")).json()
+    assert listed["addresses_enforced"] is True and [a["address"] for a in listed["address_bans"]] == ["127.0.0.0/8"]
+    assert (await call(site, "DELETE", "/admin/api/bans/127.0.0.0/8")).status_code == 200
+    assert (await site.get("/v1/streams")).status_code == 200
 
     await share(site, "static.volcanoes", "maintenance")
     await share(site, "static.volcanoes", "ok")
-    bans = await audit(site, "ban.")
+    bans = [e for e in await audit(site, "ban.") if e["target"] == payer.lower()]
+    addressed = [(e["action"], e["target"]) for e in await audit(site, "ban.") if e["target"] == "127.0.0.0/8"]
+    assert addressed == [("ban.remove", "127.0.0.0/8"), ("ban.add", "127.0.0.0/8")]
     assert [(e["action"], e["target"], e["actor"]) for e in bans[:2]] == [
         ("ban.remove", payer.lower(), "ops@test"),
         ("ban.add", payer.lower(), "ops@test"),

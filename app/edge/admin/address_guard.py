@@ -19,9 +19,12 @@ class AddressGuard:
         self.banned = banned  # the controls' address_banned, as this worker last loaded the bans
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith("/admin"):
+        if scope["type"] in ("http", "websocket") and not scope["path"].startswith("/admin"):
             client = scope.get("client")
             if client and self.banned(str(client[0])):
+                if scope["type"] == "websocket":  # closed before the handshake: the server answers 403
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
                 await send({"type": "http.response.start", "status": 403, "headers": HEADERS})
                 await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else BODY})
                 return
