@@ -98,6 +98,19 @@ async def instance(pool: Any) -> int:
     return known.id
 
 
+async def retire(pool: Any) -> None:
+    """At shutdown, once the requests have drained: stop this process's heartbeat and retire its lease, so that
+    a claim it somehow left open is known dead at once (by a retry on another replica) rather than when the
+    lease lapses."""
+    known = _INSTANCES.pop(id(pool), None)
+    if known is None or known.pool is not pool:
+        return
+    if known.task is not None:
+        known.task.cancel()
+    with contextlib.suppress(ledger.LedgerError):
+        await leases.retire(pool, known.id)
+
+
 async def _heartbeat(known: _Instance) -> None:
     """Renew the lease until the pool closes; a ledger outage only delays it (the lease may lapse meanwhile,
     and a retry elsewhere may then take this process's claims over: their writes here are then refused)."""

@@ -67,8 +67,7 @@ def readers(facilitator: Any) -> dict[str, ChainAuditor]:
     if not isinstance(facilitator, LocalFacilitator):
         return {}
     found: dict[str, ChainAuditor] = {}
-    # LocalFacilitator keeps its schemes by (scheme, network); it has no public view of them yet.
-    for scheme in getattr(facilitator, "_schemes", {}).values():
+    for scheme in facilitator.schemes:
         if isinstance(scheme, ExactEvmScheme):
             found[scheme.network] = EvmAuditor(scheme.rpc, scheme.network)
         elif isinstance(scheme, ExactSvmScheme):

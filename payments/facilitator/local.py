@@ -37,6 +37,11 @@ class LocalFacilitator:
         self._schemes = {(s.scheme, s.network): s for s in schemes}
         self._rpcs = rpcs or []
 
+    @property
+    def schemes(self) -> tuple[Scheme, ...]:
+        """The schemes this facilitator verifies and settles with (a retry's chain readers use their nodes)."""
+        return tuple(self._schemes.values())
+
     async def authenticate(
         self, payload: PaymentPayload, requirements: PaymentRequirements, inspection: Inspection
     ) -> Refusal | None:
