@@ -389,7 +389,7 @@ async def test_openapi_validates_and_states_the_prices_of_the_402s(client: httpx
         assert [n["network"] for n in operation["x-402-networks"]] == [o["network"] for o in required["accepts"]]
         assert [n["payTo"] for n in operation["x-402-networks"]] == [o["payTo"] for o in required["accepts"]]
         assert operation["security"] == [{"x402": []}]
-        assert set(operation["responses"]) == {"200", "400", "402", "403", "404", "409", "503"}
+        assert set(operation["responses"]) == {"200", "400", "402", "403", "404", "405", "409", "413", "429", "431", "503"}
         assert "PAYMENT-REQUIRED" in operation["responses"]["402"]["headers"]
         # the parameters are the ones the 402 declares, with the same bounds and required flags
         declared = query_schema_of(required)

@@ -339,7 +339,7 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
                 "No data within max_age, the stream is in maintenance, or payments cannot be recorded; "
                 "nothing was charged."
             ),
-            # 405, 413, 429 and 431 (components/responses) are left out here: tests/test_discovery.py pins this set
+            **ALWAYS,  # 405, 413, 429 (Retry-After) and 431: before the gate, as on every route
         },
     }
     return operation
