@@ -1,8 +1,10 @@
 """/openapi.json: OpenAPI 3.1 of the API, built from the live pricing and registry.
 
 The free routes, one path per paid resource on sale with its own price, networks, query parameters and
-example answer, and (app/edge/openapi_ops.py) the admin API, /mcp and /metrics; every operation lists the
-answers any route may give before its handler (405, 413, 429, 431). app/edge/discovery.py serves and caches it.
+example answer, the time machine's and live feeds' routes (app/edge/openapi_timed.py), the HTML pages
+(app/edge/openapi_pages.py), and (app/edge/openapi_ops.py) the admin API, /mcp and /metrics; every operation
+lists the answers any route may give before its handler (405, 413, 429, 431). app/edge/discovery.py serves and
+caches it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from adapters import Registry
 from app import __version__
-from app.edge import openapi_ops
+from app.edge import openapi_ops, openapi_pages, openapi_timed, openapi_timed_schemas
 from app.edge.discovery_resources import LIMIT_MAX, RESOURCES_PATH, SEARCH_PATH, WELL_KNOWN_JSON_PATH
 from app.edge.openapi_ops import ALWAYS
 from app.usecases.params import query_schema
@@ -157,6 +159,7 @@ def _components(pricing: Pricing) -> dict[str, Any]:
             "PaymentRequirements": requirements,
             "PaymentRequired": payment_required,
             "Document": {"type": "object"},
+            **openapi_timed_schemas.SCHEMAS,
         },
         "headers": {
             _PAYMENT_REQUIRED_HEADER: {
@@ -199,6 +202,12 @@ def _free_paths(registry: Registry) -> dict[str, Any]:
             "last error and circuit; live or replayed upstreams.",
             {"200": _json("Healthy.", document), "503": _json("The database is down.", document)},
             operationId="health",
+        ),
+        "/v1/health/live": _free_get(
+            "Liveness",
+            '`{"status": "alive"}`, touching neither the database nor the network: for liveness probes.',
+            {"200": _json("Alive.", document)},
+            operationId="liveness",
         ),
         "/v1/streams": _free_get(
             "Catalog",
@@ -272,6 +281,13 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
         if stream is not None
         else "lat and lon are required; bbox is refused."
     )
+    if stream is not None and stream.resolutions:
+        rules += (
+            f"\n\n**Finer grids:** resolution={', '.join(map(str, stream.resolutions))} (degrees) reads a finer "
+            "global grid, priced by size: the price above per started 100 cells the answer can hold (the grid's cells "
+            "in bbox or radius_km, at most limit); the 402 states the total. Without it: the 30-degree grid, at the "
+            "price above."
+        )
     description = (
         f"{paid.description}\n\n**Price:** {price['usd']} per request: {price['amount_atomic']} atomic units of "
         f"{ASSET_SYMBOL} ({price['decimals']} decimals), payable on {networks}.\n\n"
@@ -405,21 +421,26 @@ def _discovery_paths(registry: Registry) -> dict[str, Any]:
 
 
 def openapi(pricing: Pricing, registry: Registry, base: str) -> dict[str, Any]:
-    """OpenAPI 3.1: the free routes, one path per paid resource on sale (its own price and rules), the admin API,
-    /mcp and /metrics."""
+    """OpenAPI 3.1: the free routes, one path per paid resource on sale (its own price and rules), history and live
+    routes, the HTML pages, the admin API, /mcp and /metrics."""
     paths = {**_free_paths(registry), **_discovery_paths(registry)}
     for paid in pricing.routes_on_sale():
         paths[paid.path] = {"get": _operation(pricing, paid)}
+    paths.update(openapi_timed.timed_paths(pricing, registry, _operation))
+    paths.update(openapi_pages.page_paths())
     paths.update(openapi_ops.ops_paths())
     paths.update(openapi_ops.admin_paths())
     tags = [{"name": "free", "description": "No payment."}]
     tags += [{"name": c, "description": f"Paid: {c} streams."} for c in sorted(registry.categories())]
     tags.append({"name": "composite", "description": "Paid: several streams in one answer."})
+    tags.append({"name": "history", "description": "The time machine: recorded snapshots (paid), coverage (free)."})
+    tags.append({"name": "live", "description": "Live feeds: SSE or WebSocket, paid per window."})
     tags.append({"name": "mcp", "description": "The same reads and sales as MCP tools."})
     tags.append({"name": "ops", "description": "For the operator's monitoring."})
     tags.append(
         {"name": "admin", "description": "The operator's API: an admin token (JWT) or the dashboard's session."}
     )
+    tags.append({"name": "dashboard", "description": "The operator's HTML dashboard."})
     return {
         "openapi": "3.1.0",
         "info": {
@@ -430,7 +451,8 @@ def openapi(pricing: Pricing, registry: Registry, base: str) -> dict[str, Any]:
             "v2 quote; pay in USDC on "
             + " or ".join(network_name(t.network) for t in pricing.terms)
             + f" and retry with PAYMENT-SIGNATURE. Paid operations state their price in `x-402-price` and the "
-            f"networks in `x-402-networks`. How to pay, step by step: {base}{LLMS_PATH}, and the README section "
+            "networks in `x-402-networks` (a live feed's price buys one window; a history range is priced by what it "
+            f"asks, as `x-402-pricing` says). How to pay, step by step: {base}{LLMS_PATH}, and the README section "
             '"Try it as a new user". Streams in maintenance are in the catalog but not listed here until they are '
             "sold again.",
         },
