@@ -256,6 +256,42 @@ async def test_a_paid_get_world_state_returns_the_combined_picture(
     assert row["state"] == "settled" and row["resource"] == "/v1/world" and row["stream"] is None
 
 
+async def test_a_finer_grid_over_mcp_is_quoted_and_sold_as_over_http(
+    gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    """`resolution` on get_stream: the same rules and the same price by size as GET /v1/streams/{id}?resolution=."""
+    grid = "weather.grid.temperature"
+    query = {"resolution": 2, "bbox": "-10,35,30,60", "limit": 1000}  # 260 cells of the 2-degree grid: 3 units
+    key = new_payer(devnet)
+    async with connected(gateway) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+        base = await quote(client, "get_stream", {"id": grid})
+        required = await quote(client, "get_stream", {"id": grid, **query})
+        refused = await client.call_tool("get_stream", {"id": grid, "resolution": 3})
+        elsewhere = await client.call_tool("get_stream", {"id": QUAKES, "resolution": 10})
+        served = await client.call_tool(
+            "get_stream", {"id": grid, **query}, meta={PAYMENT: payment(key, devnet, evm_offer(required))}
+        )
+
+    resolution = listed["get_stream"].input_schema["properties"]["resolution"]
+    assert resolution["type"] == "integer" and resolution["enum"] == [2, 5, 10, 20]
+    http = unb64((await gateway.get(f"/v1/streams/{grid}", params=query)).headers["payment-required"])
+    assert required["accepts"] == http["accepts"]  # the same offers, at the same price, as the HTTP 402
+    assert required["resource"]["description"] == http["resource"]["description"]
+    assert "up to 260 cells" in required["resource"]["description"]
+    price = int(evm_offer(base)["amount"])
+    assert int(evm_offer(required)["amount"]) == 3 * price
+    http_refused = (await gateway.get(f"/v1/streams/{grid}", params={"resolution": "3"})).json()
+    assert refused.is_error and refused.structured_content == http_refused  # refused before any quote
+    http_elsewhere = (await gateway.get(f"/v1/streams/{QUAKES}", params={"resolution": "10"})).json()
+    assert elsewhere.is_error and elsewhere.structured_content == http_elsewhere
+    assert not served.is_error, served
+    assert served.structured_content["resolution_deg"] == 2 and served.structured_content["count"] >= 3
+    assert usdc_balance(devnet, Account.from_key(key).address) == FUNDED - 3 * price
+    [row] = await rows_of(pool, key)
+    assert row["state"] == "settled" and int(row["amount_atomic"]) == 3 * price
+
+
 @pytest.mark.parametrize(
     "garbage",
     ["garbage", "eyJ4NDAyVmVyc2lvbiI6Mn0=", {"x402Version": 2, "accepted": "nope", "payload": {}}, {"hello": 1}],

@@ -1,7 +1,9 @@
-"""The MCP server at /mcp (streamable HTTP, stateless): the API as six tools, the paid ones sold by the checkout.
+"""The MCP server at /mcp (streamable HTTP, stateless): the API as tools, the paid ones sold by the checkout.
 
 Free: `list_streams`, `search_streams`, `attribution`, `health`. Paid: `get_stream` (as GET /v1/streams/{id}, at
-that stream's price) and `get_world_state` (as GET /v1/world). Each tool calls the read its HTTP handler
+that stream's price, or by size at a finer grid's `resolution`) and `get_world_state` (as GET /v1/world). The
+time machine adds `get_history` (paid) and `get_coverage` (free): app/mcp/history_tools.py. Live feeds (SSE,
+WebSocket) are HTTP only. Each tool calls the read its HTTP handler
 calls (app/usecases/reads.py) and returns that document as `structuredContent` and, as JSON text, in
 `content[0]`; a document HTTP would send with a status of 400 or more is a tool error (`isError: true`).
 
@@ -55,7 +57,7 @@ from app.usecases import binding
 from app.usecases.checkout import Checkout
 from app.usecases.history_reads import HistoryReads
 from app.usecases.outcomes import Delivered, Refused, Served, Unavailable, Verified
-from app.usecases.params import STREAM_PARAMS, WORLD_PARAMS, QueryParam, did_you_mean
+from app.usecases.params import GRID_STREAM_PARAMS, WORLD_PARAMS, QueryParam, did_you_mean
 from app.usecases.paths import MCP_PATH, STREAM_PREFIX, WORLD_PATH
 from app.usecases.pricing import PaidRoute
 from app.usecases.queries import Problem
@@ -78,6 +80,11 @@ INSTRUCTIONS = (
     'payment they answer isError with an x402 PaymentRequired; call again with params._meta["x402/payment"] = '
     "an x402 v2 PaymentPayload for one of its `accepts`. Nothing is charged unless the data is delivered."
 )
+HISTORY_INSTRUCTIONS = (
+    " The time machine: get_coverage (free) says what a stream has recorded; get_history (paid the same way) sells "
+    "a range of it, priced by the range asked (the PaymentRequired states the total)."
+)
+LIVE_INSTRUCTIONS = " Live feeds, where offered (Server-Sent Events, WebSocket), are HTTP only: see /llms.txt."
 
 
 # ---- the tools' input schemas (the rules themselves are app/usecases/queries.py's, applied to every call) ----
@@ -99,11 +106,16 @@ def _arguments(params: tuple[QueryParam, ...], path_params: dict[str, Any] | Non
 
 
 _AT_A_POINT = "; point streams (weather.current, air.quality) need it and are read there."
+_GRIDS_ONLY = "Grid streams with finer grids only (list_streams: `resolutions_deg`); elsewhere refused. "
 WORLD_SCHEMA = _arguments(WORLD_PARAMS)
 STREAM_SCHEMA = _arguments(
     tuple(
-        replace(p, description=p.description[:-1] + _AT_A_POINT) if p.name in ("lat", "lon") else p
-        for p in STREAM_PARAMS
+        replace(p, description=p.description[:-1] + _AT_A_POINT)
+        if p.name in ("lat", "lon")
+        else replace(p, description=_GRIDS_ONLY + p.description)
+        if p.name == "resolution"
+        else p
+        for p in GRID_STREAM_PARAMS  # the union: each stream's own rules refuse what it does not take, as HTTP's
     ),
     {"id": {"type": "string", "minLength": 1, "description": "The stream's id, e.g. quakes.usgs (list_streams)."}},
 )
@@ -253,7 +265,9 @@ class McpServer:
                     "Read a stream",
                     "Paid at the stream's price (list_streams), like GET /v1/streams/{id}: its records within "
                     "bbox or radius_km of lat/lon (point streams are read at lat/lon), with fetched_at, "
-                    "age_seconds, stale and freshness.",
+                    "age_seconds, stale and freshness. On a grid stream, `resolution` (2, 5, 10 or 20 degrees) "
+                    "reads a finer grid, priced by size as over HTTP: the stream's price per started 100 cells the "
+                    "answer can hold; the PaymentRequired states the total.",
                     STREAM_SCHEMA,
                     self._stream,
                     paid=True,
@@ -289,7 +303,7 @@ class McpServer:
             "worldgate",
             version=__version__,
             title="worldgate",
-            instructions=INSTRUCTIONS,
+            instructions=INSTRUCTIONS + (HISTORY_INSTRUCTIONS if history is not None else "") + LIVE_INSTRUCTIONS,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
         )
