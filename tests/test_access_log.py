@@ -117,7 +117,7 @@ def test_without_an_endpoint_no_tracing_code_is_on_the_path(settings: Settings) 
     assert settings.production.otlp_endpoint is None and Tracing.from_endpoint(None) is None
     app = create_app(settings)
     names = [getattr(m.cls, "__qualname__", repr(m.cls)) for m in app.user_middleware]
-    assert names == ["ProxyHeaders", "AccessLog", "RequestMetrics", "Cors", "AbuseGuard", "PaymentGate"]
+    assert names == ["ProxyHeaders", "AddressGuard", "AccessLog", "RequestMetrics", "Cors", "AbuseGuard", "PaymentGate"]
 
 
 async def test_a_paid_request_is_traced_verify_claim_handler_settle(
