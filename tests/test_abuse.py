@@ -456,14 +456,14 @@ async def test_without_redis_the_limits_hold_per_worker_and_nothing_fails(
             answers = [await cut.get(CAPITALS, headers=xff(client)) for _ in range(4)]
             assert [a.status_code for a in answers[:3]] == [402] * 3
             assert_rate_limited(answers[3])
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 20  # a sync every second; a loaded machine may take a few
             while limiter.shared:  # the next sync finds Redis gone
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
             proxy.up()
             answers.append(await cut.get("/v1/streams", headers=xff(client)))
             while not limiter.shared:  # back: the counts kept during the outage are added to Redis
-                assert time.monotonic() < deadline + 5
+                assert time.monotonic() < deadline + 20
                 await asyncio.sleep(0.05)
         window = int(time.time() // HOUR)
         store = aioredis.from_url(redis_url)

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -326,3 +327,37 @@ async def test_the_curl_flow(gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.
     assert usdc_balance(devnet, payer) == before - PRICE
     [row] = await payments_of(pool, payer)
     assert row["state"] == "settled" and row["tx_hash"] == receipt["transaction"] and row["amount_atomic"] == PRICE
+
+
+async def test_pay_for_a_live_feed_prints_its_events_as_they_come(
+    gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """An event stream is printed as it arrives (the receipt first), not read whole: a live feed never ends."""
+    key = new_payer(devnet)
+    command = [sys.executable, "-m", "app", "pay", "--key-file", key_file(tmp_path, key)]
+    command.append(gateway.url + "/v1/streams/iss.position/live")
+
+    def first_frame() -> list[str]:
+        with subprocess.Popen(command, cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE, text=True) as child:
+            assert child.stdout is not None
+            deadline = threading.Timer(120, child.kill)  # a stream that never frames ends the read, not the suite
+            deadline.start()
+            lines: list[str] = []
+            try:
+                for line in child.stdout:
+                    lines.append(line.rstrip("\n"))
+                    if line.startswith("data: ") and "event: frame" in lines[-3:-1]:
+                        return lines
+            finally:
+                deadline.cancel()
+                child.kill()
+            return lines
+
+    lines = await asyncio.to_thread(first_frame)
+    assert lines[0] == "HTTP 200 OK", lines
+    assert receipt_of("\n".join(lines))["success"] is True
+    assert "event: window" in lines and "event: frame" in lines, lines
+    frame = json.loads(lines[-1].removeprefix("data: "))
+    assert frame["stream"] == "iss.position" and frame["feed_status"] == "ok" and frame["records"]
+    [row] = await payments_of(pool, Account.from_key(key).address)
+    assert row["state"] == "settled" and row["route"].endswith("/live")

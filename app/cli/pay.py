@@ -43,7 +43,8 @@ from payments.codec import PAYMENT_REQUIRED_HEADER, PaymentRequired, PaymentRequ
 
 __all__ = ["DEFAULT_CAP", "KEY_ENV", "PAY_EPILOG", "RPC_ENV", "cmd_pay", "cmd_quote", "parse_cap", "report_paid"]
 
-PAID_TIMEOUT_S = 120.0  # the gateway settles on chain before it answers
+PAID_TIMEOUT_S = 120.0  # the gateway settles on chain before it answers (a stream: between reads; heartbeats 15 s)
+EVENT_STREAM = "text/event-stream"
 
 
 # --- quote --------------------------------------------------------------------------------------
@@ -128,14 +129,27 @@ def prepare(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[httpx.Res
     return response, sign(payer, offer, rpc_url)
 
 
-def send_paid(url: str, header: str) -> httpx.Response:
-    """The paid request. Once it is sent the payment may settle, so a lost answer is not 'nothing was paid'."""
+def send_paid(url: str, header: str) -> int:
+    """The paid request, reported. An event stream (a live feed) is printed as its events arrive, until the server
+    ends it or the user interrupts; any other answer once read whole. Once the request is sent the payment may
+    settle, so a lost answer is not 'nothing was paid'."""
+    headers = {"PAYMENT-SIGNATURE": header, "Accept": f"{EVENT_STREAM}, application/json;q=0.9, */*;q=0.8"}
     try:
-        return fetch(url, {"PAYMENT-SIGNATURE": header}, timeout_s=PAID_TIMEOUT_S)
-    except CliError as exc:
+        with httpx.stream("GET", url, headers=headers, timeout=PAID_TIMEOUT_S, follow_redirects=False) as response:
+            if not response.headers.get("content-type", "").startswith(EVENT_STREAM):
+                response.read()
+                return report_paid(response)
+            code = report_paid(response, body=False)
+            try:
+                for line in response.iter_lines():
+                    print(line, flush=True)
+            except KeyboardInterrupt:
+                pass
+            return code
+    except httpx.HTTPError as exc:
         raise CliError(
-            f"the paid request got no answer ({exc}); the payment may still settle: check your balance"
-            " before paying again",
+            f"the paid request got no answer ({str(exc) or type(exc).__name__}); the payment may still settle:"
+            " check your balance before paying again",
             EXIT_FAILED,
         ) from None
 
@@ -160,8 +174,9 @@ def refusal_of(response: httpx.Response) -> str:
     return f"{reason or 'unknown reason'}" + (f": {message}" if message else "")
 
 
-def report_paid(response: httpx.Response) -> int:
-    """Status, receipt and body on stdout; a one-line verdict on stderr when it did not work."""
+def report_paid(response: httpx.Response, *, body: bool = True) -> int:
+    """Status, receipt and body (unless `body` is False: a stream printed as it comes) on stdout; a one-line
+    verdict on stderr when it did not work."""
     print(status_line(response))
     try:
         receipt = decode_receipt(response)
@@ -177,7 +192,8 @@ def report_paid(response: httpx.Response) -> int:
     if response.status_code == 402:
         print(f"worldgate: payment refused: {refusal_of(response)}", file=sys.stderr)
         return EXIT_FAILED
-    print(body_text(response))
+    if body:
+        print(body_text(response))
     if not response.is_success:
         print(f"worldgate: the paid request answered {response.status_code}", file=sys.stderr)
         return EXIT_FAILED
@@ -197,7 +213,7 @@ def cmd_pay(args: argparse.Namespace) -> int:
         if args.header_only:
             print(header)
             return EXIT_OK
-        return report_paid(send_paid(args.url, header))
+        return send_paid(args.url, header)
     except CliError as exc:
         print(f"worldgate: {exc}", file=sys.stderr)
         return exc.code
