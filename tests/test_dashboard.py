@@ -582,9 +582,9 @@ async def _users_and_bans(page: Any, site: Gateway) -> None:
     assert await page.locator("#sessions tr[data-subject]").count() == 2  # this browser, and this test's bearer
     assert await page.locator("#payers tr[data-payer]").count() == 1
     assert await page.text_content("#live-subscribers tbody td.empty") == "no live-feed subscriber"
-    # address bans: this gateway's middleware lacks the guard, so the option is off and the page says why
-    assert await page.locator("#ban-kind option[value=address]").is_disabled()
-    assert "lacks the guard" in (await page.text_content("#ban-address-note") or "")
+    # address bans: the gateway's middleware has the guard, so the option is on and the page has no excuse
+    assert not await page.locator("#ban-kind option[value=address]").is_disabled()
+    assert (await page.text_content("#ban-address-note") or "") == ""
 
     # Ban the payer seen lately, from its row, for a day; the page asks first.
     await page.click('#payers tr[data-payer="0xpayer0"] button.ban-payer')
@@ -612,6 +612,24 @@ async def _users_and_bans(page: Any, site: Gateway) -> None:
     await page.wait_for_selector('#bans tr[data-ban="0xpayer0"]', state="detached")
     assert (await _api(site, "GET", "/admin/api/bans"))["bans"] == []
     assert [e["action"] for e in await _audited(site, "ban.")] == ["ban.remove", "ban.add"]
+
+    # An address ban (a network, not this browser's): listed with its expiry, then lifted.
+    network = "203.0.113.0/24"
+    await page.select_option("#ban-kind", "address")
+    await page.fill("#ban-value", network)
+    await page.fill("#ban-reason", "credential stuffing")
+    await page.select_option("#ban-expiry", "3600")
+    await page.click("#ban-submit")
+    await _confirm(page, f"Ban address {network} for 1 hour")
+    await page.wait_for_selector(f'#bans tr[data-ban="{network}"]')
+    [banned] = (await _api(site, "GET", "/admin/api/bans"))["address_bans"]
+    assert banned["address"] == network and banned["reason"] == "credential stuffing"
+    await page.click(f'#bans tr[data-ban="{network}"] button.unban')
+    await _confirm(page, f"Lift the ban on address {network}")
+    await page.wait_for_selector(f'#bans tr[data-ban="{network}"]', state="detached")
+    assert (await _api(site, "GET", "/admin/api/bans"))["address_bans"] == []
+    audited = [(e["action"], e["target"]) for e in await _audited(site, "ban.")]
+    assert audited[:2] == [("ban.remove", network), ("ban.add", network)]
 
 
 async def _public(site: Gateway, stream: str) -> tuple[bool, int]:
@@ -770,11 +788,13 @@ async def _api_mcp_and_audit(page: Any, site: Gateway) -> None:
         "sharing.set",
         "ban.remove",
         "ban.add",
+        "ban.remove",
+        "ban.add",
     ]
     assert set(await page.locator("#audit tbody td:nth-child(3)").all_text_contents()) == {"ops@test"}
     await _shot(page, "#audit-card", "audit")
     await page.select_option("#audit-filter", "ban.")
-    await _until(page, "document.querySelectorAll('#audit tbody tr').length == 2")
+    await _until(page, "document.querySelectorAll('#audit tbody tr').length == 4")
 
 
 async def _purple_pixels(page: Any, chart: str) -> int:
