@@ -291,3 +291,45 @@ async def test_every_backfiller_fills_from_its_recording(cold: ColdStore, replay
             assert result.stored >= 1, backfiller.source
             request = backfiller.request(result.anchor - timedelta(days=1), result.anchor)
             assert request.host in {s.upstream for s in Registry().all() if s.adapter == backfiller.source}
+
+
+@pytest.mark.parametrize("stream", ["space.kp", "space.solar_wind"])
+async def test_swpc_backfills_days_from_its_7_day_products(cold: ColdStore, replay: ReplayServer, stream: str) -> None:
+    """SWPC's 7-day products reach back days, not the hours its live products hold; a rerun stores nothing."""
+    replay.reset()
+    backfiller = for_stream(stream)
+    assert backfiller is not None and backfiller.max_days == 7
+    async with httpx.AsyncClient() as http:
+        fetch = await fetch_with(http, replay)
+        first = await run(backfiller, cold, fetch, days=3, replayed=True)
+        again = await run(backfiller, cold, fetch, days=3, replayed=True)
+    assert first.days_planned == 4 and first.stored > 0
+    stored = await rows(cold.pool, stream)
+    times = sorted({r["t"] for r in stored})
+    assert len(stored) == first.stored and times[-1] - times[0] > timedelta(hours=48)
+    assert times[-1] <= first.anchor
+    assert again.stored == 0 and again.days_skipped == 3
+
+
+def test_swpc_7_day_records_are_the_live_streams_records() -> None:
+    """History answers look like live ones: the same fields, units and kinds of value as the live parsers give."""
+    from adapters.upstream.noaa_swpc import NoaaKp, NoaaSolarWind, parse_kp_7_day, parse_plasma_7_day
+
+    swpc = replay_fixtures() / "services.swpc.noaa.gov"
+    kp = parse_kp_7_day((swpc / "noaa-planetary-k-index.json").read_bytes())["space.kp"]
+    live_kp = NoaaKp().parse((swpc / "planetary_k_index_1m.json").read_bytes(), None)["space.kp"]
+    assert len(kp) == 56 and {tuple(r.fields) for r in kp} == {tuple(live_kp[0].fields)}
+    assert [r.observed_at for r in kp] == sorted(r.observed_at for r in kp)
+    storm = max(kp, key=lambda r: r.fields["kp"])
+    assert storm.fields == {"kp": 4.67, "kp_index": 5, "storm_level": "G1"}  # 5-, judged rounded as SWPC does
+
+    wind = parse_plasma_7_day((swpc / "plasma-7-day.json").read_bytes())["space.solar_wind"]
+    live = NoaaSolarWind().parse((swpc / "rtsw_wind_1m.json").read_bytes(), None)["space.solar_wind"]
+    assert {tuple(r.fields) for r in wind} == {tuple(live[0].fields)} and wind[0].source == live[0].source
+    assert all(r.fields["spacecraft"] is None for r in wind)
+    assert any(r.fields["temperature_k"] is None and r.fields["speed_km_s"] is not None for r in wind)
+    overlap = {r.observed_at: r.fields for r in wind}
+    for record in live:  # the minutes both hold agree in value and unit
+        assert {k: overlap[record.observed_at][k] for k in ("density_cm3", "speed_km_s", "temperature_k")} == {
+            k: record.fields[k] for k in ("density_cm3", "speed_km_s", "temperature_k")
+        }

@@ -139,7 +139,7 @@ async def test_the_time_machine_panel_in_chromium(site: Gateway) -> None:
             }
             assert backfill == {
                 GRID: "2 of 90 days (to 2024-05-20)",
-                "space.kp": "0 of 1 days",
+                "space.kp": "0 of 7 days",
                 "iss.position": "not kept upstream",
                 "static.capitals": "\u2013",  # an en dash: no backfill for bundled data
             }

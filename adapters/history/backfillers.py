@@ -8,8 +8,8 @@ ticks through the day:
   (tick - lookback, tick], the newest `keep` of them (past-day quakes, the last 24 Kp readings).
 
 Reach, as the upstreams document it: Open-Meteo's forecast APIs serve about 92 past days (`past_days`, or
-`start_date`/`end_date` inside that reach); USGS FDSN any time range; EONET and GDACS by date range; the
-SWPC JSON products the live streams read hold their own recent past (Kp about 6 hours, solar wind a day).
+`start_date`/`end_date` inside that reach); USGS FDSN any time range; EONET and GDACS by date range; SWPC's
+7-day products (the 3-hourly Kp, the 1-minute plasma) hold their own past week, whatever day is asked.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from ..upstream import open_meteo
 from ..upstream.base import UpstreamRequest, iso, load_json, optional_number
 from ..upstream.eonet import EonetEvents
 from ..upstream.gdacs import GdacsEvents
-from ..upstream.noaa_swpc import KP_KEEP, SOLAR_WIND_KEEP, NoaaKp, NoaaSolarWind
+from ..upstream.noaa_swpc import (
+    KP_KEEP,
+    SOLAR_WIND_KEEP,
+    kp_7_day_request,
+    parse_kp_7_day,
+    parse_plasma_7_day,
+    plasma_7_day_request,
+)
 from ..upstream.usgs import UsgsEarthquakes
 
 HOUR, DAY = 3600, 86400
@@ -141,9 +148,9 @@ def _gdacs_request(start: datetime, end: datetime) -> UpstreamRequest:
     return UpstreamRequest("www.gdacs.org", "/gdacsapi/api/events/geteventlist/SEARCH", params)
 
 
-def _fixed(adapter: Any) -> Callable[[datetime, datetime], UpstreamRequest]:
-    """A product that always answers its own recent past (the SWPC JSON the live stream reads)."""
-    return lambda start, end: adapter.request(None)
+def _fixed(request: UpstreamRequest) -> Callable[[datetime, datetime], UpstreamRequest]:
+    """A product that always answers its own recent past (SWPC's 7-day products), whatever day is asked."""
+    return lambda start, end: request
 
 
 def _sorted(parse: Callable[[bytes, None], dict[str, list[Record]]]) -> Callable[[bytes], dict[str, list[Record]]]:
@@ -197,10 +204,10 @@ BACKFILLERS: dict[str, Backfiller] = {
         Backfiller(
             "noaa-swpc.kp",
             ("space.kp",),
-            max_days=1,
-            tick_s=15 * 60,
-            request=_fixed(NoaaKp()),
-            parse=lambda body: NoaaKp().readings(body),
+            max_days=7,
+            tick_s=15 * 60,  # the live feed's cadence; a snapshot is the live feed's last readings at the tick
+            request=_fixed(kp_7_day_request()),
+            parse=parse_kp_7_day,
             select="trailing",
             lookback_s=DAY,
             keep=KP_KEEP,
@@ -208,10 +215,10 @@ BACKFILLERS: dict[str, Backfiller] = {
         Backfiller(
             "noaa-swpc.solar-wind",
             ("space.solar_wind",),
-            max_days=1,
+            max_days=7,
             tick_s=15 * 60,
-            request=_fixed(NoaaSolarWind()),
-            parse=lambda body: NoaaSolarWind().readings(body),
+            request=_fixed(plasma_7_day_request()),
+            parse=parse_plasma_7_day,
             select="trailing",
             lookback_s=DAY,
             keep=SOLAR_WIND_KEEP,

@@ -17,6 +17,14 @@ Documented at services.swpc.noaa.gov (the JSON products listed at /json/ and /pr
 
 It replaces /products/solar-wind/plasma-1-day.json (an array of string rows under a
 ["time_tag","density","speed","temperature"] header), which SWPC retired on 2026-06-30.
+
+The time machine's backfill reads SWPC's 7-day products, tables in that older layout (an array of rows,
+the first a header; values are strings, or null for a missing one):
+- /products/noaa-planetary-k-index.json: ["time_tag","Kp","a_running","station_count"], 3-hourly, rows like
+  ["2024-05-14 00:00:00.000","2.33","9","8"] (Kp in thirds, as a decimal);
+- /products/solar-wind/plasma-7-day.json: ["time_tag","density","speed","temperature"], 1-minute, rows like
+  ["2024-05-14 00:00:00.000","4.12","402.5","71234"]. It names no spacecraft.
+Both parse into the live streams' records (same fields, same units), so history looks like live.
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ KP_KEEP = 24
 SOLAR_WIND_KEEP = 60
 # canonical field: the rtsw_wind_1m key it is read from
 WIND_FIELDS = {"density_cm3": "proton_density", "speed_km_s": "proton_speed", "temperature_k": "proton_temperature"}
+KP_7_DAY_PATH = "/products/noaa-planetary-k-index.json"
+PLASMA_7_DAY_PATH = "/products/solar-wind/plasma-7-day.json"
+# canonical field: the plasma-7-day column it is read from
+PLASMA_COLUMNS = {"density_cm3": "density", "speed_km_s": "speed", "temperature_k": "temperature"}
 
 
 def storm_level(kp: float) -> str | None:
@@ -69,6 +81,22 @@ def _reading(value: Any, what: str) -> float | None:
     return parsed if math.isfinite(parsed) else None
 
 
+def _kp_record(observed_at: str, kp: float, rounded: float | None) -> Record:
+    """A `space.kp` record: Kp in thirds, the whole Kp SWPC rounds it to, and the storm level that implies."""
+    return Record(
+        stream=KP_STREAM,
+        observed_at=observed_at,
+        lat=None,
+        lon=None,
+        fields={
+            "kp": kp,
+            "kp_index": int(rounded) if rounded is not None else None,
+            "storm_level": storm_level(rounded if rounded is not None else kp),
+        },
+        source=SOURCE,
+    )
+
+
 class NoaaKp:
     name = "noaa-swpc.kp"
     host = HOST
@@ -96,22 +124,8 @@ class NoaaKp:
                 continue  # a minute with no value yet
             readings.append((iso(row.get("time_tag")), kp, rounded))
         readings.sort(key=lambda reading: reading[0])
-        records = [
-            Record(
-                stream=KP_STREAM,
-                observed_at=observed_at,
-                lat=None,
-                lon=None,
-                fields={
-                    "kp": kp,
-                    "kp_index": int(rounded) if rounded is not None else None,
-                    "storm_level": storm_level(rounded if rounded is not None else kp),
-                },
-                source=SOURCE,
-            )
-            for observed_at, kp, rounded in (readings[-keep:] if keep else readings)
-        ]
-        return {KP_STREAM: records}
+        chosen = readings[-keep:] if keep else readings
+        return {KP_STREAM: [_kp_record(observed_at, kp, rounded) for observed_at, kp, rounded in chosen]}
 
 
 class NoaaSolarWind:
@@ -161,3 +175,71 @@ class NoaaSolarWind:
             for observed_at, _, _, fields in (rows[-keep:] if keep else rows)
         ]
         return {SOLAR_WIND_STREAM: records}
+
+
+# ---- the 7-day products, for the backfill ----
+
+
+def _table(body: bytes, columns: tuple[str, ...], what: str) -> list[dict[str, Any]]:
+    """A /products/ table (an array of rows under a header row) as one dict per row, keyed by the header."""
+    document = load_json(body)
+    if not isinstance(document, list) or not document or not isinstance(document[0], list):
+        raise ParseError(f"not a table of {what} under a header row")
+    header = document[0]
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise ParseError(f"the {what} header {header!r} lacks {missing!r}")
+    rows = []
+    for row in document[1:]:
+        if not isinstance(row, list) or len(row) != len(header):
+            raise ParseError(f"a {what} row does not match its header")
+        rows.append(dict(zip(header, row, strict=True)))
+    return rows
+
+
+def _cell(value: Any, what: str) -> float | None:
+    """A table value: a number written as a string (or a bare number); null, "" or NaN is a missing one."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = float(value)
+        except ValueError:
+            raise ParseError(f"{what} is {value!r}, not a number") from None
+        return parsed if math.isfinite(parsed) else None
+    return _reading(value, what)
+
+
+def kp_7_day_request() -> UpstreamRequest:
+    return UpstreamRequest(HOST, KP_7_DAY_PATH)
+
+
+def parse_kp_7_day(body: bytes) -> dict[str, list[Record]]:
+    """Every 3-hourly Kp of the 7-day product as `space.kp` records, oldest first; kp_index is Kp rounded to the
+    nearest whole, as SWPC rounds it in the live product (2.33 → 2, 4.67 → 5)."""
+    readings = []
+    for row in _table(body, ("time_tag", "Kp"), "K-index"):
+        kp = _cell(row["Kp"], "Kp")
+        if kp is not None:
+            readings.append((iso(row["time_tag"]), kp))
+    readings.sort(key=lambda reading: reading[0])
+    return {KP_STREAM: [_kp_record(observed_at, kp, float(int(kp + 0.5))) for observed_at, kp in readings]}
+
+
+def plasma_7_day_request() -> UpstreamRequest:
+    return UpstreamRequest(HOST, PLASMA_7_DAY_PATH)
+
+
+def parse_plasma_7_day(body: bytes) -> dict[str, list[Record]]:
+    """Every minute of the 7-day plasma product as `space.solar_wind` records, oldest first. The product is
+    SWPC's chosen real-time series and names no spacecraft, so `spacecraft` is null; a minute whose three
+    values are all missing is skipped, as in the live parser."""
+    rows = []
+    for row in _table(body, ("time_tag", *PLASMA_COLUMNS.values()), "plasma"):
+        fields: dict[str, Any] = {field: _cell(row[column], column) for field, column in PLASMA_COLUMNS.items()}
+        if all(value is None for value in fields.values()):
+            continue
+        fields["spacecraft"] = None
+        rows.append((iso(row["time_tag"]), fields))
+    rows.sort(key=lambda row: row[0])
+    return {SOLAR_WIND_STREAM: [Record(SOLAR_WIND_STREAM, at, None, None, fields, SOURCE) for at, fields in rows]}
