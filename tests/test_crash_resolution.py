@@ -227,8 +227,8 @@ async def test_an_authorization_that_expired_under_a_dead_request_is_closed_and_
     gateway: Gateway, pool: asyncpg.Pool, devnet: EvmDevnet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The payment can no longer land: the retry closes the claim (expired) and says the payer was not charged,
-    as a failed settlement does (402 with a failed receipt), not `payment_already_claimed`; from then on the
-    payment is the ordinary spent-and-not-charged refusal."""
+    with a failed receipt and no quote (409 `payment_not_charged`); from then on the same answer, its reason
+    `expired`."""
     monkeypatch.setattr(reconcile_module, "EVM_EXPIRY_MARGIN_S", 0.0)  # anvil's clock does not lag
     offer = await gateway.offer(CAPITALS)
     key = new_payer(devnet)
@@ -238,12 +238,14 @@ async def test_an_authorization_that_expired_under_a_dead_request_is_closed_and_
     await asyncio.sleep(max(0.0, valid_before + 1 - time.time()))
 
     retry = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})
-    assert retry.status_code == 402 and "records" not in retry.text, retry.text
-    assert retry.json()["error"] != "payment_already_claimed" and "not charged" in retry.json()["message"]
+    assert retry.status_code == 409 and "records" not in retry.text, retry.text
+    assert "payment-required" not in retry.headers  # no quote: nothing asks for a payment
+    assert retry.json()["error"] == "payment_not_charged" and "not charged" in retry.json()["message"]
     assert unb64(retry.headers["payment-response"])["success"] is False
     assert (await row(pool, payment_id))["state"] == "expired"
     again = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": header})
-    assert again.status_code == 402 and "not charged" in again.json()["message"]
+    assert again.status_code == 409 and again.json()["error"] == "payment_not_charged"
+    assert again.json()["reason"] == "expired" and "payment-required" not in again.headers
     assert usdc_balance(devnet, Account.from_key(key).address) == FUNDED
 
 

@@ -398,9 +398,9 @@ async def test_a_pending_settlement_that_never_landed_is_settled_by_its_retry_or
     monkeypatch.setattr(reconcile_module, "EVM_EXPIRY_MARGIN_S", 0.0)  # anvil's clock does not lag
     await asyncio.sleep(max(0.0, valid_before + 1 - time.time()))
     refused = await gateway.get(CAPITALS, headers={"PAYMENT-SIGNATURE": headers[1]})
-    assert refused.status_code == 402, refused.text
+    assert refused.status_code == 409 and "payment-required" not in refused.headers, refused.text
     assert unb64(refused.headers["payment-response"])["success"] is False and "records" not in refused.text
-    assert refused.json()["error"] != "payment_already_claimed" and "not charged" in refused.json()["message"]
+    assert refused.json()["error"] == "payment_not_charged" and "not charged" in refused.json()["message"]
     payer = Account.from_key(keys[1]).address
     rows = await pool.fetch("SELECT state FROM payments WHERE payer = $1", payer.lower())
     assert [r["state"] for r in rows] == ["failed"]  # closed by the retry, not by reconciliation

@@ -314,6 +314,7 @@ class PaymentGate:
                 {
                     "x402Version": 2,
                     "error": answer.error,
+                    **answer.fields,
                     "message": answer.message,
                     "transaction": settlement.transaction,
                     "network": settlement.network,

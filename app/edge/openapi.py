@@ -349,7 +349,8 @@ def _operation(pricing: Pricing, paid: PaidRoute) -> dict[str, Any]:
             "404": _problem("No such stream (it is no longer shared)."),
             "409": _problem(
                 "The payment-identifier in the payment was already used by another payment "
-                "(`payment_identifier_conflict`); nothing was charged."
+                "(`payment_identifier_conflict`), or this payment closed unpaid for an earlier request "
+                "(`payment_not_charged`, with `reason` and a failed PAYMENT-RESPONSE, no quote); nothing was charged."
             ),
             "503": _problem(
                 "No data within max_age, the stream is in maintenance, or payments cannot be recorded; "

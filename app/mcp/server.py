@@ -488,6 +488,9 @@ class McpServer:
             if answer.retry_after is not None:  # pending: no fresh quote, which would invite a second payment
                 pending = {**answer.document(), "retry_after": answer.retry_after, PAYMENT_RESPONSE_META_KEY: response}
                 return tool_result(pending, error=True, meta={PAYMENT_RESPONSE_META_KEY: response})
+            if answer.status == 409:  # not charged and spent: no fresh quote either, the receipt says why
+                closed = {**answer.document(), PAYMENT_RESPONSE_META_KEY: response}
+                return tool_result(closed, error=True, meta={PAYMENT_RESPONSE_META_KEY: response})
             document = self._required(tool, paid, answer.error, answer.message)
             document[PAYMENT_RESPONSE_META_KEY] = response
             return tool_result(document, error=True, meta={PAYMENT_RESPONSE_META_KEY: response})

@@ -50,6 +50,7 @@ from app.usecases.retries import (
     PaymentIds,
     Requested,
     already_claimed,
+    closed_unpaid,
     fingerprint,
     payment_identifier,
 )
@@ -243,7 +244,8 @@ class Checkout:
         """The payment's key is taken. Settled and its answer never left (a crash, a lost settlement answer
         booked later, a client gone after the broadcast): the payer was charged without data, so it is served
         now under that settlement, never charging again. Still open: resolved for this retry (recovery.py):
-        the data, pending, "not charged", or this retry runs it. Delivered, failed or expired: refused."""
+        the data, pending, "not charged", or this retry runs it. Failed or expired: not charged (409). Delivered:
+        refused as spent."""
         try:
             holder = await claims.holder(
                 self.services.pool, inspection.payment_key, unleased_held_s=self.services.settle_wait_s
@@ -254,6 +256,8 @@ class Checkout:
             return await self._recovery.resolve(paid, payload, offer, inspection, serve, holder)
         if holder is not None and holder.state == PaymentState.SETTLED:
             return await self._recovery.deliver_booked(paid, offer, inspection, serve, holder)
+        if holder is not None and holder.state in (PaymentState.FAILED, PaymentState.EXPIRED):
+            return closed_unpaid(offer, inspection, holder)
         return self._refused(paid, already_claimed(holder))
 
     async def delivered(self, outcome: Delivered) -> None:

@@ -74,6 +74,17 @@ class Unsettled:
 
 
 @dataclass(frozen=True, slots=True)
+class NotCharged:
+    """A payment sent again whose claim was closed unpaid (its settlement failed, or it expired): 409
+    `payment_not_charged`, the failed receipt, no data and no quote. Never a 402, which a client reads as "pay
+    again" for the payment it already sent; this one can no longer be used, and nothing was charged for it."""
+
+    settlement: Settlement
+    reason: str  # why it closed: the settlement's reason (transaction_failed, ...), or its state
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Replayed:
     stored: bytes  # the first delivery of this payment id, as its transport stored it
 
@@ -92,5 +103,16 @@ class Acknowledged:
     document: dict[str, Any]
 
 
-Outcome = Refused | Banned | Unavailable | NotServed | Delivered | Unsettled | Replayed | IdConflict | Acknowledged
+Outcome = (
+    Refused
+    | Banned
+    | Unavailable
+    | NotServed
+    | Delivered
+    | Unsettled
+    | NotCharged
+    | Replayed
+    | IdConflict
+    | Acknowledged
+)
 Serve = Callable[[Verified], Awaitable[Served]]

@@ -18,6 +18,7 @@ from app.usecases.outcomes import (
     Banned,
     Delivered,
     IdConflict,
+    NotCharged,
     NotServed,
     Outcome,
     RateLimited,
@@ -41,7 +42,7 @@ class Kind(StrEnum):
     REPLAYED = "replayed"  # the first delivery of this payment id, as its transport stored it
     NOT_SERVED = "not_served"  # the handler's own answer (no data, an error): nothing charged
     QUOTE = "quote"  # a fresh quote naming `error` (the payment was refused)
-    UNSETTLED = "unsettled"  # settlement failed or is pending: the receipt, no data
+    UNSETTLED = "unsettled"  # settlement failed, is pending, or closed unpaid earlier (409): the receipt, no data
     ERROR = "error"  # an error document: `document()`
     ACKNOWLEDGED = "acknowledged"  # 200, the receipt and `fields` as the document: no handler ran (a batch refund)
 
@@ -82,6 +83,11 @@ def reply(outcome: Outcome) -> Reply:
             wait = PENDING_RETRY_AFTER_S
             return Reply(Kind.UNSETTLED, 503, outcome.reason, outcome.message, wait, settlement=outcome.settlement)
         return Reply(Kind.UNSETTLED, 402, outcome.reason, outcome.message, settlement=outcome.settlement)
+    if isinstance(outcome, NotCharged):  # no quote: a new payment is asked for by asking again, unpaid
+        fields = {"reason": outcome.reason}
+        return Reply(
+            Kind.UNSETTLED, 409, "payment_not_charged", outcome.message, settlement=outcome.settlement, fields=fields
+        )
     if isinstance(outcome, Banned):
         return Reply(Kind.ERROR, 403, "payer_banned", BANNED)
     if isinstance(outcome, IdConflict):

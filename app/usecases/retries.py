@@ -35,6 +35,7 @@ from app.usecases.outcomes import (
     NOT_RECORDED,
     Delivered,
     IdConflict,
+    NotCharged,
     NotServed,
     Outcome,
     Refused,
@@ -123,6 +124,10 @@ def pending_settlement(offer: PaymentRequirements, inspection: Inspection, holde
     return Unsettled(settlement, reason, PENDING_MESSAGE)
 
 
+NOT_CHARGED_ADVICE = (
+    "you were not charged, and this payment can no longer be used; to buy this, ask again without a payment for a "
+    "new quote"
+)
 _NOT_CHARGED = {  # what the retry of a payment is told once its open claim was closed unpaid, by reason
     Reason.TRANSACTION_FAILED: "this payment's settlement failed on chain for an earlier request",
     Reason.EVM_VALID_BEFORE: "this payment expired before it could be settled for an earlier request",
@@ -130,14 +135,21 @@ _NOT_CHARGED = {  # what the retry of a payment is told once its open claim was 
 }
 
 
-def not_charged(offer: PaymentRequirements, inspection: Inspection, judged: Judgement) -> Unsettled:
-    """The answer to a retry of a payment whose open claim was just closed unpaid: the settlement failed (as its
-    first attempt would have been answered), the payer was not charged."""
+def not_charged(offer: PaymentRequirements, inspection: Inspection, judged: Judgement) -> NotCharged:
+    """The answer to a retry of a payment whose open claim was just closed unpaid: not charged (409, the failed
+    receipt), as `closed_unpaid` answers it from then on."""
     what = _NOT_CHARGED.get(judged.reason, "this payment was never settled for an earlier request")
-    message = f"{what}: you were not charged; sign a new payment to buy this"
     holder = judged.holder
-    settlement = Settlement(False, offer.network, holder.tx_hash or "", inspection.payer, judged.reason, message)
-    return Unsettled(settlement, judged.reason, message)
+    settlement = Settlement(False, offer.network, holder.tx_hash or "", inspection.payer, judged.reason, what)
+    return NotCharged(settlement, judged.reason, f"{what}: {NOT_CHARGED_ADVICE}")
+
+
+def closed_unpaid(offer: PaymentRequirements, inspection: Inspection, holder: claims.Holder) -> NotCharged:
+    """A payment sent again whose claim closed unpaid earlier (failed, expired): not charged, and spent."""
+    what = _SPENT[holder.state].split(" (")[0]
+    reason = str(holder.state)
+    settlement = Settlement(False, offer.network, holder.tx_hash or "", inspection.payer, reason, what)
+    return NotCharged(settlement, reason, f"this payment {what}: {NOT_CHARGED_ADVICE}")
 
 
 def already_claimed(holder: claims.Holder | None) -> Refusal:
@@ -296,7 +308,7 @@ class PaymentIds:
                     await idempotency.abandon(self.services.pool, key.id)  # nothing charged: the id is free
                 if payment_key != inspection.payment_key:  # the id's first payment failed, not this one
                     return Unavailable("payment_in_progress", UNCHARGED_ID)
-                return self._refuse(paid, already_claimed(holder))
+                return closed_unpaid(offer, inspection, holder)
             elif holder is not None and holder.state in IN_PROGRESS and (state.pending or holders.gone(holder)):
                 return await self._resolve_open(paid, payload, offer, inspection, serve, key, holder)
             elif holder is None or holder.state == PaymentState.RELEASED:

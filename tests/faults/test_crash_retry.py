@@ -107,20 +107,20 @@ def _pending(answer: httpx.Response) -> bool:
 
 
 def _not_charged(answer: httpx.Response) -> bool:
-    """A 402 that says the payment was not charged (its settlement failed, or it expired unsettled)."""
-    if answer.status_code != 402:
+    """A 409 `payment_not_charged` (its settlement failed, or it expired unsettled): no quote, nothing charged."""
+    if answer.status_code != 409 or "payment-required" in answer.headers:
         return False
     try:
         message = str(answer.json().get("message", ""))
     except ValueError:
         return False
-    return "not charged" in message
+    return answer.json().get("error") == "payment_not_charged" and "not charged" in message
 
 
 def told_to_pay_again(client: Client) -> int:
-    """Retries answered with a 402 that asks the payer to pay again: every 402 to a payer whose money moved,
-    and every 402 that does not say the payment was not charged (`payment_already_claimed`, say)."""
-    return sum(1 for a in client.retries if a.status_code == 402 and (client.debits or not _not_charged(a)))
+    """Retries answered with a 402 (which asks for a payment) or told "not charged" while the payer's money
+    moved."""
+    return sum(1 for a in client.retries if a.status_code == 402 or (client.debits and _not_charged(a)))
 
 
 async def _send(url: str, header: str, delay_s: float) -> httpx.Response | None:

@@ -14,8 +14,8 @@ After each kill: every claim is resolved (settled if the transfer landed, expire
 settlements missing from the ledger, each payer debited at most once, and the retry gets the designed
 answer: a payment that settled is served again under its settlement, without a second charge, with or
 without a payment-identifier (app/usecases/retries.py `_redeliver`, app/usecases/checkout.py
-`_claimed_before`: its answer never left), and one that did not settle is refused as expired
-(`payment_already_claimed`; nothing was charged).
+`_claimed_before`: its answer never left), and one that did not settle is told it was not charged
+(409 `payment_not_charged`, reason `expired`, no quote).
 """
 
 from __future__ import annotations
@@ -175,10 +175,11 @@ def _check_retry(kill: Kill, context: str) -> None:
         receipt = unb64(retry.headers["payment-response"])
         assert receipt["success"] is True and receipt["transaction"] == kill.tx_hash, f"{context}: {receipt}"
     else:
-        assert retry.status_code == 402 and not has_data(retry), f"{context}: {why(retry)}"
+        assert retry.status_code == 409 and not has_data(retry), f"{context}: {why(retry)}"
+        assert "payment-required" not in retry.headers, f"{context}: a quote invites a second payment"
         refusal = retry.json()
-        assert refusal["error"] == "payment_already_claimed", f"{context}: {refusal}"
-        assert "expired unsettled" in refusal["message"], f"{context}: {refusal}"
+        assert refusal["error"] == "payment_not_charged" and refusal["reason"] == "expired", f"{context}: {refusal}"
+        assert "not charged" in refusal["message"], f"{context}: {refusal}"
 
 
 async def test_sigkill_at_random_steps_then_restart(
