@@ -21,7 +21,7 @@ from payments.devnet.evm import EvmDevnet
 
 from .chain import new_payer, pay_for
 from .conftest import Gateway, running_gateway, with_settings
-from .test_dashboard import CHROMIUM_ARGS, _chromium
+from .console_seed import CHROMIUM_ARGS, chromium_path
 
 CAPITALS = "/v1/streams/static.capitals"
 EXPOSED = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
@@ -174,7 +174,7 @@ async def test_a_page_on_another_origin_pays_in_chromium(
     url = gateway.url + CAPITALS
     problems: list[str] = []
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+        browser = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
         try:
             page = await browser.new_page()
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)

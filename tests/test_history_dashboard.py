@@ -21,8 +21,8 @@ from app.runtime.settings import Settings, replace
 from app.wiring import MIGRATIONS_DIR
 
 from .conftest import Gateway, running_gateway, with_settings
+from .console_seed import ARTIFACTS, CHROMIUM_ARGS, admin_token, chromium_path
 from .services import Database
-from .test_dashboard import ARTIFACTS, CHROMIUM_ARGS, _chromium, admin_token
 
 GRID = "weather.grid.temperature"
 NOON_THIRTY = datetime(2024, 5, 20, 12, 30, tzinfo=UTC).timestamp()
@@ -85,7 +85,7 @@ async def test_the_admin_history_api(site: Gateway) -> None:
 async def test_the_time_machine_panel_in_chromium(site: Gateway) -> None:
     from playwright.async_api import async_playwright
 
-    executable = _chromium()
+    executable = chromium_path()
     problems: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
