@@ -176,7 +176,9 @@ class CacheTier:
         self.upstream_calls: dict[str, int] = {}  # per source, for health and tests
         # (source, event): each read's X-Cache result, and "upstream_error"; the app counts them (metrics)
         self._observe = observe or (lambda _source, _event: None)
-        self._on_fetch = on_fetch  # each upstream fetch's records, once stored (the time machine records them)
+        self._on_fetch = (
+            on_fetch  # each upstream fetch's records, before Redis shares them (the time machine, live frames)
+        )
 
     # ---- Redis, degrading to memory ----
 
@@ -329,12 +331,14 @@ class CacheTier:
         self._remember(key, fetched)
         ttl_s = max(1, int(stale_cap_s))
         self._fetched_at.put(key, started, ttl_s)  # as long as the shared copy lives
-        await self._r(lambda: self._store(key, fetched, ttl_s))
+        # Recorded before it is shared: a process killed in between leaves no fresh copy in Redis, so the next
+        # one fetches again and records what this one could not (the recorder stores a payload once).
         if self._on_fetch is not None:
             try:
                 await self._on_fetch(adapter, point, fetched)
             except Exception:  # recording is never a reason to fail a read
                 log.exception("a fetch could not be recorded", extra={"source": adapter.name})
+        await self._r(lambda: self._store(key, fetched, ttl_s))
         return Read(fetched, "MISS")
 
     async def _left_by_other(
