@@ -128,6 +128,10 @@ NOT_CHARGED_ADVICE = (
     "you were not charged, and this payment can no longer be used; to buy this, ask again without a payment for a "
     "new quote"
 )
+_CLOSED = {  # what a payment sent again is told of its claim closed unpaid earlier, by the claim's state
+    PaymentState.FAILED: "failed to settle for an earlier request",
+    PaymentState.EXPIRED: "expired unsettled for an earlier request",
+}
 _NOT_CHARGED = {  # what the retry of a payment is told once its open claim was closed unpaid, by reason
     Reason.TRANSACTION_FAILED: "this payment's settlement failed on chain for an earlier request",
     Reason.EVM_VALID_BEFORE: "this payment expired before it could be settled for an earlier request",
@@ -146,7 +150,7 @@ def not_charged(offer: PaymentRequirements, inspection: Inspection, judged: Judg
 
 def closed_unpaid(offer: PaymentRequirements, inspection: Inspection, holder: claims.Holder) -> NotCharged:
     """A payment sent again whose claim closed unpaid earlier (failed, expired): not charged, and spent."""
-    what = _SPENT[holder.state].split(" (")[0]
+    what = _CLOSED[holder.state]
     reason = str(holder.state)
     settlement = Settlement(False, offer.network, holder.tx_hash or "", inspection.payer, reason, what)
     return NotCharged(settlement, reason, f"this payment {what}: {NOT_CHARGED_ADVICE}")
