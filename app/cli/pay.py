@@ -145,6 +145,9 @@ def send_paid(url: str, header: str) -> int:
                     print(line, flush=True)
             except KeyboardInterrupt:
                 pass
+            except httpx.HTTPError as exc:  # after the receipt: the window was paid, only the stream broke off
+                print(f"worldgate: the stream broke off: {str(exc) or type(exc).__name__}", file=sys.stderr)
+                return EXIT_FAILED
             return code
     except httpx.HTTPError as exc:
         raise CliError(
