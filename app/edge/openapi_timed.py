@@ -134,12 +134,17 @@ def _history(pricing: Pricing, paid: PaidRoute, base: dict[str, Any]) -> dict[st
             f"would be over the paid size cap (`answer_too_large`); {_NOT_CHARGED}."
         ),
         "404": problem(f"No such stream, or nothing recorded in the range (`no_history`); {_NOT_CHARGED}."),
-        "503": problem(
-            "The stream is in maintenance, the history store is unreachable (`history_unavailable`), or payments "
-            f"cannot be recorded; {_NOT_CHARGED}."
-        ),
+        "503": _history_unavailable(),
     }
     return operation
+
+
+def _history_unavailable() -> dict[str, Any]:
+    """The 503 of the time machine's paid reads (history and at)."""
+    return problem(
+        "The stream is in maintenance, the history store is unreachable (`history_unavailable`), or payments "
+        f"cannot be recorded; {_NOT_CHARGED}."
+    )
 
 
 def _at(pricing: Pricing, paid: PaidRoute, base: dict[str, Any]) -> dict[str, Any]:
@@ -161,10 +166,7 @@ def _at(pricing: Pricing, paid: PaidRoute, base: dict[str, Any]) -> dict[str, An
         **operation["responses"],
         "200": _ok(base, "The snapshot, once the payment settled.", {JSON: ok}),
         "404": problem(f"No such stream, or nothing recorded at or before t (`no_history`); {_NOT_CHARGED}."),
-        "503": problem(
-            "The stream is in maintenance, the history store is unreachable (`history_unavailable`), or payments "
-            f"cannot be recorded; {_NOT_CHARGED}."
-        ),
+        "503": _history_unavailable(),
     }
     return operation
 
