@@ -37,11 +37,11 @@ SELECT * FROM batch_channels WHERE channel_id = $1;
 SELECT * FROM batch_channels WHERE channel_id = $1 FOR UPDATE;
 
 -- name: batch_book_vouchers
--- Served vouchers booked together (migration 0009's wg_batch_book_vouchers): each one's verdict and payment.
+-- Served vouchers booked together (migration 0016's wg_batch_book_group): each one's verdict and payment.
 SELECT n, verdict, booked_id
-FROM wg_batch_book_vouchers($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                            $8::numeric[], $9::text[], $10::text[], $11::text[], $12::text[], $13::numeric[],
-                            $14::text[], $15::text[], $16)
+FROM wg_batch_book_group($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::numeric[], $9::text[], $10::text[], $11::text[], $12::text[], $13::numeric[],
+                         $14::text[], $15::integer[], $16::text[], $17::text[], $18::numeric[], $19)
 ORDER BY n;
 
 -- name: batch_book_voucher

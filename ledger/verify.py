@@ -38,7 +38,7 @@ from .errors import LedgerError, translated
 from .sql import queries
 from .states import PaymentState
 
-# Trigger name -> its table, as created by migrations 0001 and 0002.
+# Trigger name -> its table, as the migrations create them.
 PROTECTIVE_TRIGGERS: dict[str, str] = {
     "payments_guard": "payments",
     "payments_log": "payments",
@@ -65,7 +65,9 @@ PROTECTIVE_TRIGGERS: dict[str, str] = {
     "batch_vouchers_no_truncate": "batch_vouchers",
     "batch_transactions_append_only": "batch_transactions",
     "batch_transactions_no_truncate": "batch_transactions",
+    "payments_accepted_booked_at_insert": "payments",  # 0009: a voucher's payment is inserted accepted
     **refund_verify.TRIGGERS,  # 0010: refunds
+    "payments_log_insert": "payments",  # 0016: a payment's first event, written per statement
 }
 CHECKS = (
     "entry_postings",

@@ -5,7 +5,8 @@ it may be charged?) → the handler runs → `book_vouchers`, under each channel
 rule checked again, the payment inserted accepted, the voucher kept, the channel charged, the sale booked as
 revenue against `receivable:batch:<network>:<payTo>`. A refusal writes nothing; of two requests racing on one
 channel the second is refused. Vouchers of concurrent requests are booked together, in one statement and one
-commit (app/usecases/voucher_booker.py groups them), each refused or booked on its own.
+commit (app/usecases/voucher_booker.py groups them), each refused or booked on its own: decided one by one, written
+with one statement per table (migration 0016).
 """
 
 from __future__ import annotations
@@ -92,9 +93,16 @@ async def book_vouchers(
     checked = [b.checked() for b in bookings]
     if not checked:
         return []
+    columns = zip(*(_columns(b) for b in checked), strict=True)
+    lines = [(n, p) for n, b in enumerate(checked, 1) for p in b.postings]  # each posting with its voucher's place
+    postings = ([n for n, _ in lines], [p.account for _, p in lines], [p.asset for _, p in lines])
     with translated():
         rows = await pool.fetch(
-            queries["batch_book_vouchers"], *zip(*(_arguments(b) for b in checked), strict=True), max_unsettled_atomic
+            queries["batch_book_vouchers"],
+            *columns,
+            *postings,
+            [p.amount_atomic for _, p in lines],
+            max_unsettled_atomic,
         )
         if len(rows) != len(checked):
             raise LedgerIntegrityError(f"{len(checked)} vouchers given, {len(rows)} verdicts back")
@@ -115,8 +123,13 @@ async def book_voucher(
 
 def _arguments(booking: Booking) -> tuple[object, ...]:
     """One voucher's arguments, in the order of wg_batch_book_voucher's (its postings as JSON)."""
-    record = booking.record
     postings = json.dumps([[p.account, p.asset, str(p.amount_atomic)] for p in booking.postings])
+    return (*_columns(booking), postings)
+
+
+def _columns(booking: Booking) -> tuple[object, ...]:
+    """A voucher's own columns, in the order the booking functions take them (their postings apart)."""
+    record = booking.record
     return (
         booking.channel_id,
         record.payment_key,
@@ -132,7 +145,6 @@ def _arguments(booking: Booking) -> tuple[object, ...]:
         record.settlement_mode,
         booking.max_claimable_atomic,
         booking.signature,
-        postings,
     )
 
 

@@ -111,6 +111,17 @@ async def test_journal_refuses_edits_imbalance_and_double_settlement(pool: async
     with pytest.raises(asyncpg.UniqueViolationError):
         await post([("a", "usdc", 5), ("b", "usdc", -5)], kind="settlement", payment=payment_id)
     await post([("a", "usdc", 5), ("b", "usdc", -5)])  # a balanced adjustment is fine
+    # A posting added later to an entry written before (its own check ran at that commit) is checked again.
+    old = await pool.fetchval("SELECT max(id) FROM journal_entries WHERE kind = 'adjustment'")
+    async with pool.acquire() as connection:
+        with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
+            async with connection.transaction():
+                await connection.execute(
+                    "INSERT INTO journal_postings (entry_id, account, asset, amount_atomic) VALUES ($1, $2, $3, 1)",
+                    old,
+                    "a",
+                    "usdc",
+                )
     with pytest.raises(LedgerIntegrityError):
         ledger.journal.assert_balanced([Posting("a", "usdc", 5), Posting("b", "usdc", -4)])
 

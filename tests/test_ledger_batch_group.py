@@ -1,0 +1,129 @@
+"""Vouchers booked as a group (migration 0016's wg_batch_book_group) against a real Postgres: a group decides every
+voucher as booking them one at a time (0009's wg_batch_book_voucher) would, writes the same rows and balances, and
+falls back to the per-voucher path when a group holds a payment key the ledger already knows."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from ledger import channels, voucher_bookings
+from ledger.channels import ChannelConfig, VoucherRefused
+from ledger.verify import verify
+from ledger.voucher_bookings import Booked, Booking
+
+from .ledger_helpers import FreshDatabase, fresh_database
+from .services import Database
+from .test_ledger_batch import booking, config, counts
+
+PRICES = (500, 1000, 1500)
+
+
+@pytest.fixture
+async def two(database: Database) -> AsyncIterator[tuple[FreshDatabase, FreshDatabase]]:
+    async with fresh_database(database) as grouped, fresh_database(database) as single:
+        yield grouped, single
+
+
+def draw(rng: random.Random, cfgs: list[ChannelConfig], charged: dict[str, int], size: int) -> list[Booking]:
+    """A group as concurrent requests make one: mostly each channel's next vouchers, some replayed, skipping ahead,
+    repeated, above the deposit or for a channel never seen; sorted as the booker sorts them."""
+    group = []
+    for _ in range(size):
+        cfg = rng.choice(cfgs)
+        price = rng.choice(PRICES)
+        expected = charged[cfg.channel_id] + price
+        roll = rng.random()
+        if roll < 0.55:
+            charged[cfg.channel_id] = expected  # the client's own view: it signs on from here
+            top = expected
+        elif roll < 0.7:
+            top = max(price, charged[cfg.channel_id])  # a replay of the last one (or the first, again)
+        elif roll < 0.8:
+            top = expected + price  # skips one
+        elif roll < 0.9:
+            top = expected + 50_000  # above any deposit here
+        else:
+            cfg, top = config(), price  # a channel the ledger never saw
+        group.append(booking(cfg, top, price))
+    return sorted(group, key=lambda b: (b.channel_id.lower(), b.max_claimable_atomic))
+
+
+async def state(pool: asyncpg.Pool) -> tuple[object, ...]:
+    """Everything a booking writes, without ids and clocks."""
+    rows = await pool.fetch(
+        "SELECT channel_id, charged_atomic, unsettled_atomic, signed_max_atomic, signature FROM batch_channels"
+        " ORDER BY channel_id"
+    )
+    vouchers = await pool.fetch(
+        "SELECT v.channel_id, v.max_claimable_atomic, v.signature, p.payment_key, p.state, p.amount_atomic"
+        " FROM batch_vouchers v JOIN payments p ON p.id = v.payment_id ORDER BY p.payment_key"
+    )
+    balances = await pool.fetch(
+        "SELECT account, asset, sum(balance_atomic) AS balance, sum(postings) AS postings FROM account_balances"
+        " GROUP BY account, asset ORDER BY account, asset"
+    )
+    events = await pool.fetchval(
+        "SELECT count(*) FROM payment_events WHERE from_state IS NULL AND to_state = 'accepted'"
+    )
+    return tuple(map(tuple, rows)), tuple(map(tuple, vouchers)), tuple(map(tuple, balances)), events
+
+
+def verdict(result: Booked | VoucherRefused) -> str:
+    return "accepted" if isinstance(result, Booked) else result.reason.value
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_group_books_what_one_at_a_time_would(two: tuple[FreshDatabase, FreshDatabase], seed: int) -> None:
+    grouped, single = two
+    rng = random.Random(seed)
+    cfgs = [config() for _ in range(4)]
+    for cfg in cfgs:
+        balance = rng.choice((4_000, 8_000, 20_000))
+        for db in (grouped, single):
+            await channels.mirror_channel(db.pool, cfg, balance_atomic=balance, claimed_atomic=0)
+    charged = {cfg.channel_id: 0 for cfg in cfgs}
+    seen: set[str] = set()
+    for _ in range(8):
+        group = draw(rng, cfgs, charged, rng.randint(1, 12))
+        cap = rng.choice((None, None, 30_000))
+        together = await voucher_bookings.book_vouchers(grouped.pool, group, max_unsettled_atomic=cap)
+        alone = [await voucher_bookings.book_voucher(single.pool, b, max_unsettled_atomic=cap) for b in group]
+        assert [verdict(r) for r in together] == [verdict(r) for r in alone]  # type: ignore[arg-type]
+        seen.update(verdict(r) for r in alone)
+        # the client re-bases on what was really charged, as a corrective 402 makes it
+        for cfg in cfgs:
+            found = await channels.channel(single.pool, cfg.channel_id)
+            assert found is not None
+            charged[cfg.channel_id] = found.charged_atomic
+    assert await state(grouped.pool) == await state(single.pool)
+    assert await counts(grouped.pool) == await counts(single.pool)
+    assert (await verify(grouped.pool)).ok and (await verify(single.pool)).ok
+    # the draws reached the rules they are meant to compare, not only acceptances
+    assert {"accepted", "cumulative_amount_mismatch", "channel_not_found"} <= seen
+
+
+async def test_a_group_with_a_known_key_is_booked_voucher_by_voucher(two: tuple[FreshDatabase, FreshDatabase]) -> None:
+    pool = two[0].pool
+    a, b = config(), config()
+    for cfg in (a, b):
+        await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
+    [first] = await voucher_bookings.book_vouchers(pool, [booking(a, 1000, 1000)])
+    assert isinstance(first, Booked)
+    # a's first voucher again (its key is in the ledger) beside new ones: each decided on its own, as before
+    group = sorted([booking(a, 1000, 1000), booking(a, 2000, 1000), booking(b, 1000, 1000)], key=lambda x: x.channel_id)
+    results = dict(
+        zip(
+            ((x.channel_id, x.max_claimable_atomic) for x in group),
+            await voucher_bookings.book_vouchers(pool, group),
+            strict=True,
+        )
+    )
+    replayed = results[(a.channel_id, 1000)]
+    assert isinstance(replayed, VoucherRefused) and replayed.reason is channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH
+    assert isinstance(results[(a.channel_id, 2000)], Booked) and isinstance(results[(b.channel_id, 1000)], Booked)
+    assert await counts(pool) == (3, 3, 3)
+    assert (await verify(pool)).ok
