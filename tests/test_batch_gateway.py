@@ -203,6 +203,28 @@ async def test_hostile_vouchers_are_refused_with_a_reason_and_nothing_served(
     assert await accepted_for(pool, payer) == 3  # the deposit's voucher and the two good ones
 
 
+async def test_a_payers_vouchers_count_against_its_rate_limit(
+    batch_settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    """The deposit (a relayer transaction, counted in Redis at once) and the vouchers (counted in the worker) share
+    the payer's limit: over it, 429 with Retry-After, nothing booked and nothing served."""
+    limits = batch_settings.limits.model_copy(update={"payer": "3/hour"})
+    with running_gateway(with_settings(batch_settings, limits=limits)) as gateway:
+        [offer] = [
+            o
+            for o in unb64((await gateway.get(CAPITALS)).headers["payment-required"])["accepts"]
+            if o["scheme"] == "batch-settlement"
+        ]
+        channel = Channel(gateway, devnet, offer)
+        await channel.open(10 * PRICE)  # 1
+        served = [(await channel.voucher(n * PRICE)).status_code for n in (2, 3)]  # 2, 3
+        over = await channel.voucher(4 * PRICE)
+    assert served == [200, 200]
+    assert over.status_code == 429 and int(over.headers["retry-after"]) > 0, over.text
+    assert over.json()["error"] == "rate_limited" and "payment-response" not in over.headers
+    assert await accepted_for(pool, channel.payer.address.lower()) == 3
+
+
 async def test_twenty_concurrent_vouchers_on_one_channel_are_served_once(
     batch_settings: Settings, devnet: EvmDevnet, pool: asyncpg.Pool
 ) -> None:

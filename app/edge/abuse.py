@@ -6,9 +6,9 @@ against its client's address: every request to a paid route (quotes and payment 
 under the `quote` limit, health and metrics under their own `ops` limit, everything else under
 `free` (429 with Retry-After); every answer counted carries RateLimit-Limit, -Remaining and -Reset
 (this worker's view, no I/O). Payment attempts are also counted per payer by the checkout
-(`Services.payer_limited`, wired to `hit_shared`), once their signature is known to be the payer's
-and before the claim, so a refused attempt is never claimed, verified or charged, and a forger
-cannot spend a real payer's quota.
+(`Services.payer_limited`: `hit_shared` for an attempt that has the relayer send a transaction, `hit`
+for a voucher), once their signature is known to be the payer's and before the claim, so a refused
+attempt is never claimed, verified or charged, and a forger cannot spend a real payer's quota.
 
 Counting is `RateLimiter`'s (app/edge/rate_limiter.py).
 """

@@ -29,11 +29,14 @@ def banned(services: Services, paid: PaidRoute, payer: str) -> Banned | None:
     return Banned(payer)
 
 
-async def over_limit(services: Services, paid: PaidRoute, payer: str) -> RateLimited | None:
+async def over_limit(
+    services: Services, paid: PaidRoute, payer: str, *, sends_transaction: bool = True
+) -> RateLimited | None:
     """The payer's attempts are over its limit (counted only once its signature is known to be the payer's,
-    so a forger cannot spend it): refused before anything is recorded, verified or charged."""
+    so a forger cannot spend it): refused before anything is recorded, verified or charged. An attempt that has
+    the relayer send a transaction is counted exactly across workers; one that does not (a voucher) locally."""
     limited = services.payer_limited
-    wait = await limited(payer) if limited is not None else None
+    wait = await limited(payer, sends_transaction) if limited is not None else None
     if wait is None:
         return None
     log.info("payer rate limited", extra={"route": paid.path, "retry_after": wait})

@@ -131,8 +131,10 @@ class BatchCheckout:
                     return self._refused(paid, forged)
         except PaymentError as exc:
             return Unavailable(exc.reason, "the voucher could not be checked right now; nothing was charged")
-        if (limited := await admission.over_limit(self.services, paid, checked.payer)) is not None:
-            return limited  # a refund counts too: it is a transaction our relayer pays for
+        sends = checked.kind != "voucher"  # a deposit or a refund is a transaction our relayer pays for
+        limited = await admission.over_limit(self.services, paid, checked.payer, sends_transaction=sends)
+        if limited is not None:
+            return limited
         if refund:
             return await self.refunds.refund(paid, offer, checked, self._mirror)
         deposited = None

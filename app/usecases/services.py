@@ -20,7 +20,9 @@ class Services:
     pricing: Pricing | None = None  # built once the facilitator says what it supports
     tier: DataTier | None = None  # built in the lifespan (it needs Redis and an HTTP client)
     banned: Callable[[str], bool] = lambda _payer: False  # the operator's bans, as this worker last loaded them
-    payer_limited: Callable[[str], Awaitable[int | None]] | None = None  # seconds to wait, if over its rate limit
+    # seconds to wait if the payer (first argument) is over its rate limit; the second says whether the attempt
+    # makes the relayer send a transaction (counted exactly across workers) or not (a voucher: counted locally)
+    payer_limited: Callable[[str, bool], Awaitable[int | None]] | None = None
     replay_url: str | None = None  # set when upstreams are answered from recordings
     idempotency_ttl_s: float = 86_400.0  # how long a delivered response stays replayable by its payment id
     settle_wait_s: float = 90.0  # how long a retry waits for the first attempt with its payment id
