@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 from .cache import CacheTier, Unavailable
@@ -50,7 +51,7 @@ class StreamRead:
     def fetch_age_s(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.fetched_at_unix_s)
 
-    @property
+    @cached_property  # asked three or four times per answer, over every record
     def observed_at(self) -> str | None:
         """When the newest record is for, as the upstream says (ISO 8601 UTC sorts as time)."""
         return max((r.observed_at for r in self.records), default=None)

@@ -4,12 +4,14 @@ falls back to the per-voucher path when a group holds a payment key the ledger a
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from app.usecases.voucher_booker import VoucherBooker
 from ledger import channels, voucher_bookings
 from ledger.channels import ChannelConfig, VoucherRefused
 from ledger.verify import verify
@@ -126,4 +128,29 @@ async def test_a_group_with_a_known_key_is_booked_voucher_by_voucher(two: tuple[
     assert isinstance(replayed, VoucherRefused) and replayed.reason is channels.Refusal.CUMULATIVE_AMOUNT_MISMATCH
     assert isinstance(results[(a.channel_id, 2000)], Booked) and isinstance(results[(b.channel_id, 1000)], Booked)
     assert await counts(pool) == (3, 3, 3)
+    assert (await verify(pool)).ok
+
+
+async def test_a_voucher_whose_request_is_cancelled_while_waiting_is_still_booked(
+    two: tuple[FreshDatabase, FreshDatabase],
+) -> None:
+    """Its data was ready: the booker's own task books it, so a request cancelled (a shutdown, a client gone) never
+    leaves a served voucher unbooked; its answer is served again on retry, not charged again."""
+    pool = two[0].pool
+    cfgs = [config() for _ in range(3)]
+    for cfg in cfgs:
+        await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
+    booker = VoucherBooker(pool, in_flight_max=1)
+    first = asyncio.ensure_future(booker.book(booking(cfgs[0], 1000, 1000)))  # its group goes out at once
+    waiting = [asyncio.ensure_future(booker.book(booking(cfg, 1000, 1000))) for cfg in cfgs[1:]]  # the next group
+    await asyncio.sleep(0)
+    for task in (first, *waiting):
+        task.cancel()
+    await asyncio.gather(first, *waiting, return_exceptions=True)
+    for _ in range(100):
+        if await counts(pool) == (3, 3, 3):
+            break
+        await asyncio.sleep(0.05)
+    assert await counts(pool) == (3, 3, 3)
+    assert all(t.cancelled() for t in (first, *waiting))
     assert (await verify(pool)).ok

@@ -51,7 +51,8 @@ class VoucherBooker:
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
     async def book(self, booking: Booking) -> Booked | VoucherRefused:
-        """Book one served voucher with whatever others are waiting. Raises as `book_vouchers` does."""
+        """Book one served voucher with whatever others are waiting. Raises as `book_vouchers` does. The booking
+        is done by the booker's own task: a caller cancelled while it waits leaves the voucher booked."""
         future: asyncio.Future[Booked | VoucherRefused] = asyncio.get_running_loop().create_future()
         self._waiting.append((booking, future))
         self._start()
