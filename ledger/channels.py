@@ -207,7 +207,7 @@ async def channel(pool: asyncpg.Pool, channel_id: str) -> Channel | None:
     return None if row is None else _build(Channel, row)
 
 
-async def channels_by_id(pool: asyncpg.Pool, channel_ids: Sequence[str]) -> dict[str, Channel]:
+async def channels_by_id(pool: asyncpg.Pool | asyncpg.Connection, channel_ids: Sequence[str]) -> dict[str, Channel]:
     with translated():
         rows = await pool.fetch(queries["batch_channels_by_id"], [c.lower() for c in channel_ids])
     return {row["channel_id"]: _build(Channel, row) for row in rows}

@@ -12,7 +12,6 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from app.usecases import voucher_booker
 from app.usecases.voucher_booker import VoucherBooker
 from ledger import (
     LedgerError,
@@ -332,7 +331,7 @@ async def test_the_booker_groups_concurrent_vouchers_and_isolates_a_failing_one(
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
     wrong_terms = booking(replace(cfgs[0], receiver="0x" + "99" * 20), 1000, 1000)  # fails its whole statement
-    voucher_booker.book_vouchers = counted  # type: ignore[assignment]
+    voucher_bookings.book_vouchers = counted  # type: ignore[assignment]
     try:
         results = await asyncio.gather(
             *(booker.book(booking(cfg, 1000, 1000)) for cfg in cfgs[1:]),
@@ -340,7 +339,8 @@ async def test_the_booker_groups_concurrent_vouchers_and_isolates_a_failing_one(
             return_exceptions=True,
         )
     finally:
-        voucher_booker.book_vouchers = real  # type: ignore[assignment]
+        voucher_bookings.book_vouchers = real  # type: ignore[assignment]
+        await booker.close()
     assert all(isinstance(r, Booked) for r in results[:-1]), results
     assert isinstance(results[-1], LedgerIntegrityError), results[-1]
     assert groups[0] == 1 and sum(groups) == 12 and len(groups) < 12  # the first alone, the rest together
@@ -364,6 +364,7 @@ async def test_a_channel_held_elsewhere_never_stalls_the_others_booked_with_it(f
         await asyncio.sleep(0.2)
         assert not waiting.done()  # it waits for the channel, alone
     assert isinstance(await asyncio.wait_for(waiting, 10), Booked)
+    await booker.close()
     assert await counts(pool) == (5, 5, 5)
     assert (await verify(pool)).ok
 

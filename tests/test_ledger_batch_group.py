@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from app.usecases.voucher_booker import VoucherBooker
-from ledger import channels, voucher_bookings
+from ledger import LedgerUnavailable, channels, voucher_bookings
 from ledger.channels import ChannelConfig, VoucherRefused
 from ledger.verify import verify
 from ledger.voucher_bookings import Booked, Booking
@@ -151,6 +151,30 @@ async def test_a_voucher_whose_request_is_cancelled_while_waiting_is_still_booke
         if await counts(pool) == (3, 3, 3):
             break
         await asyncio.sleep(0.05)
+    await booker.close()
     assert await counts(pool) == (3, 3, 3)
     assert all(t.cancelled() for t in (first, *waiting))
     assert (await verify(pool)).ok
+
+
+async def test_the_connection_kept_for_groups_is_replaced_after_it_breaks(
+    two: tuple[FreshDatabase, FreshDatabase],
+) -> None:
+    """A group's connection is kept between groups; when Postgres drops it, that group fails (nothing written,
+    LedgerUnavailable: the gateway answers 503, nothing charged) and the next group books on a fresh one."""
+    pool = two[0].pool
+    cfgs = [config() for _ in range(3)]
+    for cfg in cfgs:
+        await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
+    groups = voucher_bookings.GroupConnections(pool)
+    [first] = await groups.book_vouchers([booking(cfgs[0], 1000, 1000)])
+    [kept] = groups._idle
+    backend = await kept.fetchval("SELECT pg_backend_pid()")
+    assert await pool.fetchval("SELECT pg_terminate_backend($1)", backend)
+    with pytest.raises(LedgerUnavailable):
+        await groups.book_vouchers([booking(cfgs[1], 1000, 1000)])
+    [third] = await groups.book_vouchers([booking(cfgs[2], 1000, 1000)])
+    assert isinstance(first, Booked) and isinstance(third, Booked)
+    assert await counts(pool) == (2, 2, 2)
+    await groups.close()
+    assert groups._idle == []

@@ -112,6 +112,7 @@ class BatchCheckout:
 
     async def close(self) -> None:
         await self.marks.close()
+        await self.booker.close()
 
     async def pay(self, paid: PaidRoute, payload: PaymentPayload, offer: PaymentRequirements, serve: Serve) -> Outcome:
         checked = check_payment(payload, offer)

@@ -21,7 +21,7 @@ import asyncpg
 
 import ledger
 from ledger.channels import VoucherRefused
-from ledger.voucher_bookings import Booked, Booking, ChannelHeld, book_voucher, book_vouchers
+from ledger.voucher_bookings import Booked, Booking, ChannelHeld, GroupConnections, book_voucher
 
 log = logging.getLogger("worldgate.batch")
 GROUP_MAX = 64
@@ -43,6 +43,7 @@ class VoucherBooker:
         in_flight_max: int = IN_FLIGHT_MAX,
     ) -> None:
         self._pool = pool
+        self._groups = GroupConnections(pool)  # kept between groups: no pool round trip in a group's path
         self._max_unsettled = max_unsettled_atomic
         self._group_max = group_max
         self._in_flight_max = in_flight_max
@@ -57,6 +58,10 @@ class VoucherBooker:
         self._waiting.append((booking, future))
         self._start()
         return await future
+
+    async def close(self) -> None:
+        """Give back the connections kept for groups (before the pool closes: it waits for them)."""
+        await self._groups.close()
 
     def _start(self) -> None:
         while self._waiting and self._in_flight < self._in_flight_max:
@@ -73,8 +78,8 @@ class VoucherBooker:
         try:
             ordered = sorted(group, key=lambda w: (w[0].channel_id.lower(), w[0].max_claimable_atomic))
             try:
-                results = await book_vouchers(
-                    self._pool, [b for b, _ in ordered], max_unsettled_atomic=self._max_unsettled
+                results = await self._groups.book_vouchers(
+                    [b for b, _ in ordered], max_unsettled_atomic=self._max_unsettled
                 )
             except ledger.LedgerUnavailable as exc:
                 for _, future in ordered:
