@@ -12,7 +12,6 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from app.usecases.voucher_booker import VoucherBooker
 from ledger import (
     LedgerError,
     LedgerIntegrityError,
@@ -293,79 +292,6 @@ async def test_twenty_concurrent_bookings_on_one_channel_book_one(fresh: FreshDa
     [won] = [i for i, r in enumerate(racing) if isinstance(r, Booked)]
     channel = await channels.channel(pool, cfg.channel_id)
     assert channel is not None and (channel.charged_atomic, channel.unsettled_atomic) == (2000 + won, 2000 + won)
-    assert (await verify(pool)).ok
-
-
-async def test_vouchers_booked_together_are_each_booked_or_refused_on_their_own(fresh: FreshDatabase) -> None:
-    pool = fresh.pool
-    a, b = config(), config()
-    for cfg in (a, b):
-        await channels.mirror_channel(pool, cfg, balance_atomic=2_000, claimed_atomic=0)
-    group = [booking(a, 1000, 1000), booking(a, 2000, 1000), booking(a, 2000, 1000), booking(b, 1500, 1500)]
-    group += [booking(b, 2500, 1000), booking(config(), 1000, 1000)]  # above b's balance; an unknown channel
-    results = await voucher_bookings.book_vouchers(pool, group)
-    assert [type(r).__name__ for r in results] == ["Booked", "Booked", "VoucherRefused", "Booked"] + [
-        "VoucherRefused"
-    ] * 2
-    assert [r.reason for r in results if isinstance(r, VoucherRefused)] == [
-        Refusal.CUMULATIVE_AMOUNT_MISMATCH,  # the same voucher twice in one group: booked once
-        Refusal.CUMULATIVE_EXCEEDS_BALANCE,
-        Refusal.CHANNEL_NOT_FOUND,
-    ]
-    assert results[2].channel is not None and results[2].channel.charged_atomic == 2000  # for a corrective 402
-    assert await counts(pool) == (3, 3, 3)
-    assert (await verify(pool)).ok
-
-
-async def test_the_booker_groups_concurrent_vouchers_and_isolates_a_failing_one(fresh: FreshDatabase) -> None:
-    pool = fresh.pool
-    cfgs = [config() for _ in range(12)]
-    for cfg in cfgs:
-        await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
-    booker = VoucherBooker(pool, group_max=8, in_flight_max=1)
-    groups: list[int] = []
-    real = voucher_bookings.book_vouchers
-
-    async def counted(*args: object, **kwargs: object) -> list[Booked | VoucherRefused]:
-        groups.append(len(args[1]))  # type: ignore[arg-type]
-        return await real(*args, **kwargs)  # type: ignore[arg-type]
-
-    wrong_terms = booking(replace(cfgs[0], receiver="0x" + "99" * 20), 1000, 1000)  # fails its whole statement
-    voucher_bookings.book_vouchers = counted  # type: ignore[assignment]
-    try:
-        results = await asyncio.gather(
-            *(booker.book(booking(cfg, 1000, 1000)) for cfg in cfgs[1:]),
-            booker.book(wrong_terms),
-            return_exceptions=True,
-        )
-    finally:
-        voucher_bookings.book_vouchers = real  # type: ignore[assignment]
-        await booker.close()
-    assert all(isinstance(r, Booked) for r in results[:-1]), results
-    assert isinstance(results[-1], LedgerIntegrityError), results[-1]
-    assert groups[0] == 1 and sum(groups) == 12 and len(groups) < 12  # the first alone, the rest together
-    assert await counts(pool) == (11, 11, 11)
-    assert (await verify(pool)).ok
-
-
-async def test_a_channel_held_elsewhere_never_stalls_the_others_booked_with_it(fresh: FreshDatabase) -> None:
-    pool = fresh.pool
-    held, free = config(), [config() for _ in range(4)]
-    for cfg in (held, *free):
-        await channels.mirror_channel(pool, cfg, balance_atomic=10_000, claimed_atomic=0)
-    grouped = await voucher_bookings.book_vouchers(pool, [])
-    assert grouped == []
-    booker = VoucherBooker(pool, in_flight_max=1)
-    async with pool.acquire() as refund, refund.transaction():  # as a cooperative refund holds its channel
-        await refund.execute("SELECT 1 FROM batch_channels WHERE channel_id = $1 FOR UPDATE", held.channel_id)
-        waiting = asyncio.ensure_future(booker.book(booking(held, 1000, 1000)))
-        others = await asyncio.wait_for(asyncio.gather(*(booker.book(booking(cfg, 1000, 1000)) for cfg in free)), 10)
-        assert all(isinstance(r, Booked) for r in others)
-        await asyncio.sleep(0.2)
-        assert not waiting.done()  # it waits for the channel, alone
-    assert isinstance(await asyncio.wait_for(waiting, 10), Booked)
-    await booker.close()
-    assert await counts(pool) == (5, 5, 5)
     assert (await verify(pool)).ok
 
 
