@@ -166,6 +166,14 @@ async def test_an_unreachable_feed_is_not_sold_and_nothing_is_charged(
     assert [r["state"] for r in rows] == ["released"]
 
 
+async def test_a_renewal_where_no_batch_settlement_is_offered_is_not_offered_not_quoted(live_gateway: Gateway) -> None:
+    """Renewals are paid by voucher only: on a gateway without batch-settlement the route says so (404), rather
+    than a 402 that offers nothing to pay."""
+    answer = await live_gateway.get(f"/v1/streams/{ISS}/live/renew?session=abc")
+    assert answer.status_code == 404 and answer.json()["error"] == "renewal_not_offered", answer.text
+    assert "payment-required" not in answer.headers and "/live" in answer.json()["message"]
+
+
 async def test_the_operator_sees_each_feed_and_keeps_one_alive(live_gateway: Gateway, redis_url: str) -> None:
     token = mint(ADMIN_SECRET, "worldgate-admin", "ops@test", 600)
     headers = {"authorization": f"Bearer {token}"}

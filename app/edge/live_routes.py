@@ -63,6 +63,12 @@ log = logging.getLogger("worldgate.live")
 UNAVAILABLE = Problem(503, "live_unavailable", "live sessions cannot be kept right now; nothing was charged")
 _REDIS = (redis_errors.RedisError, OSError)
 RENEW_TRIES = 3
+RENEWAL_NOT_OFFERED = Problem(
+    404,
+    "renewal_not_offered",
+    "renewals are paid by batch-settlement voucher, which this gateway does not offer: buy the next window by"
+    " connecting to /live again (or buying a ticket); nothing was charged",
+)
 
 
 def _query(scope: Scope, name: str) -> str | None:
@@ -234,6 +240,10 @@ class LiveApi:
         stream = self._stream(scope)
         if isinstance(stream, Problem):
             await problem_answer(send, stream)
+            return
+        pricing = self.services.pricing
+        if pricing is not None and pricing.lookup(scope["path"]) is None:  # no batch-settlement: nothing to sell
+            await problem_answer(send, RENEWAL_NOT_OFFERED)
             return
         paid = self._paid(scope)
         if paid is None:

@@ -378,8 +378,10 @@ def _renew_not_offered(registry: Registry) -> dict[str, Any]:
                 "window by connecting to /live again (or buying a ticket).",
                 "tags": ["live"],
                 "responses": {
-                    "402": problem("Nothing to pay here (`payment_required`, no offers)."),
-                    "404": problem("No such stream, or it has no live feed (`no_live_feed`)."),
+                    "404": problem(
+                        "Renewals are not offered here (`renewal_not_offered`), no such stream, or it has no live "
+                        "feed (`no_live_feed`)."
+                    ),
                     **ALWAYS,
                 },
             },
