@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import ParseError
 from ..records import Record
 from .base import Point, UpstreamRequest, iso, load_json, optional_number
+from .open_meteo import at_point
 
 LICENSE = "CC-BY-4.0"
 ATTRIBUTION = "Flood data by Open-Meteo.com (CC BY 4.0), from GloFAS, Copernicus Emergency Management Service"
@@ -32,15 +33,11 @@ class OpenMeteoFlood:
     streams = (STREAM,)
 
     def request(self, point: Point | None) -> UpstreamRequest:
-        if point is None:
-            raise ValueError("open-meteo.flood needs a point")
-        rounded = point.rounded()
         return UpstreamRequest(
             self.host,
             "/v1/flood",
             (
-                ("latitude", f"{rounded.lat:.1f}"),
-                ("longitude", f"{rounded.lon:.1f}"),
+                *at_point(self.name, point),
                 ("daily", "river_discharge"),
                 ("past_days", "7"),
                 ("forecast_days", "1"),

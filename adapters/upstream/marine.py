@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..errors import ParseError
 from ..records import Record
 from .base import Point, UpstreamRequest, load_json, optional_number, split
-from .open_meteo import current_location
+from .open_meteo import current_location, current_request
 
 LICENSE = "CC-BY-4.0"
 ATTRIBUTION = "Marine data by Open-Meteo.com (CC BY 4.0)"
@@ -49,19 +49,7 @@ class OpenMeteoMarine:
     streams = tuple(CHILDREN)
 
     def request(self, point: Point | None) -> UpstreamRequest:
-        if point is None:
-            raise ValueError("open-meteo.marine needs a point")
-        rounded = point.rounded()
-        return UpstreamRequest(
-            self.host,
-            "/v1/marine",
-            (
-                ("latitude", f"{rounded.lat:.1f}"),
-                ("longitude", f"{rounded.lon:.1f}"),
-                ("current", ",".join(variable for variable, _, _ in VARIABLES)),
-                ("timezone", "GMT"),
-            ),
-        )
+        return current_request(self.name, self.host, "/v1/marine", point, VARIABLES)
 
     def parse(self, body: bytes, point: Point | None) -> dict[str, list[Record]]:
         document = load_json(body)

@@ -59,6 +59,23 @@ GRID_VARIABLES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def at_point(name: str, point: Point | None) -> tuple[tuple[str, str], ...]:
+    """The `latitude`/`longitude` pair every Open-Meteo API takes: the point rounded to the cache's 0.1° cell."""
+    if point is None:
+        raise ValueError(f"{name} needs a point")
+    rounded = point.rounded()
+    return (("latitude", f"{rounded.lat:.1f}"), ("longitude", f"{rounded.lon:.1f}"))
+
+
+def current_request(
+    name: str, host: str, path: str, point: Point | None, variables: tuple[tuple[str, str, str], ...]
+) -> UpstreamRequest:
+    """The forecast-shaped request of the current values of `variables` at a point, times in GMT (the forecast,
+    marine and air-quality APIs share it)."""
+    current = ("current", ",".join(variable for variable, _, _ in variables))
+    return UpstreamRequest(host, path, (*at_point(name, point), current, ("timezone", "GMT")))
+
+
 def current_location(
     location: Any, variables: tuple[tuple[str, str, str], ...], units_ok: dict[str, tuple[str, ...]] | None = None
 ) -> tuple[str, float, float, dict[str, Any]]:
@@ -125,19 +142,7 @@ class OpenMeteoCurrent:
     streams = (CURRENT_STREAM, *CURRENT_CHILDREN)
 
     def request(self, point: Point | None) -> UpstreamRequest:
-        if point is None:
-            raise ValueError("open-meteo.current needs a point")
-        rounded = point.rounded()
-        return UpstreamRequest(
-            self.host,
-            "/v1/forecast",
-            (
-                ("latitude", f"{rounded.lat:.1f}"),
-                ("longitude", f"{rounded.lon:.1f}"),
-                ("current", ",".join(variable for variable, _, _ in CURRENT_VARIABLES)),
-                ("timezone", "GMT"),
-            ),
-        )
+        return current_request(self.name, self.host, "/v1/forecast", point, CURRENT_VARIABLES)
 
     def parse(self, body: bytes, point: Point | None) -> dict[str, list[Record]]:
         document = load_json(body)
