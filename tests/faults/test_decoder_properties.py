@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import json
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -39,19 +38,44 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from adapters import STREAMS, FilterError, parse_filters, parse_max_age
-from app.mcp.server import PAYMENT_META_KEY, STREAM_SCHEMA, WORLD_SCHEMA, tool_params
-from app.usecases.binding import bind_header, bind_object
+from app.mcp.server import STREAM_SCHEMA, WORLD_SCHEMA, tool_params
 from app.usecases.queries import Problem, StreamQuery, WorldQuery, stream_query, world_query
 from app.usecases.retries import payment_identifier
-from payments import NetworkTerms, PaymentPayload, PaymentPayloadV1, Refusal, build_offer, inspect
+from payments import PaymentPayload, PaymentPayloadV1, Refusal, inspect
 from payments.codec import decode_payment_header
 from payments.errors import Reason
-from payments.evm.client import sign_transfer_authorization
 from payments.evm.eip712 import recover_address, split_signature
 from payments.evm.exact import parse_authorization
 from payments.outcomes import Inspection
 from payments.svm import programs
-from payments.svm.client import encode_transaction, payment_instructions, sign_partially
+from payments.svm.client import encode_transaction, payment_instructions
+
+from .payment_strategies import (
+    EVM_NETWORK,
+    EVM_OFFER,
+    EVM_PAYLOAD,
+    FEE_PAYER,
+    FULLWIDTH_1000,
+    NOW,
+    OFFERS,
+    PRICE,
+    SVM_MINT,
+    SVM_OFFER,
+    SVM_PAY_TO,
+    SVM_PAYER,
+    SVM_TRANSACTION,
+    b64_text,
+    bind_gate,
+    bind_mcp,
+    encode_document,
+    headers,
+    hostile_values,
+    json_values,
+    near_valid_documents,
+    nested,
+    query_texts,
+    valid_documents,
+)
 
 REASONS = frozenset(Reason)
 FUZZ = settings(
@@ -62,200 +86,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 FUZZ_JSON = settings(FUZZ, max_examples=200)  # the examples that build big JSON documents: slower to generate
-NOW = int(time.time())
-FULLWIDTH_1000 = "\uff11\uff10\uff10\uff10"  # what int() reads as 1000 and a regex of [0-9] does not
-
-# ---- this module's own route: one EVM and one SVM offer, as the gateway would quote them ----
-
-EVM_NETWORK = "eip155:84532"
-EVM_ASSET = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
-EVM_PAY_TO = "0xe5849773dB9157b0138D83bA4A8F3924805D1250"
-EVM_KEY = "0x" + "decade" * 10 + "dec0"  # an unfunded key: its payments can only be refused
-SVM_NETWORK = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
-SVM_MINT = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
-FEE_PAYER = Keypair.from_seed(bytes(32))
-SVM_PAY_TO = Keypair.from_seed(bytes([1] * 32)).pubkey()
-SVM_PAYER = Keypair.from_seed(bytes([2] * 32))
-PRICE = 1000
-
-EVM_OFFER = build_offer(NetworkTerms(EVM_NETWORK, EVM_ASSET, EVM_PAY_TO, extra={"name": "USDC", "version": "2"}), PRICE)
-SVM_OFFER = build_offer(
-    NetworkTerms(SVM_NETWORK, SVM_MINT, str(SVM_PAY_TO), extra={"feePayer": str(FEE_PAYER.pubkey())}), PRICE
-)
-OFFERS = (EVM_OFFER, SVM_OFFER)
-BYTES_MAX = 8192  # the gateway's default cap on a payment header (and on an MCP payment object)
-
-
-def bind_gate(header: bytes, version: int) -> Any:
-    """What the gate binds a payment header with."""
-    return bind_header(header, version, OFFERS, bytes_max=BYTES_MAX)
-
-
-def bind_mcp(raw: Any) -> Any:
-    """What the MCP server binds `_meta["x402/payment"]` with."""
-    return bind_object(raw, OFFERS, bytes_max=BYTES_MAX, name=PAYMENT_META_KEY)
-
-
-def _evm_payload(**overrides: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {"to": EVM_PAY_TO, "value": PRICE, "valid_before": NOW + 3600, **overrides}
-    return sign_transfer_authorization(EVM_KEY, chain_id=84532, asset=EVM_ASSET, name="USDC", version="2", **fields)
-
-
-def _svm_transaction(instructions: list[Instruction] | None = None) -> str:
-    instructions = instructions or payment_instructions(SVM_PAYER.pubkey(), SVM_OFFER, decimals=6)
-    return encode_transaction(sign_partially(FEE_PAYER.pubkey(), [SVM_PAYER], instructions, Hash.default()))
-
-
-EVM_PAYLOAD = _evm_payload()
-EVM_ACCEPTED = {
-    "scheme": "exact",
-    "network": EVM_NETWORK,
-    "amount": str(PRICE),
-    "asset": EVM_ASSET,
-    "payTo": EVM_PAY_TO,
-    "maxTimeoutSeconds": 300,
-    "extra": {"name": "USDC", "version": "2"},
-}
-SVM_ACCEPTED = {
-    "scheme": "exact",
-    "network": SVM_NETWORK,
-    "amount": str(PRICE),
-    "asset": SVM_MINT,
-    "payTo": str(SVM_PAY_TO),
-    "maxTimeoutSeconds": 300,
-    "extra": {"feePayer": str(FEE_PAYER.pubkey())},
-}
-SVM_TRANSACTION = _svm_transaction()
-
-
-def _valid_documents() -> list[dict[str, Any]]:
-    return [
-        {"x402Version": 2, "accepted": EVM_ACCEPTED, "payload": EVM_PAYLOAD},
-        {"x402Version": 2, "accepted": SVM_ACCEPTED, "payload": {"transaction": SVM_TRANSACTION}},
-        {
-            "x402Version": 2,
-            "accepted": EVM_ACCEPTED,
-            "payload": EVM_PAYLOAD,
-            "extensions": {"payment-identifier": {"info": {"id": "a" * 20}}},
-        },
-    ]
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-# ---- strategies ----
-
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**300), max_value=2**300)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40)
-    | st.sampled_from(["", "0", "-1", "1e3", "0x10", "00001000", "1000.0", str(2**256), "\u200b1000", FULLWIDTH_1000])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
-    max_leaves=25,
-)
-# the keys a hostile client would aim at, at every level of the document
-_PATHS = [
-    ["x402Version"],
-    ["accepted"],
-    ["accepted", "scheme"],
-    ["accepted", "network"],
-    ["accepted", "amount"],
-    ["accepted", "asset"],
-    ["accepted", "payTo"],
-    ["accepted", "maxTimeoutSeconds"],
-    ["accepted", "extra"],
-    ["accepted", "extra", "name"],
-    ["accepted", "extra", "feePayer"],
-    ["payload"],
-    ["payload", "signature"],
-    ["payload", "transaction"],
-    ["payload", "authorization"],
-    ["payload", "authorization", "from"],
-    ["payload", "authorization", "to"],
-    ["payload", "authorization", "value"],
-    ["payload", "authorization", "validAfter"],
-    ["payload", "authorization", "validBefore"],
-    ["payload", "authorization", "nonce"],
-    ["extensions"],
-    ["extensions", "payment-identifier"],
-    ["extensions", "payment-identifier", "info"],
-    ["extensions", "payment-identifier", "info", "id"],
-    ["resource"],
-    ["scheme"],
-    ["network"],
-]
-
-
-def _deep(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = {"a": [value]}
-    return value
-
-
-hostile_values = json_values | st.builds(_deep, st.integers(1, 400))
-
-
-@st.composite
-def near_valid_documents(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid payment document with one to three fields replaced or deleted."""
-    document = json.loads(json.dumps(draw(st.sampled_from(_valid_documents()))))
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(_PATHS))
-        target = document
-        for step in path[:-1]:
-            if not isinstance(target.get(step), dict):
-                target[step] = {}
-            target = target[step]
-        if draw(st.booleans()) and path[-1] in target:
-            del target[path[-1]]
-        else:
-            target[path[-1]] = draw(hostile_values)
-    return document
-
-
-def _encode(document: Any) -> str:
-    return _b64(json.dumps(document).encode())
-
-
-@st.composite
-def headers(draw: st.DrawFn) -> str:
-    """Header values: arbitrary text, base64 of bytes or of any JSON, near-valid documents, and valid
-    headers with characters edited."""
-    kind = draw(st.integers(0, 6))
-    if kind == 6:  # a valid document's JSON with bytes edited: bad UTF-8 inside strings, broken syntax
-        raw = bytearray(json.dumps(draw(st.sampled_from(_valid_documents()))).encode())
-        for _ in range(draw(st.integers(1, 3))):
-            raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
-        return _b64(bytes(raw))
-    if kind == 0:
-        return draw(st.text(alphabet=st.characters(max_codepoint=255), max_size=200))
-    if kind == 1:
-        return _b64(draw(st.binary(max_size=300)))
-    if kind == 2:
-        return _encode(draw(json_values))
-    if kind == 3:
-        return _encode(draw(near_valid_documents()))
-    header = list(_encode(draw(st.sampled_from(_valid_documents()))))
-    for _ in range(draw(st.integers(1, 4))):
-        index = draw(st.integers(0, len(header) - 1))
-        edit = draw(st.sampled_from(["replace", "delete", "insert"]))
-        char = draw(st.characters(max_codepoint=255))
-        if edit == "replace":
-            header[index] = char
-        elif edit == "delete":
-            del header[index]
-        else:
-            header.insert(index, char)
-    return "".join(header) if kind == 4 else "".join(header)[: draw(st.integers(0, len(header)))]
-
 
 # ---- assertions ----
 
@@ -323,7 +153,7 @@ def v1_headers(draw: st.DrawFn) -> str:
         for step in path[:-1]:
             target = target.setdefault(step, {}) if isinstance(target.get(step), dict) else target
         target[path[-1]] = draw(hostile_values)
-    return _encode(document)
+    return encode_document(document)
 
 
 @FUZZ_JSON
@@ -334,7 +164,7 @@ def test_the_gate_binds_and_inspects_v1_headers_or_refuses(header: str) -> None:
 
 
 @FUZZ_JSON
-@given(raw=json_values | near_valid_documents() | st.builds(_deep, st.integers(1, 3000)))
+@given(raw=json_values | near_valid_documents() | st.builds(nested, st.integers(1, 3000)))
 def test_the_mcp_payment_meta_binds_and_inspects_or_refuses(raw: Any) -> None:
     bound = bind_mcp(raw)
     assert_refused_or_inspected(run_bound(bound))
@@ -342,8 +172,8 @@ def test_the_mcp_payment_meta_binds_and_inspects_or_refuses(raw: Any) -> None:
 
 def test_the_valid_documents_pass_every_decoder() -> None:
     """The near-valid strategies start from payments that pass: a mutation is what makes them fail."""
-    for document in _valid_documents():
-        bound = bind_gate(_encode(document).encode(), 2)
+    for document in valid_documents():
+        bound = bind_gate(encode_document(document).encode(), 2)
         assert isinstance(run_bound(bound), Inspection)
         assert isinstance(run_bound(bind_mcp(document)), Inspection)
 
@@ -429,7 +259,7 @@ def _svm_inspect(transaction: Any) -> Any:
 
 
 @FUZZ_JSON
-@given(transaction=st.binary(max_size=1300).map(_b64) | st.text(max_size=200) | json_values)
+@given(transaction=st.binary(max_size=1300).map(b64_text) | st.text(max_size=200) | json_values)
 def test_arbitrary_transactions_are_refused(transaction: Any) -> None:
     assert_refusal(_svm_inspect(transaction))
 
@@ -451,7 +281,7 @@ def test_byte_mutated_reference_transactions_are_refused_or_inspected(data: st.D
             del raw[index]
         if not raw:
             break
-    assert_refused_or_inspected(_svm_inspect(_b64(bytes(raw))))
+    assert_refused_or_inspected(_svm_inspect(b64_text(bytes(raw))))
 
 
 _STRANGER = Keypair.from_seed(bytes([3] * 32))
@@ -526,15 +356,6 @@ def test_the_reference_svm_transaction_passes() -> None:
 # ---- the query rules and the MCP tool arguments ----
 
 _QUERY_NAMES = ["lat", "lon", "radius_km", "bbox", "limit", "max_age", "id", "other"]
-query_texts = st.one_of(
-    st.text(max_size=30),
-    st.floats().map(str),
-    st.integers(min_value=-(10**20), max_value=10**20).map(str),
-    st.sampled_from(
-        ["", "nan", "inf", "-inf", "1e309", "0x10", "1_000", "²", "١٢", FULLWIDTH_1000, "1" * 5000, "9" * 400,
-         "0,0,1,1", "1,2,3", "-180,-90,180,90", "10,10,-10,-10", "a,b,c,d", " 5 ", "5\x00", "\u200b5", "-0", "+5"]
-    ),
-)  # fmt: skip
 queries = st.dictionaries(st.sampled_from(_QUERY_NAMES), query_texts, max_size=6)
 
 
@@ -603,7 +424,7 @@ def test_tool_arguments_map_to_query_rules_or_a_problem(arguments: dict[str, Any
 def test_a_header_with_bad_utf8_inside_a_json_string_is_invalid_payload(version: int) -> None:
     """msgspec raises UnicodeDecodeError (not its DecodeError) for it: the gate answered 500."""
     raw = b'{"x402Version":2,"scheme":"\xd1x","network":"base-sepolia","accepted":{"scheme":"\xd1x"},"payload":{}}'
-    refused = decode_payment_header(_b64(raw), version=version)
+    refused = decode_payment_header(b64_text(raw), version=version)
     assert isinstance(refused, Refusal) and refused.reason == Reason.INVALID_PAYLOAD and refused.status == 400
 
 
@@ -631,6 +452,6 @@ def test_tool_arguments_too_long_to_print_are_a_400(arguments: dict[str, Any]) -
 def test_an_mcp_payment_nested_too_deep_to_measure_is_invalid_payload() -> None:
     """msgspec's encoder raised RecursionError measuring the size of a payment nested deeper than the interpreter's
     recursion limit (not reachable over HTTP today: the MCP transport's JSON parser stops at a lower depth)."""
-    deep = _deep(sys.getrecursionlimit() + 50)
+    deep = nested(sys.getrecursionlimit() + 50)
     refused = bind_mcp({"x402Version": 2, "payload": deep})
     assert isinstance(refused, Refusal) and refused.reason == Reason.INVALID_PAYLOAD

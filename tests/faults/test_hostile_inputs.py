@@ -66,9 +66,9 @@ from .. import svm
 from ..chain import new_payer, usdc_balance
 from ..conftest import ADMIN_SECRET, Gateway
 from .hostile_payments import Payer, build
+from .payment_strategies import headers as header_values
+from .payment_strategies import json_values, near_valid_documents, query_texts
 from .report import FaultRow, record
-from .test_decoder_properties import headers as header_values
-from .test_decoder_properties import json_values, near_valid_documents, query_texts
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 CORPUS = {path.stem: json.loads(path.read_text()) for path in sorted(CORPUS_DIR.glob("*.json"))}
