@@ -29,10 +29,10 @@ from app.usecases.services import Services
 from ledger import batch_recovery
 from payments.devnet.evm import EvmDevnet, mint
 
+from .batch_payer import STRANGER_KEY, Payer
 from .chain import b64, new_payer, rpc, unb64, usdc_balance
 from .conftest import Gateway, running_gateway, with_settings
 from .ledger_helpers import fresh_pool_fixture  # noqa: F401
-from .test_batch_payments import STRANGER_KEY, Payer
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_PYTHON = ROOT / ".venv-x402-svm" / "bin" / "python"

@@ -37,11 +37,11 @@ from payments.evm.batch import BatchChainReader, CheckedVoucher, ClaimRow, check
 from payments.evm.batch.settlement import RefundPlan
 from payments.evm.rpc import EvmRpc
 
+from .batch_payer import Payer
 from .chain import b64, new_payer, unb64, usdc_balance
 from .conftest import Gateway, running_gateway, with_settings
 from .ledger_helpers import fresh_database
 from .services import Database
-from .test_batch_payments import Payer
 from .test_mcp import connected
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,9 +36,9 @@ from app.usecases.retries import REDELIVER_AFTER_S
 from app.usecases.services import Services
 from payments.devnet.evm import EvmDevnet, mint
 
+from ..batch_payer import Payer
 from ..chain import b64, unb64, usdc_balance
 from ..ledger_helpers import FreshDatabase
-from ..test_batch_payments import Payer
 from .conftest import GatewayProcess, gateway_env
 from .report import FaultRow, record
 from .rig import INTENDED_5XX, fault_db, has_data, relayer_key, why  # noqa: F401
