@@ -50,18 +50,19 @@ from app.runtime.settings import load_settings  # noqa: E402
 from app.usecases import batch_setup  # noqa: E402
 from app.usecases.services import Services  # noqa: E402
 from app.wiring import MIGRATIONS_DIR  # noqa: E402
-from bench import paid  # noqa: E402
+from bench import harness, paid  # noqa: E402
+from bench.load import TRANSPORT_ERRORS, Answer, PhaseResult, RawLoad, fmt, run_async  # noqa: E402
 from payments.devnet import batch as devnet_batch  # noqa: E402
 from payments.devnet.anvil import Anvil  # noqa: E402
 from payments.devnet.evm import EvmDevnet, Rpc, provision  # noqa: E402
 from payments.devnet.process import DevnetError, free_port  # noqa: E402
 from payments.evm.batch import ERC3009_DEPOSIT_COLLECTOR_ADDRESS  # noqa: E402
 from payments.evm.client import EIP712_TYPES  # noqa: E402
-from tests.chain import b64  # noqa: E402
+from tests.chain import b64, unb64  # noqa: E402
 from tests.services import postgres, redis_server  # noqa: E402
 
 CHAIN_ID = paid.CHAIN_ID
-PATH = paid.PATH
+PATH = harness.PATH
 PRICE = paid.PRICE_ATOMIC
 REQUEST_TIMEOUT_S = 30.0
 FLUSH_TIMEOUT_S = 180.0
@@ -158,34 +159,34 @@ class Channel:
         )
 
 
-# ---- The load: C clients on bench/paid.py's raw keep-alive connections, each with its own list of requests ----
+# ---- The load: C clients on bench/load.py's raw keep-alive connections, each with its own list of requests ----
 
 
 @dataclass
-class Phase(paid.PhaseResult):
+class Phase(PhaseResult):
     receipts: list[dict[str, Any]] = field(default_factory=list)  # decoded PAYMENT-RESPONSEs of the successes
 
-    def merge(self, other: paid.PhaseResult) -> None:
+    def merge(self, other: PhaseResult) -> None:
         super().merge(other)
         if isinstance(other, Phase):
             self.receipts += other.receipts
 
 
-Check = Callable[[paid.Answer], tuple[str | None, dict[str, Any] | None]]
+Check = Callable[[Answer], tuple[str | None, dict[str, Any] | None]]
 
 
-def quote_ok(answer: paid.Answer) -> tuple[str | None, dict[str, Any] | None]:
+def quote_ok(answer: Answer) -> tuple[str | None, dict[str, Any] | None]:
     if answer.status == 402 and "payment-required" in answer.headers:
         return None, None
     return f"status {answer.status}, not a 402 quote: {answer.text()}", None
 
 
 def paid_ok(needs_transaction: bool) -> Check:
-    def check(answer: paid.Answer) -> tuple[str | None, dict[str, Any] | None]:
+    def check(answer: Answer) -> tuple[str | None, dict[str, Any] | None]:
         if answer.status != 200:
             return f"status {answer.status}: {answer.text()}", None
         try:
-            receipt = paid.unb64(answer.headers["payment-response"])
+            receipt = unb64(answer.headers["payment-response"])
             document = json.loads(answer.body)
         except (KeyError, ValueError) as exc:
             return f"200 without a readable payment-response or body: {exc!r}", None
@@ -199,7 +200,7 @@ def paid_ok(needs_transaction: bool) -> Check:
 
 
 async def phase(
-    load: paid.RawLoad, work: list[list[str]], check: Check, deadline: float, cpu: paid.CpuProbe | None = None
+    load: RawLoad, work: list[list[str]], check: Check, deadline: float, cpu: harness.CpuProbe | None = None
 ) -> Phase:
     """Client i sends work[i] in order ("" = no payment header); the phase ends when every client is done."""
     result = Phase()
@@ -215,7 +216,7 @@ async def phase(
             try:
                 request = connection.get(PATH, {"payment-signature": header} if header else {})
                 answer = await asyncio.wait_for(request, min(REQUEST_TIMEOUT_S, remaining))
-            except paid.TRANSPORT_ERRORS as exc:  # a timeout is an OSError too
+            except TRANSPORT_ERRORS as exc:  # a timeout is an OSError too
                 result.record(0.0, type(exc).__name__, f"{type(exc).__name__}: {exc}")
                 continue
             elapsed = time.perf_counter() - started
@@ -246,10 +247,10 @@ async def drive(
     quotes: list[list[str]],
     exact: list[list[str]],
     vouchers: list[list[str]],
-    cpu: paid.CpuProbe,
+    cpu: harness.CpuProbe,
     deadline: float,
 ) -> dict[str, Phase]:
-    load = paid.RawLoad(url, len(opens))
+    load = RawLoad(url, len(opens))
     try:
         await phase(load, [[""] * 20 for _ in opens], quote_ok, deadline)  # warm the connections and caches
         runs = {"opening": await phase(load, [[h] for h in opens], paid_ok(True), deadline)}
@@ -271,10 +272,10 @@ async def drive(
 
 def offers(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     answer = httpx.get(url + PATH, timeout=10.0)
-    accepts = paid.unb64(answer.headers["payment-required"])["accepts"]
+    accepts = unb64(answer.headers["payment-required"])["accepts"]
     by_scheme = {o["scheme"]: o for o in accepts}
     if "exact" not in by_scheme or "batch-settlement" not in by_scheme:
-        raise paid.BenchError(f"the 402 does not offer both exact and batch-settlement: {accepts}")
+        raise harness.BenchError(f"the 402 does not offer both exact and batch-settlement: {accepts}")
     return by_scheme["exact"], by_scheme["batch-settlement"]
 
 
@@ -317,11 +318,11 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
-def line(name: str, run: paid.PhaseResult) -> str:
-    cpu = ", ".join(f"{k} {paid._fmt(run.cpu_percent(k), 0)}%" for k in run.cpu_s)
+def line(name: str, run: PhaseResult) -> str:
+    cpu = ", ".join(f"{k} {fmt(run.cpu_percent(k), 0)}%" for k in run.cpu_s)
     return (
-        f"{name:<9} requests={run.total} ok={run.ok} seconds={run.wall_s:.2f} rps={paid._fmt(run.rps)}"
-        f" p50_ms={paid._fmt(run.p_ms(50), 2)} p99_ms={paid._fmt(run.p_ms(99), 2)} cpu({cpu})"
+        f"{name:<9} requests={run.total} ok={run.ok} seconds={run.wall_s:.2f} rps={fmt(run.rps)}"
+        f" p50_ms={fmt(run.p_ms(50), 2)} p99_ms={fmt(run.p_ms(99), 2)} cpu({cpu})"
     )
 
 
@@ -346,7 +347,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     clients = args.concurrency
-    with paid.Cleanup() as stack:
+    with harness.Cleanup() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="worldgate-bench-batch-")))
         database = stack.enter_context(postgres(workdir, prefix="bench"))
         asyncio.run(ledger.migrate(database.url, MIGRATIONS_DIR))
@@ -359,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: chain {devnet.network} via anvil {devnet.rpc_url}; {database.kind}; {redis_kind}", flush=True)
 
         port = free_port()
-        env = paid._server_env(
+        env = harness.server_env(
             {
                 "DATABASE_URL": database.url,
                 "REDIS_URL": redis,
@@ -383,16 +384,16 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         command = [
-            paid.PYTHON, "-m", "uvicorn", "app.wiring:app_from_env", "--factory",
+            harness.PYTHON, "-m", "uvicorn", "app.wiring:app_from_env", "--factory",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
             "--lifespan", "on",
         ]  # fmt: skip
-        server = stack.enter_context(paid.child("worldgate", command, env, workdir, port))
-        paid.wait_until_quoting(server)
+        server = stack.enter_context(harness.child("worldgate", command, env, workdir, port))
+        harness.wait_until_quoting(server)
         exact_offer, batch_offer = offers(server.url)
         if exact_offer["amount"] != batch_offer["amount"]:
-            raise paid.BenchError(f"exact and batch prices differ: {exact_offer} vs {batch_offer}")
+            raise harness.BenchError(f"exact and batch prices differ: {exact_offer} vs {batch_offer}")
 
         signing = time.monotonic()
         keys = paid.new_payers(devnet, clients)
@@ -412,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-        runs = paid.run_async(
+        runs = run_async(
             drive(
                 server.url,
                 opens=opens,
@@ -421,7 +422,7 @@ def run(args: argparse.Namespace) -> int:
                 quotes=quotes,
                 exact=exact,
                 vouchers=vouchers,
-                cpu=paid.cpu_probe(server.process.pid, anvil.process.pid),
+                cpu=harness.cpu_probe(server.process.pid, anvil.process.pid),
                 deadline=time.monotonic() + args.timeout,
             )
         )
@@ -460,13 +461,13 @@ def run(args: argparse.Namespace) -> int:
     print(line("batch", runs["batch"]))
     print(
         f"gas exact: {len(set(r['transaction'] for r in runs['exact'].receipts))} settlement txs, {exact_gas} gasUsed"
-        f" for {runs['exact'].ok} paid requests = {paid._fmt(exact_per, 0)} per request"
+        f" for {runs['exact'].ok} paid requests = {fmt(exact_per, 0)} per request"
     )
     print(
         f"gas batch: {len(set(deposits))} deposit txs {deposit_gas} + {flushed['claims']} claim tx(s) and the sweep"
         f" ({len(flushed['transactions'])} txs) {flush_gas} = {batch_gas} gasUsed for {voucher_paid} voucher"
         f" requests ({runs['opening'].ok} opening, {runs['warm-up vouchers'].ok} warm-up, {runs['batch'].ok} timed)"
-        f" = {paid._fmt(batch_per, 0)} per request"
+        f" = {fmt(batch_per, 0)} per request"
     )
     print(
         f"flush: {flushed['channels']} channels claimed, {flushed['claimed_atomic']} claimed,"
@@ -483,10 +484,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, paid._raise_exit)  # so cleanup stops the children and drops the database
+    signal.signal(signal.SIGTERM, harness.raise_exit)  # so cleanup stops the children and drops the database
     try:
         return run(args)
-    except (paid.BenchError, DevnetError, TimeoutError) as exc:
+    except (harness.BenchError, DevnetError, TimeoutError) as exc:
         print(f"bench: {str(exc) or 'timed out (the flush)'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

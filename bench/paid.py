@@ -26,29 +26,25 @@ of client CPU per request, so on 2 cores it saturates near 600-700 quotes/s, far
 hence the default `--client raw` (a minimal asyncio HTTP/1.1 client), and the run says so when a
 load generator saturates anyway. There are no pass/fail thresholds on speed; the exit code is 1 only when a
 request or the chain check failed, 2 when the bench could not set itself up.
+
+The process harness is in bench/harness.py and the load generator in bench/load.py (shared with
+bench/batch.py); this module signs the payments, runs the ABBA schedule and reports.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NoReturn, Protocol, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import asyncpg
 import httpx
@@ -59,149 +55,35 @@ sys.path.insert(0, str(ROOT))  # the suite's service helpers (tests/services.py)
 
 import ledger  # noqa: E402
 from app.wiring import MIGRATIONS_DIR  # noqa: E402
+from bench.harness import (  # noqa: E402
+    PATH,
+    PYTHON,
+    BenchError,
+    Cleanup,
+    child,
+    cpu_probe,
+    raise_exit,
+    server_env,
+    wait_until_quoting,
+)
+from bench.load import CLIENTS, REQUEST_TIMEOUT_S, ServerRun, drive, fmt, run_async  # noqa: E402
 from payments.codec import PaymentRequirements, convert  # noqa: E402
 from payments.devnet.anvil import Anvil  # noqa: E402
 from payments.devnet.evm import EvmDevnet, Rpc, calldata, mint, provision  # noqa: E402
-from payments.devnet.process import DevnetError, die_with_parent, free_port  # noqa: E402
+from payments.devnet.process import DevnetError, free_port  # noqa: E402
 from payments.evm.client import pay  # noqa: E402
 from tests.chain import unb64  # noqa: E402
 from tests.services import postgres, redis_server  # noqa: E402
 
-PYTHON = sys.executable
 CHAIN_ID = 84532
-PATH = "/v1/streams/static.capitals"
 PRICE_ATOMIC = 1000  # worldgate's "basic" tier ($0.001) for static.capitals
 RELAYER_WEI = 100 * 10**18
 PAYER_USDC_ATOMIC = 10_000_000  # 10 test USDC per payer
-START_TIMEOUT_S = 45.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-REQUEST_TIMEOUT_S = 60.0
 SATURATED_PERCENT = 90.0  # a load generator this busy measures itself, not the server
-T = TypeVar("T")
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not set itself up; the message says what to do."""
 
 
 # ---------------------------------------------------------------------------------------------
-# Process hygiene
-# ---------------------------------------------------------------------------------------------
-
-
-def _raise_exit(signum: int, _frame: Any) -> NoReturn:
-    raise SystemExit(128 + signum)
-
-
-class Cleanup(contextlib.ExitStack):
-    """An ExitStack whose unwinding is not cut short by a second Ctrl-C or a SIGTERM."""
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            return bool(super().__exit__(exc_type, exc, tb))
-        finally:
-            signal.signal(signal.SIGINT, previous[0])
-            signal.signal(signal.SIGTERM, previous[1])
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    url: str
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-
-@contextlib.contextmanager
-def child(name: str, command: list[str], env: dict[str, str], workdir: Path, port: int) -> Iterator[Child]:
-    """A server in its own process group (so Ctrl-C reaches only us, and we stop it in order)."""
-    log_path = workdir / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-            process_group=0,
-        )
-    running = Child(name, process, log_path, f"http://127.0.0.1:{port}")
-    try:
-        yield running
-    finally:
-        if process.poll() is None:
-            process.terminate()  # uvicorn shuts down gracefully: lifespan closes pools
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_until_quoting(server: Child) -> None:
-    """Poll the paid route until it answers 402 with a quote."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with httpx.Client(base_url=server.url, timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if not server.alive():
-                raise BenchError(
-                    f"{server.name} exited with code {server.process.returncode} at start:\n{server.log_tail()}"
-                )
-            try:
-                answer = client.get(PATH)
-                if answer.status_code == 402 and "payment-required" in answer.headers:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-    raise BenchError(f"{server.name} did not quote {PATH} within {START_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far, from /proc; NaN once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-
-CpuProbe = Callable[[], dict[str, float]]
-
-
-def cpu_probe(server_pid: int, anvil_pid: int) -> CpuProbe:
-    """Cumulative CPU seconds of the server under test, anvil and this load generator."""
-
-    def probe() -> dict[str, float]:
-        return {
-            "server": process_cpu_s(server_pid),
-            "anvil": process_cpu_s(anvil_pid),
-            "load generator": time.process_time(),
-        }
-
-    return probe
-
-
-# ---------------------------------------------------------------------------------------------
-# Postgres and Redis: the local servers, else the embedded packages (as tests/services.py does)
+# The ledger: worldgate's payment states after the run (Postgres and Redis come from tests/services.py)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -278,298 +160,8 @@ def paid_body(url: str, header: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# The load generator: C asyncio workers, each with one keep-alive connection
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: Mapping[str, str]  # looked up by lower-case name
-    body: bytes
-
-    def text(self, limit: int = 200) -> str:
-        return self.body[:limit].decode("utf-8", "replace")
-
-
-class Connection(Protocol):
-    async def get(self, path: str, headers: dict[str, str]) -> Answer: ...
-
-
-# What a request can fail with at the transport level (counted as a failure, never raised).
-TRANSPORT_ERRORS = (httpx.HTTPError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
-
-
-class HttpxLoad:
-    """The default client: one httpx.AsyncClient whose pool holds C keep-alive connections."""
-
-    def __init__(self, url: str, concurrency: int) -> None:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._client = httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits)
-
-    def connection(self, index: int) -> Connection:
-        return self
-
-    async def get(self, path: str, headers: dict[str, str]) -> Answer:
-        answer = await self._client.get(path, headers=headers)
-        return Answer(answer.status_code, answer.headers, answer.content)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-class RawConnection:
-    """A minimal HTTP/1.1 keep-alive GET over asyncio streams: ~50x less client CPU than httpx."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def get(self, path: str, headers: dict[str, str]) -> Answer:
-        if self._writer is None or self._reader is None or self._writer.is_closing():
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        reader, writer = self._reader, self._writer
-        lines = [f"GET {path} HTTP/1.1", f"host: {self.host}:{self.port}", *(f"{k}: {v}" for k, v in headers.items())]
-        try:
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            status = int(head[0].split(" ", 2)[1])
-            fields: dict[str, str] = {}
-            for line in head[1:]:
-                name, sep, value = line.partition(":")
-                if sep:
-                    fields[name.strip().lower()] = value.strip()
-            if "content-length" in fields:
-                body = await reader.readexactly(int(fields["content-length"]))
-            elif fields.get("transfer-encoding", "").lower() == "chunked":
-                body = await self._chunked(reader)
-            else:
-                body = await reader.read()
-                self.close()
-            if fields.get("connection", "").lower() == "close":
-                self.close()
-            return Answer(status, fields, body)
-        except BaseException:
-            self.close()  # the stream is out of step: reconnect on the next request
-            raise
-
-    @staticmethod
-    async def _chunked(reader: asyncio.StreamReader) -> bytes:
-        chunks = []
-        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-        await reader.readuntil(b"\r\n")  # the empty trailer
-        return b"".join(chunks)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
-
-
-class RawLoad:
-    def __init__(self, url: str, concurrency: int) -> None:
-        parts = urlsplit(url)
-        assert parts.hostname and parts.port
-        self._connections = [RawConnection(parts.hostname, parts.port) for _ in range(concurrency)]
-
-    def connection(self, index: int) -> Connection:
-        return self._connections[index]
-
-    async def aclose(self) -> None:
-        for connection in self._connections:
-            connection.close()
-
-
-Load = HttpxLoad | RawLoad
-CLIENTS: dict[str, Callable[[str, int], Load]] = {"httpx": HttpxLoad, "raw": RawLoad}
-
-
-def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    """The load generator's event loop: uvloop, as on the servers."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list; NaN when empty."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-@dataclass
-class PhaseResult:
-    wall_s: float = 0.0
-    latencies_s: list[float] = field(default_factory=list)  # of the requests that succeeded
-    statuses: Counter[int | str] = field(default_factory=Counter)
-    ok: int = 0
-    total: int = 0
-    failures: list[str] = field(default_factory=list)
-    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process during the phase
-
-    @property
-    def rps(self) -> float:
-        return self.ok / self.wall_s if self.wall_s > 0 else math.nan
-
-    def cpu_percent(self, name: str) -> float:
-        """How busy a process was during the phase, in % of one core."""
-        return self.cpu_s.get(name, math.nan) / self.wall_s * 100 if self.wall_s > 0 else math.nan
-
-    def merge(self, other: PhaseResult) -> None:
-        self.wall_s += other.wall_s
-        self.latencies_s += other.latencies_s
-        self.statuses.update(other.statuses)
-        self.ok += other.ok
-        self.total += other.total
-        self.failures = (self.failures + other.failures)[:5]
-        for name, seconds in other.cpu_s.items():
-            self.cpu_s[name] = self.cpu_s.get(name, 0.0) + seconds
-
-    def p_ms(self, p: float) -> float:
-        return percentile(sorted(self.latencies_s), p) * 1000
-
-    def record(self, elapsed_s: float, status: int | str, problem: str | None) -> None:
-        self.total += 1
-        self.statuses[status] += 1
-        if problem is None:
-            self.ok += 1
-            self.latencies_s.append(elapsed_s)
-        elif len(self.failures) < 5:
-            self.failures.append(problem)
-
-
-async def quote_phase(load: Load, concurrency: int, seconds: float) -> PhaseResult:
-    """GET without payment for `seconds`; a success is a 402 carrying PAYMENT-REQUIRED."""
-    result = PhaseResult()
-    deadline = time.perf_counter() + seconds
-
-    async def worker(index: int) -> None:
-        connection = load.connection(index)
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            try:
-                answer = await connection.get(PATH, {})
-            except TRANSPORT_ERRORS as exc:
-                result.record(0.0, type(exc).__name__, f"{type(exc).__name__}: {exc}")
-                continue
-            ok = answer.status == 402 and "payment-required" in answer.headers
-            result.record(time.perf_counter() - started, answer.status, None if ok else answer.text())
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    result.wall_s = time.perf_counter() - started
-    return result
-
-
-async def paid_phase(
-    load: Load,
-    concurrency: int,
-    headers: list[str],
-    body_ok: Callable[[bytes], bool],
-) -> PhaseResult:
-    """Send each pre-signed payment once; a success is a 200 with a successful PAYMENT-RESPONSE and the payload."""
-    result = PhaseResult()
-    queue = iter(headers)  # shared by the workers; safe, they all run on this one event loop
-
-    async def worker(index: int) -> None:
-        connection = load.connection(index)
-        for header in queue:
-            started = time.perf_counter()
-            try:
-                answer = await connection.get(PATH, {"payment-signature": header})
-            except TRANSPORT_ERRORS as exc:
-                result.record(0.0, type(exc).__name__, f"{type(exc).__name__}: {exc}")
-                continue
-            elapsed = time.perf_counter() - started
-            receipt = answer.headers.get("payment-response")
-            problem = None
-            if answer.status != 200:
-                problem = f"status {answer.status}: {answer.text()}"
-            elif receipt is None:
-                problem = "200 without a payment-response header"
-            elif not _receipt_ok(receipt):
-                problem = f"200 with an unsuccessful payment-response {receipt[:120]}"
-            elif not body_ok(answer.body):
-                problem = f"200 with an unexpected body: {answer.text()}"
-            result.record(elapsed, answer.status, problem)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    result.wall_s = time.perf_counter() - started
-    return result
-
-
-def _receipt_ok(value: str) -> bool:
-    try:
-        receipt = unb64(value)
-    except ValueError:
-        return False
-    return receipt.get("success") is True and bool(receipt.get("transaction"))
-
-
-@dataclass
-class ServerRun:
-    name: str
-    quote: PhaseResult
-    paid: PhaseResult
-    chain_delta_atomic: int
-    notes: list[str] = field(default_factory=list)
-
-    def merge(self, other: ServerRun) -> None:
-        self.quote.merge(other.quote)
-        self.paid.merge(other.paid)
-        self.chain_delta_atomic += other.chain_delta_atomic
-        self.notes += other.notes
-
-
-async def drive(
-    name: str,
-    url: str,
-    *,
-    client: str,
-    concurrency: int,
-    quote_seconds: float,
-    warmup_seconds: float,
-    warmup_payments: list[str],
-    payments: list[str],
-    body_ok: Callable[[bytes], bool],
-    balance: Callable[[], int],
-    cpu: CpuProbe,
-) -> ServerRun:
-    load = CLIENTS[client](url, concurrency)
-    try:
-        await quote_phase(load, concurrency, warmup_seconds)
-        if warmup_payments:
-            warm = await paid_phase(load, concurrency, warmup_payments, body_ok)
-            if warm.ok != warm.total:
-                print(f"  {name}: warm-up paid {warm.ok}/{warm.total} ok: {warm.failures[:1]}", flush=True)
-        cpu_before = cpu()
-        quote = await quote_phase(load, concurrency, quote_seconds)
-        quote.cpu_s = {k: v - cpu_before[k] for k, v in cpu().items()}
-        before = balance()  # blocking, but nothing is in flight between the phases
-        cpu_before = cpu()
-        paid = await paid_phase(load, concurrency, payments, body_ok)
-        paid.cpu_s = {k: v - cpu_before[k] for k, v in cpu().items()}
-        after = balance()
-    finally:
-        await load.aclose()
-    return ServerRun(name, quote, paid, after - before)
-
-
-# ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-
-
-def _fmt(value: float, digits: int = 1) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def table(runs: list[ServerRun]) -> str:
@@ -586,12 +178,12 @@ def table(runs: list[ServerRun]) -> str:
     rows = [
         [
             run.name,
-            _fmt(run.quote.rps),
-            _fmt(run.quote.p_ms(50), 2),
-            _fmt(run.quote.p_ms(99), 2),
-            _fmt(run.paid.rps),
-            _fmt(run.paid.p_ms(50), 2),
-            _fmt(run.paid.p_ms(99), 2),
+            fmt(run.quote.rps),
+            fmt(run.quote.p_ms(50), 2),
+            fmt(run.quote.p_ms(99), 2),
+            fmt(run.paid.rps),
+            fmt(run.paid.p_ms(50), 2),
+            fmt(run.paid.p_ms(99), 2),
             f"{run.paid.ok}/{run.paid.total}",
         ]
         for run in runs
@@ -638,18 +230,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _server_env(extra: dict[str, str]) -> dict[str, str]:
-    """The environment minus anything that would point a server somewhere else."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WORLDGATE_", "X402_", "BENCH_")) and k not in ("DATABASE_URL", "REDIS_URL")
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
 def report(runs: list[ServerRun], ledger_states: dict[str, int], args: argparse.Namespace, elapsed_s: float) -> int:
     """Print the table, the checks and the ratios (the last line); 1 if any check failed."""
     problems: list[str] = []
@@ -684,7 +264,7 @@ def report(runs: list[ServerRun], ledger_states: dict[str, int], args: argparse.
     )
     for run_ in runs:
         shares = ", ".join(
-            f"{name} {_fmt(run_.quote.cpu_percent(name), 0)}/{_fmt(run_.paid.cpu_percent(name), 0)}"
+            f"{name} {fmt(run_.quote.cpu_percent(name), 0)}/{fmt(run_.paid.cpu_percent(name), 0)}"
             for name in run_.quote.cpu_s
         )
         print(f"cpu while driving {run_.name} (% of one core, quote/paid phase): {shares}")
@@ -731,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: chain {devnet.network} via anvil {devnet.rpc_url}; {pg_kind}; {redis_kind}", flush=True)
 
         worldgate_port = free_port()
-        worldgate_env = _server_env(
+        worldgate_env = server_env(
             {
                 "DATABASE_URL": database_url,
                 "REDIS_URL": redis,
@@ -785,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
             "payload_path": str(payload_path),
             "path": PATH,
         }
-        official_env = _server_env({"BENCH_OFFICIAL_CONFIG": json.dumps(official_config)})
+        official_env = server_env({"BENCH_OFFICIAL_CONFIG": json.dumps(official_config)})
         official_cmd = [PYTHON, str(ROOT / "bench" / "official_app.py")]
         official = stack.enter_context(child("official", official_cmd, official_env, workdir, official_port))
         wait_until_quoting(official)
@@ -876,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_exit)  # so `finally` blocks stop the children and drop the database
+    signal.signal(signal.SIGTERM, raise_exit)  # so `finally` blocks stop the children and drop the database
     try:
         return run(args)
     except (BenchError, DevnetError) as exc:
