@@ -5,8 +5,8 @@
 1. A fresh Postgres database (tests/services.py picks the server, as the suite does), the migrations applied.
 2. D days (default 30) of recorded history at each stream's cadence, at the size the live upstreams answer
    (the 60-cell grid, a day of quakes, 24 Kp readings, ...; built from the recorded payloads' record shapes
-   with varied values), written through `history_record()` in time order, streams interleaved as the
-   recorder interleaves them.
+   with varied values; a stream without such a generator as its replay recording parses), written through
+   `history_record()` in time order, streams interleaved as the recorder interleaves them.
 3. Timed, in ABBA order, one request at a time: R answers of `GET /v1/streams/weather.grid.temperature/history`
    for the whole range at the stream's cadence (hourly: D*24+1 snapshots), as the route builds them
    (`HistoryReads.history_answer` then the JSON bytes it sends, without HTTP and payment), against R reads
@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
+import json
 import random
 import statistics
 import sys
@@ -29,6 +32,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +42,8 @@ import asyncpg  # noqa: E402
 import ledger  # noqa: E402
 from adapters import Record, Registry  # noqa: E402
 from adapters.history import ColdStore, Snapshot, recorded  # noqa: E402
+from adapters.replay import FIXTURES, variant  # noqa: E402
+from adapters.sources import all_adapters  # noqa: E402
 from app.usecases.history_queries import HistoryBounds  # noqa: E402
 from app.usecases.history_reads import HistoryReads, history_json  # noqa: E402
 from app.usecases.services import Services  # noqa: E402
@@ -167,7 +173,32 @@ def live_records(stream: str, at: float, rng: random.Random) -> tuple[Record, ..
             )
             for _ in range(150)
         )
-    raise ValueError(stream)
+    return _as_recorded(stream, when)
+
+
+def _as_recorded(stream: str, when: str) -> tuple[Record, ...]:
+    """A stream without a generator above: its records as its recorded upstream payload gives them (the replay
+    server's answer to its adapter's request, parsed by the adapter), stamped `when`."""
+    records = _recorded_records().get(stream)
+    if records is None:
+        raise ValueError(f"{stream}: no generator and no recorded payload")
+    return tuple(dataclasses.replace(r, observed_at=when) for r in records)
+
+
+@functools.cache
+def _recorded_records() -> dict[str, tuple[Record, ...]]:
+    manifest = json.loads((FIXTURES / "manifest.json").read_text())
+    found: dict[str, tuple[Record, ...]] = {}
+    for adapter in all_adapters().values():
+        if adapter.point:
+            continue  # not recorded by the time machine (per point, on demand)
+        request = adapter.request(None)
+        entry = variant(manifest.get(request.host, {}).get(request.path), urlencode(request.params))
+        if entry is None:
+            continue
+        parsed = adapter.parse((FIXTURES / entry["file"]).read_bytes(), None)
+        found.update({stream: tuple(records) for stream, records in parsed.items()})
+    return found
 
 
 async def seed(pool: asyncpg.Pool, days: int, end: float) -> dict[str, int]:
