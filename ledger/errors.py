@@ -36,6 +36,7 @@ def translated() -> Iterator[None]:
         TimeoutError,
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
+        asyncpg.InternalClientError,  # the driver's protocol state, e.g. a connection the server just dropped
         asyncpg.CannotConnectNowError,
         asyncpg.TooManyConnectionsError,
         asyncpg.AdminShutdownError,

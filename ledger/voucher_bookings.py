@@ -127,10 +127,21 @@ class GroupConnections:
     async def book_vouchers(
         self, bookings: Sequence[Booking], *, max_unsettled_atomic: int | None = None
     ) -> list[Booked | VoucherRefused | ChannelHeld]:
-        with translated():
-            connection = self._idle.pop() if self._idle else await self._pool.acquire()
+        connection = await self._connection()
         try:
             results = await book_vouchers(connection, bookings, max_unsettled_atomic=max_unsettled_atomic)
+        except LedgerUnavailable as exc:
+            await self._give_back(connection)
+            if not isinstance(exc.__cause__, asyncpg.InternalClientError):
+                raise
+            # The driver refused to send (the server had just dropped the kept connection): nothing reached
+            # Postgres, so the group goes once more on a fresh connection.
+            connection = await self._connection()
+            try:
+                results = await book_vouchers(connection, bookings, max_unsettled_atomic=max_unsettled_atomic)
+            except BaseException:
+                await self._give_back(connection)
+                raise
         except BaseException:
             await self._give_back(connection)
             raise
@@ -139,6 +150,16 @@ class GroupConnections:
         else:
             self._idle.append(connection)
         return results
+
+    async def _connection(self) -> asyncpg.Connection:
+        """A kept connection still open, else a fresh one from the pool (one the server closed goes back)."""
+        while self._idle:
+            connection = self._idle.pop()
+            if _open(connection):
+                return connection
+            await self._give_back(connection)
+        with translated():
+            return await self._pool.acquire()
 
     async def close(self) -> None:
         self._closed = True
@@ -149,6 +170,13 @@ class GroupConnections:
     async def _give_back(self, connection: asyncpg.Connection) -> None:
         with contextlib.suppress(LedgerUnavailable), translated():
             await self._pool.release(connection)
+
+
+def _open(connection: asyncpg.Connection) -> bool:
+    try:
+        return not connection.is_closed()
+    except asyncpg.InterfaceError:  # the pool took it back when the server closed it
+        return False
 
 
 async def book_voucher(
