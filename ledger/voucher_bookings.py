@@ -127,29 +127,24 @@ class GroupConnections:
     async def book_vouchers(
         self, bookings: Sequence[Booking], *, max_unsettled_atomic: int | None = None
     ) -> list[Booked | VoucherRefused | ChannelHeld]:
-        connection = await self._connection()
-        try:
-            results = await book_vouchers(connection, bookings, max_unsettled_atomic=max_unsettled_atomic)
-        except LedgerUnavailable as exc:
-            await self._give_back(connection)
-            if not isinstance(exc.__cause__, asyncpg.InternalClientError):
-                raise
-            # The driver refused to send (the server had just dropped the kept connection): nothing reached
-            # Postgres, so the group goes once more on a fresh connection.
+        for sends in (1, 2):
             connection = await self._connection()
             try:
                 results = await book_vouchers(connection, bookings, max_unsettled_atomic=max_unsettled_atomic)
-            except BaseException:
+            except BaseException as exc:
                 await self._give_back(connection)
-                raise
-        except BaseException:
-            await self._give_back(connection)
-            raise
-        if self._closed:  # a group that finished after close: its connection goes back too
-            await self._give_back(connection)
-        else:
-            self._idle.append(connection)
-        return results
+                # The driver refused to send (the server had just dropped the kept connection): nothing reached
+                # Postgres, so the group goes once more on a fresh connection. Any other failure is the caller's.
+                refused = isinstance(exc, LedgerUnavailable) and isinstance(exc.__cause__, asyncpg.InternalClientError)
+                if sends == 2 or not refused:
+                    raise
+                continue
+            if self._closed:  # a group that finished after close: its connection goes back too
+                await self._give_back(connection)
+            else:
+                self._idle.append(connection)
+            return results
+        raise AssertionError("unreachable: the second send returns or raises")
 
     async def _connection(self) -> asyncpg.Connection:
         """A kept connection still open, else a fresh one from the pool (one the server closed goes back)."""
