@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from adapters import STREAMS, CacheTier, DataTier, Fetcher, Record, Registry, ReplayServer, Scheduler
 from adapters.history import HotLayer, Snapshot
@@ -23,6 +24,7 @@ from app.edge.live_transport import run_stream, sse
 from app.runtime.settings import LiveSettings
 from app.usecases.live_client import parse_block
 from app.usecases.live_feeds import LiveFeeds
+from app.usecases.live_metrics import MetricsFeed
 from app.usecases.live_sessions import Connection, Session
 from app.usecases.live_stream import Event, LiveStream
 
@@ -255,3 +257,29 @@ class _Renewable(_Terms):
 
     async def end_of(self, session: Session) -> float | None:
         return self.ends
+
+
+def test_two_hubs_in_one_process_add_their_subscribers_to_the_gauge_and_a_closed_one_takes_its_own_back() -> None:
+    """The subscriber gauge moves by differences: one hub's flush never overwrites another's count (an embedded
+    gateway beside another in one process), and closing a hub removes only what it had added."""
+    stream = f"test.gauge.{secrets.token_hex(3)}"  # a label no other test touches
+
+    def gauge() -> float:
+        return REGISTRY.get_sample_value("worldgate_live_subscribers", {"stream": stream}) or 0.0
+
+    listening, idle = Hub(), Hub()
+    listening.subscribe(stream), listening.subscribe(stream)
+    idle.subscribe(stream)
+    idle.unsubscribe(idle.subscribe(stream))  # the idle hub knows the stream and has one subscriber left
+    ours, theirs = MetricsFeed(), MetricsFeed()
+    for first, second in ((ours, theirs), (theirs, ours)):  # either order of flushes
+        first.flush(listening if first is ours else idle)
+        second.flush(listening if second is ours else idle)
+        assert gauge() == 3
+    theirs.close()
+    assert gauge() == 2
+    listening.unsubscribe(next(iter(listening.feed(stream).subscribers)))
+    ours.flush(listening)
+    assert gauge() == 1
+    ours.close()
+    assert gauge() == 0

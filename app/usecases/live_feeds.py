@@ -100,6 +100,7 @@ class LiveFeeds:
         if self.bridge is not None:
             await self.bridge.stop()
         self.bridge = None
+        self.metrics.close()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

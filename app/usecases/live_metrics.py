@@ -33,6 +33,9 @@ class MetricsFeed:
     """What was last turned into metrics, per stream (the counters are incremented by the difference)."""
 
     seen: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    # subscribers this hub last added to the gauge: the gauge moves by differences, so hubs sharing a process (an
+    # embedded gateway beside another) add up instead of overwriting each other's count
+    subscribers: dict[str, int] = field(default_factory=dict)
     lag_s: dict[str, float] = field(default_factory=dict)  # each stream's lag in the last period (the admin view)
 
     def flush(self, hub: Hub) -> None:
@@ -48,6 +51,17 @@ class MetricsFeed:
                 if delta > 0:
                     metric.labels(stream).inc(delta)
             self.seen[stream] = now
-            SUBSCRIBERS.labels(stream).set(len(feed.subscribers))
+            self._count(stream, len(feed.subscribers))
             LAG_SECONDS.labels(stream).set(stats.lag_max_s)
             self.lag_s[stream], stats.lag_max_s = stats.lag_max_s, 0.0
+
+    def close(self) -> None:
+        """Take this hub's subscribers back out of the gauge (it stops counting them)."""
+        for stream in list(self.subscribers):
+            self._count(stream, 0)
+
+    def _count(self, stream: str, now: int) -> None:
+        delta = now - self.subscribers.get(stream, 0)
+        if delta:
+            SUBSCRIBERS.labels(stream).inc(delta)
+        self.subscribers[stream] = now
