@@ -9,11 +9,13 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from eth_account import Account
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -334,22 +336,19 @@ async def test_not_shared_disappears_from_every_listing_within_one_refresh(site:
 
 
 def _unix(iso: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-async def _forget_failures(gateway: Gateway, settings_prefix: str, source: str) -> None:
-    """What five quiet minutes would do: the failure marker, the circuit and the failure count gone."""
-    import redis.asyncio as aioredis
-
-    app = gateway.app
-    redis = aioredis.from_url(app.state.settings.redis_url)
+async def _forget(gateway: Gateway, prefix: str, source: str, kinds: tuple[str, ...]) -> None:
+    """Delete the source's failure keys of these kinds in Redis, and this worker's cached copy of them (and of
+    the value): `neg` alone is the 30-second failure marker (the next read asks again); with `circuit` and
+    `failures` too it is what five quiet minutes would do."""
+    redis = aioredis.from_url(gateway.app.state.settings.redis_url)
     try:
-        await redis.delete(*(f"{settings_prefix}{kind}:{source}" for kind in ("neg", "circuit", "failures")))
+        await redis.delete(*(f"{prefix}{kind}:{source}" for kind in kinds))
     finally:
         await redis.aclose()
-    app.state.services.tier.cache.forget()
+    gateway.app.state.services.tier.cache.forget()
 
 
 async def test_maintenance_follows_a_sources_failures_and_its_next_success(site: Gateway, replay: ReplayServer) -> None:
@@ -364,7 +363,7 @@ async def test_maintenance_follows_a_sources_failures_and_its_next_success(site:
         replay.fault(USGS_HOST, "status_500")
         changed = []
         for _ in range(2):  # two failed fetches in a row open the source's circuit
-            await _forget_failures_marker_only(site, prefix, source)
+            await _forget(site, prefix, source, ("neg",))
             failed = (await call(site, "POST", fetch)).json()
             assert failed["outcome"] == "failed", failed
             changed.append(failed["sharing_changed"])
@@ -380,7 +379,7 @@ async def test_maintenance_follows_a_sources_failures_and_its_next_success(site:
         assert entry["detail"]["sharing"] == "maintenance" and "HTTP 500" in entry["detail"]["why"]
     finally:
         replay.reset()
-    await _forget_failures(site, prefix, source)  # what five quiet minutes would do: the circuit half-opens
+    await _forget(site, prefix, source, ("neg", "circuit", "failures"))  # the circuit half-opens
     back = (await call(site, "POST", fetch)).json()
     assert back["outcome"] == "fetched" and back["sharing_changed"] == [QUAKES]
     assert (await public_view(site, QUAKES))["catalog"] == "ok"
@@ -388,18 +387,6 @@ async def test_maintenance_follows_a_sources_failures_and_its_next_success(site:
     assert [e["detail"]["sharing"] for e in entries] == ["ok", "maintenance"]
     actions = [e["detail"]["outcome"] for e in await audit(site, "stream.fetch")]
     assert actions[:4] == ["fetched", "failed", "failed", "fetched"]
-
-
-async def _forget_failures_marker_only(gateway: Gateway, prefix: str, source: str) -> None:
-    """Only the 30-second failure marker gone (the circuit and the failure count kept): the next read asks again."""
-    import redis.asyncio as aioredis
-
-    redis = aioredis.from_url(gateway.app.state.settings.redis_url)
-    try:
-        await redis.delete(f"{prefix}neg:{source}")
-    finally:
-        await redis.aclose()
-    gateway.app.state.services.tier.cache.forget()  # this worker's copy of the marker (and of the value)
 
 
 # ---- the OpenAPI document ----
