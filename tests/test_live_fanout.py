@@ -267,14 +267,14 @@ def test_two_hubs_in_one_process_add_their_subscribers_to_the_gauge_and_a_closed
     def gauge() -> float:
         return REGISTRY.get_sample_value("worldgate_live_subscribers", {"stream": stream}) or 0.0
 
-    listening, idle = Hub(), Hub()
+    listening, other = Hub(), Hub()
     listening.subscribe(stream), listening.subscribe(stream)
-    idle.subscribe(stream)
-    idle.unsubscribe(idle.subscribe(stream))  # the idle hub knows the stream and has one subscriber left
+    other.subscribe(stream)
+    other.unsubscribe(other.subscribe(stream))  # the other hub: one subscriber left of two
     ours, theirs = MetricsFeed(), MetricsFeed()
     for first, second in ((ours, theirs), (theirs, ours)):  # either order of flushes
-        first.flush(listening if first is ours else idle)
-        second.flush(listening if second is ours else idle)
+        first.flush(listening if first is ours else other)
+        second.flush(listening if second is ours else other)
         assert gauge() == 3
     theirs.close()
     assert gauge() == 2
