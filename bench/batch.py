@@ -56,8 +56,7 @@ from payments.devnet import batch as devnet_batch  # noqa: E402
 from payments.devnet.anvil import Anvil  # noqa: E402
 from payments.devnet.evm import EvmDevnet, Rpc, provision  # noqa: E402
 from payments.devnet.process import DevnetError, free_port  # noqa: E402
-from payments.evm.batch import ERC3009_DEPOSIT_COLLECTOR_ADDRESS  # noqa: E402
-from payments.evm.client import EIP712_TYPES  # noqa: E402
+from tests.batch_payer import sign_deposit_authorization  # noqa: E402
 from tests.chain import b64, unb64  # noqa: E402
 from tests.services import postgres, redis_server  # noqa: E402
 
@@ -69,7 +68,6 @@ FLUSH_TIMEOUT_S = 180.0
 VOUCHER_TYPES = {
     "Voucher": [{"name": "channelId", "type": "bytes32"}, {"name": "maxClaimableAmount", "type": "uint128"}]
 }
-RECEIVE_WITH_AUTHORIZATION = EIP712_TYPES["TransferWithAuthorization"]  # the same fields
 
 
 # ---- A payer's channel: deposit and cumulative vouchers, signed with eth_account as the official clients do ----
@@ -125,29 +123,15 @@ class Channel:
         """The channel's first payment: an ERC-3009 deposit to the collector, with the first voucher."""
         salt = "0x" + os.urandom(32).hex()
         valid_before = int(time.time()) + 3600
-        signed = Account.sign_typed_data(
-            self.key,
-            domain_data={
-                "name": self.devnet.eip712_name,
-                "version": self.devnet.eip712_version,
-                "chainId": CHAIN_ID,
-                "verifyingContract": self.devnet.asset,
-            },
-            message_types={"ReceiveWithAuthorization": RECEIVE_WITH_AUTHORIZATION},
-            message_data={
-                "from": self.config["payer"],
-                "to": ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
-                "value": amount,
-                "validAfter": 0,
-                "validBefore": valid_before,
-                "nonce": devnet_batch.erc3009_deposit_nonce(self.channel_id, int(salt, 16)),
-            },
+        nonce = devnet_batch.erc3009_deposit_nonce(self.channel_id, int(salt, 16))
+        signature = sign_deposit_authorization(
+            self.devnet, self.key, self.config["payer"], amount, valid_before=valid_before, nonce=nonce
         )
         authorization = {
             "validAfter": "0",
             "validBefore": str(valid_before),
             "salt": salt,
-            "signature": "0x" + signed.signature.hex(),
+            "signature": "0x" + signature.hex(),
         }
         return self._header(
             {

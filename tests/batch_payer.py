@@ -1,6 +1,7 @@
 """A batch-settlement payer as the official clients behave, built on eth_account alone (its typed-data encoder,
 not the hand-hashed digests under test): channel configs, deposits (ERC-3009 ReceiveWithAuthorization to the
-collector), vouchers and refund requests. Shared by the batch tests (payments core, gateway, refunds, faults)."""
+collector), vouchers and refund requests. Shared by the batch tests (payments core, gateway, refunds, faults,
+the devnet contracts) and bench/batch.py."""
 
 from __future__ import annotations
 
@@ -46,6 +47,39 @@ SCHEME_DOMAIN = {
     "chainId": CHAIN_ID,
     "verifyingContract": BATCH_SETTLEMENT_ADDRESS,
 }
+
+
+def sign_deposit_authorization(
+    devnet: EvmDevnet,
+    key: str,
+    from_address: str,
+    amount: int,
+    *,
+    valid_before: int,
+    nonce: bytes,
+    to: str = ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
+) -> bytes:
+    """A deposit's ERC-3009 ReceiveWithAuthorization under the devnet token's domain, signed by `key` (normally
+    the payer's: `from_address`) with eth_account's typed-data encoder; valid from 0 to `valid_before`."""
+    signed = Account.sign_typed_data(
+        key,
+        domain_data={
+            "name": devnet.eip712_name,
+            "version": devnet.eip712_version,
+            "chainId": CHAIN_ID,
+            "verifyingContract": devnet.asset,
+        },
+        message_types={"ReceiveWithAuthorization": RECEIVE_WITH_AUTHORIZATION},
+        message_data={
+            "from": from_address,
+            "to": to,
+            "value": amount,
+            "validAfter": 0,
+            "validBefore": valid_before,
+            "nonce": nonce,
+        },
+    )
+    return bytes(signed.signature)
 
 
 class Payer:
@@ -112,29 +146,14 @@ class Payer:
         salt = "0x" + os.urandom(32).hex()
         valid_before = int(time.time()) + 300 if valid_before is None else valid_before
         nonce = erc3009_deposit_nonce(bytes.fromhex(self.channel_id(config)[2:]), int(salt, 16))
-        signed = Account.sign_typed_data(
-            key or self.key,
-            domain_data={
-                "name": self.devnet.eip712_name,
-                "version": self.devnet.eip712_version,
-                "chainId": CHAIN_ID,
-                "verifyingContract": self.devnet.asset,
-            },
-            message_types={"ReceiveWithAuthorization": RECEIVE_WITH_AUTHORIZATION},
-            message_data={
-                "from": self.address,
-                "to": to,
-                "value": amount,
-                "validAfter": 0,
-                "validBefore": valid_before,
-                "nonce": nonce,
-            },
+        signature = sign_deposit_authorization(
+            self.devnet, key or self.key, self.address, amount, valid_before=valid_before, nonce=nonce, to=to
         )
         authorization = {
             "validAfter": "0",
             "validBefore": str(valid_before),
             "salt": salt,
-            "signature": "0x" + signed.signature.hex(),
+            "signature": "0x" + signature.hex(),
         }
         return {
             "type": "deposit",

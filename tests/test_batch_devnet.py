@@ -27,6 +27,8 @@ from payments.devnet.batch import ERC3009_DEPOSIT_COLLECTOR_ADDRESS as COLLECTOR
 from payments.devnet.batch import ChannelConfig, VoucherClaim
 from payments.devnet.evm import DevnetError, EvmDevnet, Rpc, artifact, calldata, deploy, devnet_key, mint, provision
 
+from .batch_payer import sign_deposit_authorization
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN_ID = 84532
 USDC = 10**6
@@ -93,15 +95,6 @@ def _independent_digests() -> dict[str, str]:
 
 # ---- chain helpers ----
 
-RECEIVE_WITH_AUTHORIZATION = [
-    {"name": n, "type": t}
-    for n, t in zip(
-        ("from", "to", "value", "validAfter", "validBefore", "nonce"),
-        ("address", "address", "uint256", "uint256", "uint256", "bytes32"),
-        strict=True,
-    )
-]
-
 _ERRORS = {
     keccak(text=f"{e['name']}({','.join(i['type'] for i in e['inputs'])})")[:4].hex(): e["name"]
     for name in ("x402BatchSettlement", "ERC3009DepositCollector")
@@ -160,25 +153,11 @@ class Batch:
         salt = int.from_bytes(os.urandom(32), "big") if salt is None else salt
         channel = batch.channel_id(config, CHAIN_ID)
         valid_before = self.now() + 3600
-        signed = Account.sign_typed_data(
-            self.payer_key,
-            domain_data={
-                "name": self.devnet.eip712_name,
-                "version": self.devnet.eip712_version,
-                "chainId": CHAIN_ID,
-                "verifyingContract": self.token,
-            },
-            message_types={"ReceiveWithAuthorization": RECEIVE_WITH_AUTHORIZATION},
-            message_data={
-                "from": self.payer,
-                "to": COLLECTOR,
-                "value": amount,
-                "validAfter": 0,
-                "validBefore": valid_before,
-                "nonce": batch.erc3009_deposit_nonce(channel, salt),
-            },
+        nonce = batch.erc3009_deposit_nonce(channel, salt)
+        signature = sign_deposit_authorization(
+            self.devnet, self.payer_key, self.payer, amount, valid_before=valid_before, nonce=nonce, to=COLLECTOR
         )
-        collector_data = batch.erc3009_collector_data(0, valid_before, salt, bytes(signed.signature))
+        collector_data = batch.erc3009_collector_data(0, valid_before, salt, signature)
         return batch.deposit_calldata(config, amount, collector_data)
 
     def deposit(self, config: ChannelConfig, amount: int) -> bytes:
