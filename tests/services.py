@@ -165,6 +165,7 @@ class TcpProxy:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.cuts = 0  # how many times it went down: a connection accepted before a cut must not outlive it
 
     def _run(self) -> None:
         # The loop is created in the thread that runs it: a loop made on the main thread and run on
@@ -187,6 +188,10 @@ class TcpProxy:
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         host, port = self.target
+        cuts = self.cuts
+        if self.server is None:  # accepted just before a cut, handled after it
+            client_writer.close()
+            return
         try:
             if host.startswith("/"):  # Postgres' own naming: <dir>/.s.PGSQL.<port>
                 upstream_reader, upstream_writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
@@ -195,6 +200,10 @@ class TcpProxy:
         except OSError:
             client_writer.close()
             return
+        if cuts != self.cuts:  # cut while this one was connecting upstream: `_close` could not see it
+            client_writer.close()
+            upstream_writer.close()
+            return
         self.writers.update({client_writer, upstream_writer})
         await asyncio.gather(self._pipe(client_reader, upstream_writer), self._pipe(upstream_reader, client_writer))
 
@@ -202,6 +211,7 @@ class TcpProxy:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     async def _close(self) -> None:
+        self.cuts += 1
         if self.server is not None:
             self.server.close()
             self.server = None

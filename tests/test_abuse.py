@@ -458,12 +458,12 @@ async def test_without_redis_the_limits_hold_per_worker_and_nothing_fails(
             assert_rate_limited(answers[3])
             deadline = time.monotonic() + 20  # a sync every second; a loaded machine may take a few
             while limiter.shared:  # the next sync finds Redis gone
-                assert time.monotonic() < deadline
+                assert time.monotonic() < deadline, "the limiter's sync never found Redis gone"
                 await asyncio.sleep(0.05)
             proxy.up()
             answers.append(await cut.get("/v1/streams", headers=xff(client)))
             while not limiter.shared:  # back: the counts kept during the outage are added to Redis
-                assert time.monotonic() < deadline + 20
+                assert time.monotonic() < deadline + 20, "the limiter never found Redis back"
                 await asyncio.sleep(0.05)
         window = int(time.time() // HOUR)
         store = aioredis.from_url(redis_url)
