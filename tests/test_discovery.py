@@ -438,17 +438,13 @@ async def test_llms_txt_names_what_is_sold_at_its_real_prices(client: httpx.Asyn
 # ---- caching ----
 
 
+def usdc_terms() -> list[NetworkTerms]:
+    usdc = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+    return [NetworkTerms("eip155:84532", usdc, "0x" + "11" * 20, 6, {"name": "USDC", "version": "2"}, 300)]
+
+
 def test_documents_are_cached_until_the_pricing_or_registry_changes() -> None:
-    terms = [
-        NetworkTerms(
-            network="eip155:84532",
-            asset="0x036CbD53842c5426634e7929541eC2318f3dCF7e",
-            pay_to="0x" + "11" * 20,
-            decimals=6,
-            extra={"name": "USDC", "version": "2"},
-            max_timeout_seconds=300,
-        )
-    ]
+    terms = usdc_terms()
     registry = Registry()
     services = Services(pricing=Pricing(registry, terms, DEFAULT_PRICE_TIERS, {}))
     current = {"registry": registry}
@@ -472,7 +468,7 @@ def test_documents_are_cached_until_the_pricing_or_registry_changes() -> None:
 def test_extensions_are_declared_per_route_by_name() -> None:
     """Every paid route declares bazaar and payment-identifier (optional, as the official SDK reads it); another
     extension is one more builder, and a builder returning None leaves that route without it."""
-    terms = [NetworkTerms("eip155:84532", "0x" + "22" * 20, "0x" + "11" * 20, 6, {"name": "USDC", "version": "2"}, 300)]
+    terms = usdc_terms()
     default = Pricing(Registry(), terms, DEFAULT_PRICE_TIERS, {})
     for paid in default.routes():
         assert set(paid.extensions) == {"bazaar", "payment-identifier"}, paid.path
