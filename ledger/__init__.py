@@ -4,7 +4,20 @@ verification of the stored books, the ledger side of reconciliation (audit), and
 Imports nothing of worldgate's; values cross in as `PaymentRecord` and `Posting`, defined here.
 """
 
-from . import audit, channels, claims, idempotency, journal, locks, operator, refunds, reports, verify, voucher_bookings
+from . import (
+    audit,
+    channels,
+    claims,
+    idempotency,
+    journal,
+    locks,
+    operator,
+    refund_transfers,
+    refunds,
+    reports,
+    verify,
+    voucher_bookings,
+)
 from .claims import PaymentRecord
 from .errors import LedgerError, LedgerIntegrityError, LedgerUnavailable
 from .journal import Posting, batch_acceptance_postings, settlement_postings
@@ -29,6 +42,7 @@ __all__ = [
     "locks",
     "migrate",
     "operator",
+    "refund_transfers",
     "refunds",
     "reports",
     "settlement_postings",

@@ -4,7 +4,10 @@
   refund's account by the refunded amount; an unclaimed voucher's refund leaves its payment `refunded` and credits
   its receiver's receivable, any other is a payable of a sale whose money we hold; a refunded sale has no other
   reversal, and no payment is `refunded` without its refund
-- `refund_payable`: each `payable:refunds:*` account holds exactly what refunds owe that payer
+- `refund_transfer`: each transfer that paid a refund owed (migration 0017) is booked by its own entry, debiting
+  the refund's payable and crediting the sender's on-chain account by the refund's amount
+- `refund_payable`: each `payable:refunds:*` account holds exactly what refunds owe that payer, less the
+  transfers that paid them
 - `refund_channel`: a channel's refunded total is the sum of its vouchers refunded before their claim, and what it
   claimed plus that is within what it charged
 
@@ -20,7 +23,7 @@ from typing import Any
 Fetch = Callable[..., Awaitable[list[Any]]]
 Describe = Callable[[Mapping[str, Any]], str]
 
-CHECKS = ("refund_entry", "refund_payable", "refund_channel")
+CHECKS = ("refund_entry", "refund_transfer", "refund_payable", "refund_channel")
 TRIGGERS: dict[str, str] = {
     "payment_refunds_append_only": "payment_refunds",
     "payment_refunds_no_truncate": "payment_refunds",
@@ -30,6 +33,9 @@ TRIGGERS: dict[str, str] = {
     "batch_refunds_guard": "batch_refunds",
     "batch_refunds_no_delete": "batch_refunds",
     "batch_refunds_no_truncate": "batch_refunds",
+    "refund_transfers_match": "refund_transfers",  # 0017
+    "refund_transfers_append_only": "refund_transfers",
+    "refund_transfers_no_truncate": "refund_transfers",
 }
 
 
@@ -54,6 +60,11 @@ async def checks(fetch: Fetch, limit: int) -> list[tuple[str, list[Any], Describ
             "refund_entry",
             await fetch("verify_refund_entries", limit),
             lambda r: f"payment {r['payment_id']}: {r['detail']}",
+        ),
+        (
+            "refund_transfer",
+            await fetch("verify_refund_transfers", limit),
+            lambda r: f"refund {r['refund_id']}: {r['detail']}",
         ),
         (
             "refund_payable",

@@ -39,12 +39,38 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING *;
 
 -- name: refunds_recent
--- Operator refunds, newest first ($2: only those of this payment, if given).
-SELECT r.*, pay.network, pay.payer, pay.scheme_id, pay.state
-FROM payment_refunds r JOIN payments pay ON pay.id = r.payment_id
+-- Operator refunds, newest first ($2: only those of this payment, if given), with the transfer that paid one owed.
+SELECT r.*, pay.network, pay.payer, pay.scheme_id, pay.state, t.tx_hash AS sent_tx, t.created_at AS sent_at
+FROM payment_refunds r JOIN payments pay ON pay.id = r.payment_id LEFT JOIN refund_transfers t ON t.refund_id = r.id
 WHERE $2::bigint IS NULL OR r.payment_id = $2
 ORDER BY r.id DESC
 LIMIT $1;
+
+-- ---------------------------------------------------------------------------------------------
+-- the operator's transfer of a refund owed (migration 0017)
+-- ---------------------------------------------------------------------------------------------
+
+-- name: refund_transfer_target
+-- A refund, what its sale's payment says of where the money is, and the transfer that paid it, if any.
+SELECT r.id, r.payment_id, r.kind, r.amount_atomic, r.account, r.asset, pay.network, pay.payer, pay.pay_to,
+       pay.asset AS token, t.tx_hash AS sent_tx
+FROM payment_refunds r JOIN payments pay ON pay.id = r.payment_id LEFT JOIN refund_transfers t ON t.refund_id = r.id
+WHERE r.id = $1;
+
+-- name: refund_transfer_lock
+-- The refund's row, locked so that two operators recording transfers for it book one (the row never changes).
+SELECT id FROM payment_refunds WHERE id = $1 FOR UPDATE;
+
+-- name: refund_transfer_of_refund
+SELECT * FROM refund_transfers WHERE refund_id = $1;
+
+-- name: refund_transfer_of_tx
+SELECT refund_id FROM refund_transfers WHERE network = $1 AND tx_hash = $2;
+
+-- name: refund_transfer_insert
+INSERT INTO refund_transfers (refund_id, network, tx_hash, sender, amount_atomic, entry_id, actor)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *;
 
 -- ---------------------------------------------------------------------------------------------
 -- cooperative refunds
@@ -88,7 +114,8 @@ SELECT * FROM batch_refunds WHERE channel_id = $1 ORDER BY created_at, tx_hash;
 -- ---------------------------------------------------------------------------------------------
 
 -- name: verify_refund_counts
-SELECT (SELECT count(*) FROM payment_refunds) AS refunds, (SELECT count(*) FROM batch_refunds) AS coop_refunds;
+SELECT (SELECT count(*) FROM payment_refunds) AS refunds, (SELECT count(*) FROM batch_refunds) AS coop_refunds,
+       (SELECT count(*) FROM refund_transfers) AS refund_transfers;
 
 -- name: verify_refunded_sales
 -- The settlement entries of voucher sales refunded before their claim that book exactly their sale's revenue:
@@ -159,16 +186,44 @@ FROM problems WHERE detail IS NOT NULL
 ORDER BY payment_id, detail
 LIMIT $1;
 
+-- name: verify_refund_transfers
+-- Each transfer that paid a refund owed is booked by its own adjustment entry: the refund's payable debited by the
+-- refund's amount and the sender's on-chain account credited by it, in the refund's asset, and nothing else.
+WITH transfers AS (
+    SELECT t.id, t.refund_id, t.entry_id, t.amount_atomic, r.kind, r.amount_atomic AS owed_atomic, e.kind AS entry_kind,
+           (SELECT count(*) FROM journal_postings p WHERE p.entry_id = t.entry_id) AS postings,
+           (SELECT COALESCE(sum(p.amount_atomic) FILTER (WHERE p.account = r.account AND p.asset = r.asset), 0)
+            FROM journal_postings p WHERE p.entry_id = t.entry_id) AS debited_atomic,
+           (SELECT COALESCE(-sum(p.amount_atomic) FILTER (
+                       WHERE p.account = 'onchain:' || t.network || ':' || lower(t.sender) AND p.asset = r.asset), 0)
+            FROM journal_postings p WHERE p.entry_id = t.entry_id) AS credited_atomic
+    FROM refund_transfers t JOIN payment_refunds r ON r.id = t.refund_id JOIN journal_entries e ON e.id = t.entry_id
+), problems AS (
+    SELECT refund_id,
+           CASE WHEN kind <> 'payable' OR amount_atomic <> owed_atomic THEN
+                    'transfer ' || id || ' pays ' || amount_atomic || ' for a ' || kind || ' refund of ' || owed_atomic
+                WHEN entry_kind <> 'adjustment' OR postings <> 2 OR debited_atomic <> amount_atomic
+                     OR credited_atomic <> amount_atomic THEN
+                    'transfer ' || id || ': entry ' || entry_id || ' debits the payable ' || debited_atomic
+                    || ' and credits the sender ' || credited_atomic || ' in ' || postings || ' postings; it moved '
+                    || amount_atomic
+           END AS detail
+    FROM transfers
+)
+SELECT refund_id, detail, count(*) OVER () AS total FROM problems WHERE detail IS NOT NULL ORDER BY refund_id LIMIT $1;
+
 -- name: verify_refund_payables
--- Each `payable:refunds:*` account holds exactly what refunds owe that payer in that asset.
+-- Each `payable:refunds:*` account holds exactly what refunds owe that payer in that asset, less the transfers
+-- that paid them.
 WITH posted AS (
     SELECT account, asset, -sum(amount_atomic) AS posted_atomic
     FROM journal_postings WHERE account LIKE 'payable:refunds:%'
     GROUP BY account, asset
 ), owed AS (
-    SELECT account, asset, sum(amount_atomic) AS owed_atomic
-    FROM payment_refunds WHERE kind = 'payable'
-    GROUP BY account, asset
+    SELECT r.account, r.asset, sum(r.amount_atomic) - COALESCE(sum(t.amount_atomic), 0) AS owed_atomic
+    FROM payment_refunds r LEFT JOIN refund_transfers t ON t.refund_id = r.id
+    WHERE r.kind = 'payable'
+    GROUP BY r.account, r.asset
 )
 SELECT COALESCE(posted.account, owed.account) AS account, COALESCE(posted.asset, owed.asset) AS asset,
        COALESCE(posted.posted_atomic, 0) AS posted_atomic, COALESCE(owed.owed_atomic, 0) AS owed_atomic,

@@ -18,7 +18,7 @@ edit rows, and re-enable them. Verify recomputes what must hold and names each v
   covers every voucher it booked, and its reservation holds one of its own vouchers in flight
 - `batch_sweep`: a recorded sweep settled, and took from the receivables, exactly its amount; every settled
   batch sale names a recorded sweep
-- `refund_entry`, `refund_payable`, `refund_channel`: refunds (ledger/refund_verify.py)
+- `refund_entry`, `refund_transfer`, `refund_payable`, `refund_channel`: refunds (ledger/refund_verify.py)
 - `triggers`: the protective triggers exist and fire
 
 Each check is one set-based statement (no query per row), all read in one snapshot; at most `limit`

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from app.runtime.settings import Settings, load_settings, replace
 
 LEDGER = ("database_url", "state_dir")  # migrate, ledger report, ledger verify
-CHAINS = (*LEDGER, "evm", "svm", "facilitator_url", "reconcile")  # ledger reconcile, with keys=False
+CHAINS = (*LEDGER, "evm", "svm", "facilitator_url", "reconcile")  # reconcile, refund-sent; with keys=False
 ADMIN = ("admin", "state_dir")  # admin token
 
 
@@ -60,3 +60,18 @@ def ledger_database(settings: Settings) -> Iterator[str]:
         yield running.settings.database_url
     finally:
         running.stop()
+
+
+def audited_chains(settings: Settings) -> list[tuple[str, str]]:
+    """The chains reconcile asks: the configured ones, or with none configured the devnets that a
+    running `worldgate serve` described in devnet.json."""
+    from app.runtime.devnet_file import devnet_state
+    from app.runtime.settings import SettingsError
+    from app.usecases.reconcile import chains_of
+
+    if not settings.uses_devnet:
+        return chains_of(settings)
+    state = devnet_state(settings.state_dir)
+    if state is None:
+        raise SettingsError("no chain is configured and no devnet is running (start `worldgate serve` first)")
+    return [(state[part]["network"], state[part]["rpc_url"]) for part in ("evm", "svm") if part in state]

@@ -18,8 +18,6 @@ from app.cli.refund_cmd import add_refund
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from app.runtime.settings import Settings
-
 # ledger.reports.Grouping, spelled out so the parser need not import the ledger. Payment states are
 # checked in the handler instead: that list grows with new settlement modes.
 GROUPINGS = ("hour", "day", "week", "route", "stream", "network", "asset", "payer")
@@ -102,21 +100,6 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _audited_chains(settings: Settings) -> list[tuple[str, str]]:
-    """The chains reconcile asks: the configured ones, or with none configured the devnets that a
-    running `worldgate serve` described in devnet.json."""
-    from app.runtime.devnet_file import devnet_state
-    from app.runtime.settings import SettingsError
-    from app.usecases.reconcile import chains_of
-
-    if not settings.uses_devnet:
-        return chains_of(settings)
-    state = devnet_state(settings.state_dir)
-    if state is None:
-        raise SettingsError("no chain is configured and no devnet is running (start `worldgate serve` first)")
-    return [(state[part]["network"], state[part]["rpc_url"]) for part in ("evm", "svm") if part in state]
-
-
 class _ProgressBar:
     """A one-line progress bar on stderr for long runs (only when stderr is a terminal)."""
 
@@ -140,13 +123,13 @@ def cmd_ledger_reconcile(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     import ledger
-    from app.cli.command_settings import CHAINS, ledger_database, settings_for
+    from app.cli.command_settings import CHAINS, audited_chains, ledger_database, settings_for
     from app.runtime.devnet_file import devnet_state
     from app.usecases.reconcile import Reconciler, auditors_for
     from ledger import channel_audit, epochs
 
     settings = settings_for(args, CHAINS, keys=False)  # the chains' RPCs, not their keys: it only reads them
-    chains = _audited_chains(settings)
+    chains = audited_chains(settings)
 
     async def run(dsn: str) -> dict[str, Any]:
         pool = await ledger.create_pool(dsn, size_min=1, size_max=4)

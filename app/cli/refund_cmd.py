@@ -1,8 +1,10 @@
-"""`worldgate ledger refund <payment_id> --reason TEXT` (refund one sale) and `worldgate ledger refunds` (list them).
+"""`worldgate ledger refund <payment_id> --reason TEXT` (refund one sale), `worldgate ledger refunds` (list them)
+and `worldgate ledger refund-sent <refund_id> --tx HASH` (book the transfer that paid one owed).
 
 A refund reverses the sale's revenue. A sale whose money we hold (settled, or a voucher claimed on chain) is then
-owed to the payer (`payable:refunds:<network>:<payer>`): the operator sends it. A voucher sale not yet claimed is
-never collected: its channel's claim is lowered and the payer keeps the money in its channel (README, "Refunds").
+owed to the payer (`payable:refunds:<network>:<payer>`): the operator sends it from payTo, and `refund-sent`
+books that transfer once the chain shows it. A voucher sale not yet claimed is never collected: its channel's
+claim is lowered and the payer keeps the money in its channel (README, "Refunds").
 The parser imports nothing heavy; each handler imports what it uses.
 """
 
@@ -20,8 +22,8 @@ REASON_MAX = 500
 def _rows(found: list[dict[str, Any]]) -> str:
     if not found:
         return "no refund yet\n"
-    keys = ("id", "payment_id", "kind", "amount_atomic", "account", "actor", "created_at", "reason")
-    rows = [{k: str(r[k]) for k in keys} for r in found]
+    keys = ("id", "payment_id", "kind", "amount_atomic", "account", "actor", "created_at", "sent_tx", "reason")
+    rows = [{k: str(r[k] or "-") for k in keys} for r in found]
     widths = [max(len(k), *(len(r[k]) for r in rows)) for k in keys]
     lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True))]
     lines += ["  ".join(r[k].ljust(w) for k, w in zip(keys, widths, strict=True)) for r in rows]
@@ -63,7 +65,54 @@ def cmd_ledger_refund(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write("".join(f"{k:14} {v}\n" for k, v in document.items()))
         if done.kind == "payable":  # the money is ours: it goes back by a transfer the operator sends
-            print(f"owed to the payer: send it {done.amount_atomic} atomic units from payTo (README, Refunds)")
+            print(
+                f"owed to the payer: send it {done.amount_atomic} atomic units from payTo, then "
+                f"`worldgate ledger refund-sent {done.id} --tx HASH` (README, Refunds)"
+            )
+    return 0
+
+
+def cmd_ledger_refund_sent(args: argparse.Namespace) -> int:
+    """Exit 1 when no transfer is booked (unknown refund, not owed, paid already, the chain does not show it)."""
+    import asyncio
+    from dataclasses import asdict
+
+    import ledger
+    from app.cli.command_settings import CHAINS, audited_chains, ledger_database, settings_for
+    from app.runtime.settings import SettingsError
+    from app.usecases.reconcile import auditors_for
+    from app.usecases.refund_transfer import record_refund_transfer
+    from ledger.refunds import RefundRefused
+    from payments.jsonrpc import RpcUnavailable
+
+    actor = (args.by or "").strip()
+    if not 1 <= len(actor) <= 200:
+        raise SettingsError("--by must be 1 to 200 characters")
+    settings = settings_for(args, CHAINS, keys=False)  # it reads the chains, it signs nothing
+    chains = audited_chains(settings)
+
+    async def run(dsn: str) -> Any:
+        pool = await ledger.create_pool(dsn, size_min=1, size_max=2)
+        auditors, rpcs = auditors_for(chains)
+        try:
+            return await record_refund_transfer(pool, auditors, args.refund_id, args.tx, actor=actor)
+        except RpcUnavailable as exc:
+            return RefundRefused("chain_unavailable", f"the chain did not answer ({exc}); nothing was booked")
+        finally:
+            for rpc in rpcs:
+                await rpc.close()
+            await pool.close()
+
+    with ledger_database(settings) as dsn:
+        done = asyncio.run(run(dsn))
+    if isinstance(done, RefundRefused):
+        print(f"worldgate: not recorded: {done.error}: {done.detail}", file=sys.stderr)
+        return 1
+    document = {k: str(v) if k == "created_at" else v for k, v in asdict(done).items()}
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write("".join(f"{k:14} {v}\n" for k, v in document.items()))
     return 0
 
 
@@ -100,6 +149,15 @@ def add_refund(ledger_sub: Any) -> None:
     refund.add_argument("--config")
     refund.add_argument("--format", default="table", choices=["table", "json"])
     refund.set_defaults(run=cmd_ledger_refund)
+    sent = ledger_sub.add_parser(
+        "refund-sent", help="Book the transfer that paid a refund owed, once the chain shows it moved the amount."
+    )
+    sent.add_argument("refund_id", type=int, help="the refund (its `id` in worldgate ledger refunds)")
+    sent.add_argument("--tx", required=True, help="the transfer's transaction hash (a signature on Solana)")
+    sent.add_argument("--by", default=getpass.getuser(), help="who records it (default: you)")
+    sent.add_argument("--config")
+    sent.add_argument("--format", default="table", choices=["table", "json"])
+    sent.set_defaults(run=cmd_ledger_refund_sent)
     listed = ledger_sub.add_parser("refunds", help="The operator's refunds, newest first.")
     listed.add_argument("--payment", type=int, help="only this payment's")
     listed.add_argument("--limit", type=int, default=100)

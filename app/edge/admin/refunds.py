@@ -2,9 +2,13 @@
 
 - POST /admin/api/payments/{id}/refund with {"reason": "..."}: refund one sale (app/usecases/sale_refund.py). 201
   with the refund; 404 an unknown payment; 409 a sale refunded already, or one that charged nothing (yet).
-- GET /admin/api/refunds?payment_id=&limit=: the refunds, newest first.
+- POST /admin/api/refunds/{id}/sent with {"transaction": "0x..."}: book the transfer that paid a refund owed, once
+  the chain shows it (app/usecases/refund_transfer.py). 201 with the transfer; 404 an unknown refund; 409 one not
+  owed, paid already, a transaction that paid another refund, or one still pending; 422 a transaction that did not
+  move the amount from payTo to the payer; 503 the chain did not answer.
+- GET /admin/api/refunds?payment_id=&limit=: the refunds, newest first, with the transfer that paid each.
 
-Each refund keeps the admin's subject and reason in the ledger and is logged as other admin actions are.
+Each refund and transfer keeps the admin's subject in the ledger and is logged as other admin actions are.
 """
 
 from __future__ import annotations
@@ -17,14 +21,31 @@ from starlette.routing import Route
 
 from app.edge.admin.api import AdminApi, BadRequest, _body, _int_param, _json, _problem
 from app.edge.admin.auth import Admin
+from app.usecases import resolution
+from app.usecases.refund_transfer import record_refund_transfer
 from app.usecases.sale_refund import refund_sale
 from ledger import refunds
 from ledger.refunds import RefundRefused
+from payments.jsonrpc import RpcUnavailable
 
 log = logging.getLogger("worldgate.admin")
 REASON_MAX = 500
 LIST_MAX = 1000
-_STATUS = {"unknown_payment": 404, "already_refunded": 409, "not_refundable": 409}
+TX_MAX = 128  # a 0x hash is 66 characters, a Solana signature at most 88
+_STATUS = {
+    "unknown_payment": 404,
+    "already_refunded": 409,
+    "not_refundable": 409,
+    "unknown_refund": 404,
+    "not_owed": 409,
+    "already_sent": 409,
+    "transfer_already_used": 409,
+    "transfer_pending": 409,
+    "network_not_configured": 409,
+    "transfer_not_found": 422,
+    "transfer_reverted": 422,
+    "transfer_mismatch": 422,
+}
 
 
 class RefundApi:
@@ -35,6 +56,7 @@ class RefundApi:
         guarded = self.admin._guarded  # the admin API's own guard: token, a ready ledger, its error answers
         return [
             Route("/admin/api/payments/{id}/refund", guarded(self.refund), methods=["POST"]),
+            Route("/admin/api/refunds/{id}/sent", guarded(self.sent), methods=["POST"]),
             Route("/admin/api/refunds", guarded(self.list)),
         ]
 
@@ -56,6 +78,33 @@ class RefundApi:
                 "refund": done.kind,
                 "amount": done.amount_atomic,
                 "account": done.account,
+            },
+        )
+        return _json(done, 201)
+
+    async def sent(self, request: Request, admin: Admin) -> Response:
+        raw = request.path_params["id"]
+        if not raw.isdigit() or int(raw) > 2**62:
+            return _problem(404, "unknown_refund", "no such refund")
+        tx = (await _body(request)).get("transaction")
+        if not isinstance(tx, str) or not tx.strip() or len(tx) > TX_MAX:
+            raise BadRequest(f"transaction must be the transfer's hash or signature (1 to {TX_MAX} characters)")
+        # the chains the gateway settles on, read through the nodes it settles through
+        auditors = resolution.readers(self.admin.services.facilitator)
+        try:
+            done = await record_refund_transfer(self.admin.services.pool, auditors, int(raw), tx, actor=admin.subject)
+        except RpcUnavailable:
+            message = "the chain did not answer; nothing was booked, try again"
+            return _json({"error": "chain_unavailable", "message": message}, 503, {"retry-after": "5"})
+        if isinstance(done, RefundRefused):
+            return _problem(_STATUS[done.error], done.error, done.detail)
+        log.info(
+            "refund transfer recorded",
+            extra={
+                "admin": admin.subject,
+                "refund_id": done.refund_id,
+                "tx_hash": done.tx_hash,
+                "amount": done.amount_atomic,
             },
         )
         return _json(done, 201)
