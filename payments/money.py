@@ -29,7 +29,7 @@ def to_atomic(price: str | int, decimals: int) -> int:
         atomic = price
     else:
         text = price.strip().replace("_", "")
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             atomic = int(text)
         else:
             match = _DOLLARS.match(text)

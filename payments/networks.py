@@ -46,7 +46,7 @@ V1_NAMES: dict[str, str] = {
 def evm_chain_id(network: str) -> int | None:
     """The chain id of an `eip155:<id>` network, or None if the id is not an EVM CAIP-2 id."""
     namespace, _, reference = network.partition(":")
-    if namespace != "eip155" or not reference.isdigit() or len(reference) > 18:
+    if namespace != "eip155" or not (reference.isascii() and reference.isdigit()) or len(reference) > 18:
         return None
     return int(reference)
 

@@ -241,6 +241,9 @@ async def test_payments_search_and_detail(gateway: Gateway, devnet: EvmDevnet) -
     assert (await admin_get(gateway, "/admin/api/payments/999999999")).status_code == 404
     assert (await admin_get(gateway, "/admin/api/payments?state=bogus")).status_code == 400
     assert (await admin_get(gateway, "/admin/api/payments?limit=0")).status_code == 400
+    # "²" is a digit to str.isdigit() but not to int(): a 404 and a 400, never a 500
+    assert (await admin_get(gateway, "/admin/api/payments/%C2%B2")).status_code == 404
+    assert (await admin_get(gateway, "/admin/api/payments?limit=%C2%B2")).status_code == 400
 
     queue = (await admin_get(gateway, "/admin/api/queue")).json()
     assert {"states", "exposure_atomic", "open_flags", "reconcile_runs"} <= queue.keys()

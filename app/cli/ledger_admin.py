@@ -31,7 +31,7 @@ def _duration_s(text: str) -> int:
     value = text.strip().lower()
     unit = _DURATION.get(value[-1:])
     number = value[:-1] if unit else value
-    if not number.isdigit() or int(number) == 0:
+    if not (number.isascii() and number.isdigit()) or int(number) == 0:
         raise SettingsError(f"--ttl {text!r} is not a duration like 3600, 90m, 1h or 7d")
     return int(number) * (unit or 1)
 

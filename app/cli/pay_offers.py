@@ -60,7 +60,7 @@ def decimals_of(offer: PaymentRequirements) -> int:
 
 
 def atomic_of(offer: PaymentRequirements) -> int:
-    if not offer.amount.isdigit():
+    if not (offer.amount.isascii() and offer.amount.isdigit()):
         raise CliError(f"the offer on {offer.network} has an amount that is not atomic units: {offer.amount!r}")
     return int(offer.amount)
 

@@ -228,7 +228,8 @@ class CappedHttpToolsProtocol(HttpToolsProtocol):
         cls = type(self)
         if cls.head_bytes_max is None:
             configured = os.environ.get("WORLDGATE_HEADER_BYTES_MAX", "")
-            cls.head_bytes_max = 2 * (int(configured) if configured.isdigit() else LimitSettings().header_bytes_max)
+            number = configured.isascii() and configured.isdigit()
+            cls.head_bytes_max = 2 * (int(configured) if number else LimitSettings().header_bytes_max)
         self._head_bytes = 0
         self._in_head = True
         self._completed = False

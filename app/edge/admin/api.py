@@ -30,6 +30,7 @@ from app.edge.admin.http import (
     _json,
     _problem,
     _window,
+    row_id,
 )
 from app.edge.admin.sessions import Sessions
 from app.usecases.controls import Controls, normalize_payer
@@ -180,10 +181,9 @@ class AdminApi:
         return _json({"count": len(found), "payments": found, "next_before_id": next_page})
 
     async def payment(self, request: Request, admin: Admin) -> Response:
-        raw = request.path_params["id"]
-        if not raw.isdigit() or int(raw) > 2**62:
+        if (payment_id := row_id(request.path_params["id"])) is None:
             return _problem(404, "unknown_payment", "no such payment")
-        detail = await ledger.claims.payment(self._pool, int(raw))
+        detail = await ledger.claims.payment(self._pool, payment_id)
         if detail is None:
             return _problem(404, "unknown_payment", "no such payment")
         return _json(detail)
@@ -209,13 +209,13 @@ class AdminApi:
             request.path_params["id"],
             {"ack": "acknowledge", "close": "close"}.get(request.path_params["action"]),
         )
-        if action is None or not raw.isdigit() or int(raw) > 2**62:
+        if action is None or (finding_id := row_id(raw)) is None:
             return _problem(404, "unknown_finding", "no such finding or action (ack, close)")
         note = (await _body(request)).get("note")
         if not isinstance(note, str) or not note.strip() or len(note) > findings.NOTE_MAX:
             raise BadRequest(f"note must be 1 to {findings.NOTE_MAX} characters")
         try:
-            done = await findings.act(self._pool, int(raw), action, note, admin.subject)
+            done = await findings.act(self._pool, finding_id, action, note, admin.subject)
         except findings.FindingNotFound:
             return _problem(404, "unknown_finding", "no such finding")
         except ledger.LedgerUnavailable:

@@ -133,7 +133,7 @@ def _clear_session(response: Response, request: Request) -> None:
 async def _capped_body(request: Request, limit: int) -> bytes | None:
     """The body, or None once it passes `limit` bytes (read no further than that)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         return None
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -88,11 +88,20 @@ def _window(request: Request) -> tuple[datetime, datetime]:
     return since, until
 
 
+ROW_ID_MAX = 2**62
+
+
+def row_id(raw: str) -> int | None:
+    """A path's `{id}` as a row id; None when it cannot be one (answered 404, as an unknown row). ASCII digits
+    only: str.isdigit() also takes "²", which int() refuses."""
+    return int(raw) if raw.isascii() and raw.isdigit() and int(raw) <= ROW_ID_MAX else None
+
+
 def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise BadRequest(f"{name} must be an integer from {low} to {high}")
     return int(raw)
 

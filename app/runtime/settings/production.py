@@ -31,7 +31,7 @@ class ProductionSettings(Frozen):
         if text in ACCESS_LOG_ON:
             return "on"
         kind, _, every = text.partition(":")
-        if kind == "sample" and every.isdigit() and int(every) >= 1:
+        if kind == "sample" and every.isascii() and every.isdigit() and int(every) >= 1:
             return f"sample:{int(every)}"
         raise ValueError(f"{value!r} is not off, on or sample:N (N a whole number, 1 or more)")
 
