@@ -149,6 +149,8 @@ async def test_a_refund_owed_is_booked_once_when_the_chain_shows_its_transfer(
     taken = await admin_post(gateway, f"/admin/api/refunds/{second.id}/sent", {"transaction": paid_back})
     assert (wrong.status_code, wrong.json()["error"]) == (422, "transfer_mismatch")
     assert (no_tx.status_code, taken.status_code, taken.json()["error"]) == (400, 409, "transfer_already_used")
+    odd = await admin_post(gateway, "/admin/api/refunds/%C2%B2/sent", {"transaction": paid_back})
+    assert (odd.status_code, odd.json()["error"]) == (404, "unknown_refund")
     answer = await admin_post(
         gateway, f"/admin/api/refunds/{second.id}/sent", {"transaction": send_usdc(devnet, pay_to, payer, price)}
     )

@@ -30,16 +30,31 @@ def _rows(found: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shown(done: Any, form: str, refused: str) -> bool:
+    """Print a refund or transfer (a dataclass) as a table or JSON, or why there is none on stderr; False then."""
+    from dataclasses import asdict
+
+    from ledger.refunds import RefundRefused
+
+    if isinstance(done, RefundRefused):
+        print(f"worldgate: {refused}: {done.error}: {done.detail}", file=sys.stderr)
+        return False
+    document = {k: str(v) if k == "created_at" else v for k, v in asdict(done).items()}
+    if form == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write("".join(f"{k:14} {v}\n" for k, v in document.items()))
+    return True
+
+
 def cmd_ledger_refund(args: argparse.Namespace) -> int:
     """Exit 1 when the sale is not refunded (unknown, nothing charged, refunded already)."""
     import asyncio
-    from dataclasses import asdict
 
     import ledger
     from app.cli.command_settings import LEDGER, ledger_database, settings_for
     from app.runtime.settings import SettingsError
     from app.usecases.sale_refund import refund_sale
-    from ledger.refunds import RefundRefused
 
     reason, actor = args.reason.strip(), (args.by or "").strip()
     if not 1 <= len(reason) <= REASON_MAX:
@@ -56,26 +71,19 @@ def cmd_ledger_refund(args: argparse.Namespace) -> int:
 
     with ledger_database(settings_for(args, LEDGER)) as dsn:
         done = asyncio.run(run(dsn))
-    if isinstance(done, RefundRefused):
-        print(f"worldgate: not refunded: {done.error}: {done.detail}", file=sys.stderr)
+    if not _shown(done, args.format, "not refunded"):
         return 1
-    document = {k: str(v) if k == "created_at" else v for k, v in asdict(done).items()}
-    if args.format == "json":
-        print(json.dumps(document, indent=2))
-    else:
-        sys.stdout.write("".join(f"{k:14} {v}\n" for k, v in document.items()))
-        if done.kind == "payable":  # the money is ours: it goes back by a transfer the operator sends
-            print(
-                f"owed to the payer: send it {done.amount_atomic} atomic units from payTo, then "
-                f"`worldgate ledger refund-sent {done.id} --tx HASH` (README, Refunds)"
-            )
+    if args.format != "json" and done.kind == "payable":  # the money is ours: the operator sends it back
+        print(
+            f"owed to the payer: send it {done.amount_atomic} atomic units from payTo, then "
+            f"`worldgate ledger refund-sent {done.id} --tx HASH` (README, Refunds)"
+        )
     return 0
 
 
 def cmd_ledger_refund_sent(args: argparse.Namespace) -> int:
     """Exit 1 when no transfer is booked (unknown refund, not owed, paid already, the chain does not show it)."""
     import asyncio
-    from dataclasses import asdict
 
     import ledger
     from app.cli.command_settings import CHAINS, audited_chains, ledger_database, settings_for
@@ -105,15 +113,7 @@ def cmd_ledger_refund_sent(args: argparse.Namespace) -> int:
 
     with ledger_database(settings) as dsn:
         done = asyncio.run(run(dsn))
-    if isinstance(done, RefundRefused):
-        print(f"worldgate: not recorded: {done.error}: {done.detail}", file=sys.stderr)
-        return 1
-    document = {k: str(v) if k == "created_at" else v for k, v in asdict(done).items()}
-    if args.format == "json":
-        print(json.dumps(document, indent=2))
-    else:
-        sys.stdout.write("".join(f"{k:14} {v}\n" for k, v in document.items()))
-    return 0
+    return 0 if _shown(done, args.format, "not recorded") else 1
 
 
 def cmd_ledger_refunds(args: argparse.Namespace) -> int:

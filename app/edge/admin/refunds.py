@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from app.edge.admin.api import AdminApi, BadRequest, _body, _int_param, _json, _problem
 from app.edge.admin.auth import Admin
+from app.edge.admin.http import row_id
 from app.usecases import resolution
 from app.usecases.refund_transfer import record_refund_transfer
 from app.usecases.sale_refund import refund_sale
@@ -61,13 +62,12 @@ class RefundApi:
         ]
 
     async def refund(self, request: Request, admin: Admin) -> Response:
-        raw = request.path_params["id"]
-        if not raw.isdigit() or int(raw) > 2**62:
+        if (payment_id := row_id(request.path_params["id"])) is None:
             return _problem(404, "unknown_payment", "no such payment")
         reason = (await _body(request)).get("reason")
         if not isinstance(reason, str) or not reason.strip() or len(reason) > REASON_MAX:
             raise BadRequest(f"reason must be 1 to {REASON_MAX} characters")
-        done = await refund_sale(self.admin.services.pool, int(raw), reason=reason.strip(), actor=admin.subject)
+        done = await refund_sale(self.admin.services.pool, payment_id, reason=reason.strip(), actor=admin.subject)
         if isinstance(done, RefundRefused):
             return _problem(_STATUS[done.error], done.error, done.detail)
         log.info(
@@ -83,8 +83,7 @@ class RefundApi:
         return _json(done, 201)
 
     async def sent(self, request: Request, admin: Admin) -> Response:
-        raw = request.path_params["id"]
-        if not raw.isdigit() or int(raw) > 2**62:
+        if (refund_id := row_id(request.path_params["id"])) is None:
             return _problem(404, "unknown_refund", "no such refund")
         tx = (await _body(request)).get("transaction")
         if not isinstance(tx, str) or not tx.strip() or len(tx) > TX_MAX:
@@ -92,7 +91,7 @@ class RefundApi:
         # the chains the gateway settles on, read through the nodes it settles through
         auditors = resolution.readers(self.admin.services.facilitator)
         try:
-            done = await record_refund_transfer(self.admin.services.pool, auditors, int(raw), tx, actor=admin.subject)
+            done = await record_refund_transfer(self.admin.services.pool, auditors, refund_id, tx, actor=admin.subject)
         except RpcUnavailable:
             message = "the chain did not answer; nothing was booked, try again"
             return _json({"error": "chain_unavailable", "message": message}, 503, {"retry-after": "5"})
