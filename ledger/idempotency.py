@@ -54,10 +54,14 @@ async def begin(
     ttl_s: float,
     fingerprint: str | None = None,
     payer: str | None = None,
+    *,
+    resigned_replays: bool = False,
 ) -> Held:
     """Take the id for this request, or say whose it is. `fingerprint` (None: not bound) is the request's;
     `payer` is the one the payment's signature speaks for (checked before): the same payer re-signing the
-    same request under an id whose payment has no answer yet is a retry, answered with that payment's outcome."""
+    same request under an id whose payment has no answer yet is a retry, answered with that payment's outcome.
+    `resigned_replays`: so is one whose payment has its answer stored (a batch voucher re-signed for a retry is
+    never booked, so replaying the answer charges nothing; an `exact` payment re-signed is a conflict)."""
     assert fingerprint is None or _FINGERPRINT.match(fingerprint), fingerprint
     for _ in range(2):  # a second pass once an uncharged payment's id was freed
         with translated():
@@ -77,12 +81,15 @@ async def begin(
                     return Held(first=False, conflict=OTHER_REQUEST)
                 if row["payment_key"] == payment_key:
                     return Held(first=False, payment_key=payment_key)
+                same_payer = payer is not None and row["payer"] == payer
                 if row["response"] is not None:
+                    if resigned_replays and same_payer:
+                        return Held(first=False, payment_key=row["payment_key"])
                     return Held(first=False, conflict=OTHER_PAYMENT)
                 if row["payment_state"] in _UNCHARGED:
                     await connection.execute(queries["idempotency_free_uncharged"], id_, row["payment_key"])
                     continue
-                if payer is not None and row["payer"] == payer:
+                if same_payer:
                     return Held(first=False, payment_key=row["payment_key"])
                 return Held(first=False, conflict=OTHER_PAYMENT)
     return Held(first=False, conflict="this payment id is being reset; retry")

@@ -44,9 +44,10 @@ from app.usecases.outcomes import (
     Verified,
 )
 from app.usecases.pricing import PaidRoute
-from app.usecases.retries import REDELIVER_AFTER_S, REDELIVERY_LEASE_S
+from app.usecases.retries import REDELIVER_AFTER_S, REDELIVERY_LEASE_S, Idempotency
 from app.usecases.services import Services
 from app.usecases.voucher_booker import VoucherBooker
+from app.usecases.voucher_ids import VoucherIds
 from ledger import PaymentRecord, batch_recovery, channels, claims, voucher_bookings
 from ledger.channels import Channel, ChannelConfig, VoucherRefused
 from ledger.voucher_bookings import Booking
@@ -105,6 +106,7 @@ class BatchCheckout:
         self.marks = DeliveryMarks(services.pool)
         self.booker = VoucherBooker(services.pool, max_unsettled_atomic=terms.max_unsettled_atomic)
         self.refunds = CooperativeRefund(services, chain)
+        self.ids = VoucherIds(services)
 
     def delivered(self, outcome: Delivered) -> None:
         """The transport handed a voucher sale's answer to its caller: it is never served again."""
@@ -114,7 +116,16 @@ class BatchCheckout:
         await self.marks.close()
         await self.booker.close()
 
-    async def pay(self, paid: PaidRoute, payload: PaymentPayload, offer: PaymentRequirements, serve: Serve) -> Outcome:
+    async def pay(
+        self,
+        paid: PaidRoute,
+        payload: PaymentPayload,
+        offer: PaymentRequirements,
+        serve: Serve,
+        key: Idempotency | None = None,
+    ) -> Outcome:
+        """Sell one request paid by a voucher (with a deposit, or a refund instead). `key`: its payment-identifier,
+        one delivery per id (app/usecases/voucher_ids.py); a refund sells nothing and ignores it."""
         checked = check_payment(payload, offer)
         if isinstance(checked, Refusal):
             return self._refused(paid, checked)
@@ -138,6 +149,14 @@ class BatchCheckout:
             return limited
         if refund:
             return await self.refunds.refund(paid, offer, checked, self._mirror)
+        if key is not None:
+            voucher = channels.payment_key(checked.network, checked.channel_id, checked.max_claimable)
+            payer = checked.payer if checked.signer_verified else None
+            return await self.ids.sell_once(key, voucher, payer, lambda: self._buy(paid, offer, checked, serve))
+        return await self._buy(paid, offer, checked, serve)
+
+    async def _buy(self, paid: PaidRoute, offer: PaymentRequirements, checked: CheckedVoucher, serve: Serve) -> Outcome:
+        """The sale itself: the deposit first if the payload carries one, then the voucher."""
         deposited = None
         if checked.kind == "deposit":
             again = await self._deposit_served_again(paid, offer, checked, serve)

@@ -107,9 +107,8 @@ class Checkout:
         caller ("http", "mcp") and `store` encodes a delivery in its terms, replayed to payment-identifier
         retries on the same transport; `request` (its method and checked query) binds a payment-identifier to
         this request and price (None: to the payment only). A batch-settlement voucher goes to its own checkout
-        (batch_checkout.py): it moves no money in the request, so there is no settlement to wait for or retry."""
-        if offer.scheme == BATCH_SCHEME and self.services.batch is not None:
-            return await self.services.batch.pay(paid, payload, offer, serve)
+        (batch_checkout.py), with its payment-identifier: it moves no money in the request, so there is no
+        settlement to wait for or retry."""
         payment_id = payment_identifier(payload)
         if isinstance(payment_id, Refusal):
             return self._refused(paid, payment_id)
@@ -117,6 +116,8 @@ class Checkout:
         if payment_id:
             bound = fingerprint(paid, offer, request) if request is not None else None
             idempotent = Idempotency(payment_id, transport, store, bound)
+        if offer.scheme == BATCH_SCHEME and self.services.batch is not None:
+            return await self.services.batch.pay(paid, payload, offer, serve, idempotent)
         inspection = inspect(payload, offer, int(time.time()))
         if isinstance(inspection, Refusal):
             held = await self._held_late(payload, offer, inspection)
