@@ -10,7 +10,9 @@ channel's state as it was booked, from which the clients re-base (else the next 
 The id is taken before the voucher is booked and freed if nothing was delivered (a refusal: the payer may fix
 it and retry under the same id). While the first attempt runs, a retry waits for its answer; if none comes
 within REDELIVER_AFTER_S, the same voucher sent again follows the voucher's own rules, and a re-signed one is
-told to retry later (503 `payment_in_progress`), never booked beside the first.
+told to retry later (503 `payment_in_progress`), never booked beside the first. A first attempt whose process
+died stores nothing: its id stays bound until it expires, and only its own voucher, sent again, is answered (the
+voucher's rules serve a booked sale whose answer never left).
 """
 
 from __future__ import annotations
