@@ -1,27 +1,42 @@
-"""payment-identifier on batch-settlement vouchers: a retry that signs anew is answered, never charged twice.
+"""payment-identifier on batch-settlement vouchers: a retry is answered, never charged twice.
 
-The official batch clients sign the next cumulative for every attempt, so a retry after a lost answer carries a
-new voucher. Under the same payment id, from the same payer, for the same request, that voucher is not booked:
-the first answer is replayed, and the channel is charged once. The id is bound to the request (another query is
-a 409) and to its payer (another channel's voucher is a 409); a refused voucher frees its id.
+Without an id, a voucher whose answer left is refused when sent again (the corrective 402: the client re-bases
+and pays the next price for the same request). Under a payment id, the same voucher, or one the same payer signed
+anew for the same request, gets the first answer replayed and is never booked: the channel is charged once. The
+id is bound to the request (another query is a 409) and to its payer (another channel's voucher is a 409); a
+refused voucher frees its id.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from eth_account import Account
 
 from app.runtime.settings import Settings
 from payments.devnet.evm import EvmDevnet
 
-from .chain import b64, unb64
+from .chain import b64, new_payer, unb64
 from .conftest import Gateway, running_gateway
-from .test_batch_gateway import CAPITALS, PRICE, Channel, accepted_for, batch_settings, reason_of  # noqa: F401
+from .test_batch_gateway import (  # noqa: F401 - batch_settings is a fixture
+    CAPITALS,
+    CLIENT_PYTHON,
+    PRICE,
+    ROOT,
+    Channel,
+    accepted_for,
+    batch_settings,
+    reason_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +76,10 @@ async def test_a_re_signed_voucher_under_the_same_id_gets_the_first_answer_and_i
     retry_id = f"retry-{secrets.token_hex(12)}"
 
     first = await send(channel, 2 * PRICE, retry_id)
-    same = await send(channel, 2 * PRICE, retry_id)  # the same voucher sent again
-    re_signed = await send(channel, 3 * PRICE, retry_id)  # the client's retry: the next cumulative, signed anew
+    without_id = await send(channel, 2 * PRICE, None)  # its answer left: refused, the client would pay again
+    same = await send(channel, 2 * PRICE, retry_id)  # the client's retry after an answer lost on the way
+    re_signed = await send(channel, 3 * PRICE, retry_id)  # signed anew for the same request, under the same id
+    assert reason_of(without_id).endswith("cumulative_amount_mismatch")
     assert first.status_code == same.status_code == re_signed.status_code == 200, re_signed.text
     assert same.content == re_signed.content == first.content
     receipts = {a.headers["payment-response"] for a in (first, same, re_signed)}
@@ -97,3 +114,30 @@ async def test_an_id_is_bound_to_its_request_and_payer_and_freed_by_a_refusal(
     short = await send(channel, 4 * PRICE, "short")  # ids are 16 to 128 characters, as for exact
     assert short.status_code == 400 and unb64(short.headers["payment-required"])["error"] == "invalid_payload"
     assert await accepted_for(pool, channel.payer.address.lower()) == 3
+
+
+def official_retry(url: str, key: str, network: str, payment_id: str | None) -> dict[str, Any]:
+    env = {**os.environ, "URL": url, "PAYER_KEY": key, "NETWORK": network, "PAYMENT_ID": payment_id or ""}
+    command = [str(CLIENT_PYTHON), "tests/clients/retry_batch.py"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
+@pytest.mark.skipif(not CLIENT_PYTHON.exists(), reason="the official Python client's venv is missing: make install")
+async def test_the_official_clients_retry_after_a_lost_answer_is_replayed_under_its_id(
+    batch_gateway: Gateway, devnet: EvmDevnet, pool: asyncpg.Pool
+) -> None:
+    """The SDK builds a retry from its channel state, which a lost answer never moved: the same voucher. Without an
+    id it is refused (the client would re-base and pay again); under an id the first answer comes back, once."""
+    url = f"{batch_gateway.url}{CAPITALS}?limit=1"
+    plain_key, with_id_key = new_payer(devnet), new_payer(devnet)
+    plain = await asyncio.to_thread(official_retry, url, plain_key, devnet.network, None)
+    with_id = await asyncio.to_thread(official_retry, url, with_id_key, devnet.network, f"sdk-{secrets.token_hex(12)}")
+    assert plain["opened"] == with_id["opened"] == 200
+    assert plain["same_voucher"] and with_id["same_voucher"]  # the SDK's retry is the voucher already sent
+    assert plain["statuses"] == [200, 402]
+    assert with_id["statuses"] == [200, 200] and with_id["same_body"] and with_id["same_receipt"], with_id
+    payer = Account.from_key(with_id_key).address.lower()
+    assert await accepted_for(pool, payer) == 2  # the opening request and the one retried: charged once

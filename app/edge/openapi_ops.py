@@ -314,6 +314,24 @@ def admin_paths() -> dict[str, Any]:
                 body=reason,
             ),
         },
+        "/admin/api/refunds/{id}/sent": {
+            "get": _no_get("POST"),
+            "post": op(
+                "Book a refund's transfer",
+                "The transfer the operator sent from payTo to pay a refund owed, booked against its payable once the "
+                "chain shows it moved exactly the refund's amount of the sale's token from payTo to the payer.",
+                answer="201",
+                errors={
+                    **bad,
+                    "404": "No such refund.",
+                    "409": "Not owed, paid already, a transaction that paid another refund, or not landed yet.",
+                    "422": "The transaction did not move the refund's amount from payTo to the payer.",
+                    "503": "The chain did not answer; nothing was booked.",
+                },
+                parameters=[_path("id", "The refund (its id in GET /admin/api/refunds).")],
+                body={"transaction": {"type": "string", "minLength": 1, "maxLength": 128}},
+            ),
+        },
         "/admin/api/refunds": {
             "get": op(
                 "Refunds",

@@ -1,11 +1,12 @@
 """payment-identifier for batch-settlement vouchers: one delivery per id, replayed to its retries.
 
-A voucher is its own idempotency key already (sent again, it is served again only if its first answer never
-left). What an id adds is the retry that signs anew: the official batch clients sign the next cumulative for
-every attempt, so a retry after a lost answer carries a new voucher. Under the same id, from the same payer,
-for the same request (the fingerprint: method, route, query, price), that new voucher is not booked: the answer
-stored for the id is replayed, so the request is charged once. The replayed PAYMENT-RESPONSE carries the
-channel's state as it was booked, from which the clients re-base (else the next voucher gets the corrective 402).
+A voucher is its own idempotency key already: sent again, it is served again only if its first answer never
+left this gateway, else refused with the corrective 402. An answer lost on the way to the client is the gap: the
+client's retry sends the same voucher (its channel state moves only with an answer), is refused, re-bases and
+pays the next price for the same request. Under an id, the retry gets the answer stored for the id, replayed, and
+nothing more is booked; so does a voucher the same payer signed anew for the same request (the fingerprint:
+method, route, query, price) under that id. The replayed PAYMENT-RESPONSE carries the channel's state as it was
+booked, the state the clients re-base on.
 
 The id is taken before the voucher is booked and freed if nothing was delivered (a refusal: the payer may fix
 it and retry under the same id). While the first attempt runs, a retry waits for its answer; if none comes
