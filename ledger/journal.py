@@ -58,16 +58,17 @@ def settlement_postings(
     """The payment lands at payTo and is the stream's revenue; the relayer's gas is an expense."""
     token = asset_id(network, asset)
     postings = [
-        Posting(f"onchain:{network}:{pay_to.lower()}", token, amount_atomic),
+        Posting(onchain_account(network, pay_to), token, amount_atomic),
         Posting(f"revenue:{revenue_account}", token, -amount_atomic),
     ]
     if relayer and gas_cost_atomic:
-        native = f"{network}/native"
-        postings += [
-            Posting(f"expense:gas:{network}", native, gas_cost_atomic),
-            Posting(f"onchain:{network}:{relayer.lower()}", native, -gas_cost_atomic),
-        ]
+        postings += gas_postings(network=network, relayer=relayer, gas_cost_atomic=gas_cost_atomic)
     return postings
+
+
+def onchain_account(network: str, address: str) -> str:
+    """Money held at `address` on `network` (payTo's takings, the relayer's gas coin)."""
+    return f"onchain:{network}:{address.lower()}"
 
 
 def receivable_account(network: str, receiver: str) -> str:
@@ -80,7 +81,7 @@ def gas_postings(*, network: str, relayer: str, gas_cost_atomic: int) -> list[Po
     native = f"{network}/native"
     return [
         Posting(f"expense:gas:{network}", native, gas_cost_atomic),
-        Posting(f"onchain:{network}:{relayer.lower()}", native, -gas_cost_atomic),
+        Posting(onchain_account(network, relayer), native, -gas_cost_atomic),
     ]
 
 
@@ -110,7 +111,7 @@ def batch_sweep_postings(
     postings: list[Posting] = []
     if amount_atomic:
         postings += [
-            Posting(f"onchain:{network}:{receiver.lower()}", token, amount_atomic),
+            Posting(onchain_account(network, receiver), token, amount_atomic),
             Posting(receivable_account(network, receiver), token, -amount_atomic),
         ]
     if relayer and gas_cost_atomic:

@@ -15,7 +15,7 @@ import asyncpg
 
 from .entries import insert_entry
 from .errors import LedgerIntegrityError, translated
-from .journal import Posting
+from .journal import Posting, onchain_account
 from .refunds import PAYABLE, RefundRefused
 from .sql import queries
 
@@ -104,10 +104,9 @@ async def record(pool: asyncpg.Pool, refund: OwedRefund, tx_hash: str, *, actor:
             other = await connection.fetchval(queries["refund_transfer_of_tx"], refund.network, tx)
             if other is not None:
                 return RefundRefused("transfer_already_used", f"{tx} already paid refund {other}")
-            sender = f"onchain:{refund.network}:{refund.pay_to.lower()}"
             postings = [
                 Posting(refund.account, refund.asset, refund.amount_atomic),
-                Posting(sender, refund.asset, -refund.amount_atomic),
+                Posting(onchain_account(refund.network, refund.pay_to), refund.asset, -refund.amount_atomic),
             ]
             entry_id = await insert_entry(connection, "adjustment", postings, memo=f"refund {refund.refund_id} sent")
             row = await connection.fetchrow(
