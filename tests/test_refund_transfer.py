@@ -31,6 +31,7 @@ from ledger.refunds import RefundRefused, SaleRefund
 from ledger.sql import queries
 from payments import ChainAuditor
 from payments.devnet.evm import EvmDevnet, Rpc, calldata, mint
+from payments.devnet.process import free_port
 from payments.devnet.solana import devnet_keypair
 from payments.devnet.solana_process import SolanaDevnetProcess
 
@@ -142,6 +143,14 @@ async def test_a_refund_owed_is_booked_once_when_the_chain_shows_its_transfer(
     assert isinstance(reused, RefundRefused) and reused.error == "transfer_already_used", reused
     unknown = await sent(999_999_999, paid_back)
     assert isinstance(unknown, RefundRefused) and unknown.error == "unknown_refund"
+    dead, dead_rpcs = auditors_for([(devnet.network, f"http://127.0.0.1:{free_port()}")], timeout_s=2.0)
+    try:  # a node that does not answer: nothing is booked, the operator tries again
+        down = await record_refund_transfer(pool, dead, second.id, paid_back, actor="ops@test")
+    finally:
+        for rpc in dead_rpcs:
+            await rpc.close()
+    assert isinstance(down, RefundRefused) and down.error == "chain_unavailable", down
+    assert await owed_to(pool, first.account) == price
 
     # the admin API books the second, read through the node the gateway settles on
     wrong = await admin_post(gateway, f"/admin/api/refunds/{second.id}/sent", {"transaction": short})

@@ -17,13 +17,16 @@ from ledger.refund_transfers import RefundTransfer
 from ledger.refunds import RefundRefused
 from payments import ChainAuditor
 from payments.audit import CONFIRMED, PENDING
+from payments.jsonrpc import RpcUnavailable
+
+CHAIN_UNAVAILABLE = "chain_unavailable"
 
 
 async def record_refund_transfer(
     pool: asyncpg.Pool, auditors: Mapping[str, ChainAuditor], refund_id: int, tx_hash: str, *, actor: str
 ) -> RefundTransfer | RefundRefused:
-    """Book `tx_hash` as the transfer that paid refund `refund_id`, once the chain shows it did. Raises
-    RpcUnavailable when the chain does not answer (nothing is booked)."""
+    """Book `tx_hash` as the transfer that paid refund `refund_id`, once the chain shows it did. A chain that does
+    not answer is `chain_unavailable` (CHAIN_UNAVAILABLE): nothing is booked, the caller may try again."""
     refund = await ledger.refund_transfers.owed(pool, refund_id)
     refused = ledger.refund_transfers.refusal(refund, refund_id)
     if refused is not None:
@@ -34,9 +37,12 @@ async def record_refund_transfer(
         return RefundRefused("network_not_configured", f"no RPC for {refund.network} is configured to read it")
     tx = ledger.refund_transfers.transaction_id(refund.network, tx_hash)
     # the auditor's question, sender and recipient swapped: did `tx` move the amount from payTo to the payer?
-    finding = await auditor.settlement(
-        tx, asset=refund.token, pay_to=refund.payer, payer=refund.pay_to, amount_atomic=refund.amount_atomic
-    )
+    try:
+        finding = await auditor.settlement(
+            tx, asset=refund.token, pay_to=refund.payer, payer=refund.pay_to, amount_atomic=refund.amount_atomic
+        )
+    except RpcUnavailable as exc:
+        return RefundRefused(CHAIN_UNAVAILABLE, f"the chain did not answer ({exc}); nothing was booked, try again")
     if finding.status == PENDING:
         return RefundRefused("transfer_pending", f"{tx}: {finding.detail}; record it again once it has landed")
     if finding.status != CONFIRMED:

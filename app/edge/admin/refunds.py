@@ -23,11 +23,10 @@ from app.edge.admin.api import AdminApi, BadRequest, _body, _int_param, _json, _
 from app.edge.admin.auth import Admin
 from app.edge.admin.http import row_id
 from app.usecases import resolution
-from app.usecases.refund_transfer import record_refund_transfer
+from app.usecases.refund_transfer import CHAIN_UNAVAILABLE, record_refund_transfer
 from app.usecases.sale_refund import refund_sale
 from ledger import refunds
 from ledger.refunds import RefundRefused
-from payments.jsonrpc import RpcUnavailable
 
 log = logging.getLogger("worldgate.admin")
 REASON_MAX = 500
@@ -90,11 +89,9 @@ class RefundApi:
             raise BadRequest(f"transaction must be the transfer's hash or signature (1 to {TX_MAX} characters)")
         # the chains the gateway settles on, read through the nodes it settles through
         auditors = resolution.readers(self.admin.services.facilitator)
-        try:
-            done = await record_refund_transfer(self.admin.services.pool, auditors, refund_id, tx, actor=admin.subject)
-        except RpcUnavailable:
-            message = "the chain did not answer; nothing was booked, try again"
-            return _json({"error": "chain_unavailable", "message": message}, 503, {"retry-after": "5"})
+        done = await record_refund_transfer(self.admin.services.pool, auditors, refund_id, tx, actor=admin.subject)
+        if isinstance(done, RefundRefused) and done.error == CHAIN_UNAVAILABLE:
+            return _json({"error": done.error, "message": done.detail}, 503, {"retry-after": "5"})
         if isinstance(done, RefundRefused):
             return _problem(_STATUS[done.error], done.error, done.detail)
         log.info(
