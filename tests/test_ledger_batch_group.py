@@ -298,3 +298,38 @@ async def test_a_group_the_driver_refused_to_send_goes_once_more_on_a_fresh_conn
     assert isinstance(result, Booked) and len(used) == 2 and used[0] is not used[1]
     assert await counts(pool) == (1, 1, 1)
     await groups.close()
+
+
+async def test_the_known_key_check_stays_an_index_probe_as_payments_grows(fresh: FreshDatabase) -> None:
+    """A plan made while payments is small must not be kept once it is large: planned once per session, as
+    PL/pgSQL plans a plain statement, the check read every payment (migration 0018)."""
+    cfg = config()
+    await channels.mirror_channel(fresh.pool, cfg, balance_atomic=10**9, claimed_atomic=0)
+    connection = await asyncpg.connect(fresh.admin_url)  # superuser: to load auto_explain into the session
+    try:
+        charged = 0
+
+        async def group() -> None:
+            nonlocal charged
+            bookings = [booking(cfg, charged + 1000 * (n + 1), 1000) for n in range(4)]
+            charged += 4000
+            assert all(isinstance(r, Booked) for r in await voucher_bookings.book_vouchers(connection, bookings))
+
+        for _ in range(6):  # past the five runs after which a session may keep one plan for all
+            await group()
+        await connection.execute(  # grown behind the session's back, with no ANALYZE since
+            "INSERT INTO payments (payment_key, scheme_id, network, asset, payer, pay_to, amount_atomic, route,"
+            " resource, settlement_mode, state) SELECT 'grown:' || n, 'v2-eip155-exact', 'eip155:84532', 'usdc',"
+            " 'payer', 'payto', 1000, '/r', '/r', 'sync', 'claimed' FROM generate_series(1, 20000) AS n"
+        )
+        plans: list[str] = []
+        connection.add_log_listener(lambda _c, message: plans.append(message.message))
+        await connection.execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;"
+            " SET auto_explain.log_level = 'notice'"
+        )
+        await group()
+        [check] = [p for p in plans if "FROM payments WHERE payment_key = ANY" in p]
+        assert "Seq Scan on payments" not in check and "payments_payment_key_key" in check, check
+    finally:
+        await connection.close()
