@@ -138,7 +138,8 @@ class Api(Reads):
         refused = self._gated(request)
         if refused is not None:
             return refused
-        return respond(await self.stream_answer(stream, request.query_params))
+        # a plain dict: the query's rules look up names it mostly lacks, and QueryParams.get raises inside for each
+        return respond(await self.stream_answer(stream, dict(request.query_params)))
 
     async def world(self, request: Request) -> Response:
         refused = self._gated(request)
