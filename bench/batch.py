@@ -1,7 +1,7 @@
 """Batch-settlement vouchers vs exact on one worldgate, same route, same run: requests/s and gas per request.
 
 `make bench` runs it after bench/paid.py; alone: `.venv/bin/python bench/batch.py [--quick] [--requests N]
-[--concurrency C] [--quotes Q]`.
+[--concurrency C] [--quotes Q] [--vouchers-only]` (the last: no exact phase, for profiling the voucher path).
 
 1. One anvil devnet with the channel contracts where `worldgate serve` places them, a fresh Postgres
    database, Redis db 14, and worldgate as bench/paid.py runs it (uvicorn, 1 worker, uvloop, httptools)
@@ -242,7 +242,7 @@ async def drive(
         runs["warm-up vouchers"] = await phase(load, [[h] for h in warm_vouchers], paid_ok(False), deadline)
         runs["quote"] = await phase(load, quotes, quote_ok, deadline, cpu)
         (exact_1, exact_2), (vouchers_1, vouchers_2) = halves(exact), halves(vouchers)
-        runs["exact"] = await phase(load, exact_1, paid_ok(True), deadline, cpu)
+        runs["exact"] = await phase(load, exact_1, paid_ok(True), deadline, cpu)  # empty lists: --vouchers-only
         runs["batch"] = await phase(load, vouchers_1, paid_ok(False), deadline, cpu)
         runs["batch"].merge(await phase(load, vouchers_2, paid_ok(False), deadline, cpu))
         runs["exact"].merge(await phase(load, exact_2, paid_ok(True), deadline, cpu))
@@ -317,13 +317,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quotes", type=int, help="timed unpaid quotes (2000; --quick 200)")
     parser.add_argument("--concurrency", type=int, default=16, help="clients, one channel each (16)")
     parser.add_argument("--timeout", type=float, default=600.0, help="the whole load's deadline in seconds (600)")
+    parser.add_argument(
+        "--vouchers-only", action="store_true", help="no exact phase: vouchers/s alone, no exact ratios"
+    )
     args = parser.parse_args(argv)
     args.requests = args.requests or (40 if args.quick else 1600)  # a channel's life: one deposit, ~100 vouchers
     args.quotes = args.quotes or (200 if args.quick else 2000)
     if args.concurrency < 1 or args.requests < 2 * args.concurrency or args.quotes < args.concurrency:
         parser.error("--requests must be at least 2x --concurrency, --quotes at least --concurrency")
     per_client = -(-args.requests // args.concurrency) + 2
-    if 2 * per_client * PRICE + 1_000_000 > paid.PAYER_USDC_ATOMIC:  # a deposit (1 USDC minDeposit) + exact
+    if (1 if args.vouchers_only else 2) * per_client * PRICE + 1_000_000 > paid.PAYER_USDC_ATOMIC:  # deposit + exact
         parser.error("too many requests per client for a payer's funds: raise --concurrency")
     return args
 
@@ -388,7 +391,10 @@ def run(args: argparse.Namespace) -> int:
         warm_vouchers = [c.voucher() for c in channels]
         vouchers = [[c.voucher() for _ in range(n)] for c, n in zip(channels, counts, strict=True)]
         warm_exact = [paid.sign_payment(key, exact_offer) for key in keys]
-        exact = [[paid.sign_payment(key, exact_offer) for _ in range(n)] for key, n in zip(keys, counts, strict=True)]
+        exact = [
+            [paid.sign_payment(key, exact_offer) for _ in range(0 if args.vouchers_only else n)]
+            for key, n in zip(keys, counts, strict=True)
+        ]
         quotes = [[""] * n for n in spread(args.quotes, clients)]
         print(
             f"bench: {clients} payers funded, {clients} deposits and {2 * (args.requests + clients)} payments signed"
@@ -441,7 +447,7 @@ def run(args: argparse.Namespace) -> int:
     batch_per = _ratio(batch_gas, voucher_paid)
     print()
     print(line("quote", runs["quote"]))
-    print(line("exact", runs["exact"]))
+    print(line("exact", runs["exact"]) + (" (--vouchers-only)" if not runs["exact"].total else ""))
     print(line("batch", runs["batch"]))
     print(
         f"gas exact: {len(set(r['transaction'] for r in runs['exact'].receipts))} settlement txs, {exact_gas} gasUsed"
