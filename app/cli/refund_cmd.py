@@ -17,6 +17,17 @@ import sys
 from typing import Any
 
 REASON_MAX = 500
+ACTOR_MAX = 200  # the ledger's bound on who records a refund or its transfer
+
+
+def _actor(args: argparse.Namespace) -> str:
+    """`--by`, stripped, within the ledger's bound (refused here with the flag's name, not deep in the ledger)."""
+    from app.runtime.settings import SettingsError
+
+    actor = (args.by or "").strip()
+    if not 1 <= len(actor) <= ACTOR_MAX:
+        raise SettingsError(f"--by must be 1 to {ACTOR_MAX} characters")
+    return actor
 
 
 def _rows(found: list[dict[str, Any]]) -> str:
@@ -56,11 +67,9 @@ def cmd_ledger_refund(args: argparse.Namespace) -> int:
     from app.runtime.settings import SettingsError
     from app.usecases.sale_refund import refund_sale
 
-    reason, actor = args.reason.strip(), (args.by or "").strip()
+    reason, actor = args.reason.strip(), _actor(args)
     if not 1 <= len(reason) <= REASON_MAX:
         raise SettingsError(f"--reason must be 1 to {REASON_MAX} characters")
-    if not 1 <= len(actor) <= 200:
-        raise SettingsError("--by must be 1 to 200 characters")
 
     async def run(dsn: str) -> Any:
         pool = await ledger.create_pool(dsn, size_min=1, size_max=3)  # the settler's lock, and the refund
@@ -87,13 +96,10 @@ def cmd_ledger_refund_sent(args: argparse.Namespace) -> int:
 
     import ledger
     from app.cli.command_settings import CHAINS, audited_chains, ledger_database, settings_for
-    from app.runtime.settings import SettingsError
     from app.usecases.reconcile import auditors_for
     from app.usecases.refund_transfer import record_refund_transfer
 
-    actor = (args.by or "").strip()
-    if not 1 <= len(actor) <= 200:
-        raise SettingsError("--by must be 1 to 200 characters")
+    actor = _actor(args)
     settings = settings_for(args, CHAINS, keys=False)  # it reads the chains, it signs nothing
     chains = audited_chains(settings)
 
